@@ -1,0 +1,1 @@
+//! weir-control (grows in the control issue).

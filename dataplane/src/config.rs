@@ -1,0 +1,558 @@
+//! The node config: a TOML file, every key documented in `config/node.example.toml`.
+//!
+//! `NodeConfig::from_toml` parses and validates; a config that is refused names
+//! the offending key and value and nothing is started. Unknown keys are refused
+//! too, so a typo never silently falls back to a default.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tables::cidr::Ipv4Cidr;
+use crate::wire::MacAddr;
+
+/// Why a config was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Not valid TOML, an unknown key, or a value of the wrong type.
+    Parse(String),
+    /// A value that parses but cannot work.
+    Invalid { key: String, value: String, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid { key: key.into(), value: value.to_string(), reason: reason.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Parse(m) => write!(f, "{m}"),
+            ConfigError::Invalid { key, value, reason } => write!(f, "{key} = {value}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// serde for MAC addresses as `02:00:00:00:00:01` strings.
+pub mod mac_serde {
+    use super::MacAddr;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &MacAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(m)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|e| serde::de::Error::custom(format!("{s:?} is not a MAC address: {e}")))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    pub gateway: GatewaySection,
+    #[serde(default)]
+    pub dpdk: DpdkSection,
+    #[serde(default)]
+    pub management: ManagementSection,
+    #[serde(default)]
+    pub ports: Vec<PortConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Node name, as Kubernetes knows it.
+    pub name: String,
+    /// The node's underlay IP (VXLAN source, NodePort address).
+    #[serde(default)]
+    pub node_ip: Option<Ipv4Addr>,
+    /// The node's pod CIDR: pod IPs and the gateway live here.
+    pub pod_cidr: Ipv4Cidr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// The pods' default gateway; weir answers ARP and ping for it.
+    pub ip: Ipv4Addr,
+    /// The MAC weir answers with and sends from on pod ports.
+    #[serde(with = "mac_serde")]
+    pub mac: MacAddr,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardMode {
+    /// The full pipeline: ARP, IPv4 checks, routing.
+    #[default]
+    L3,
+    /// Benchmark mode: every packet from port 2k goes out of port 2k+1 and back,
+    /// untouched (testpmd's io forwarding).
+    Io,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpdkSection {
+    /// The EAL main lcore: runs management, never packets.
+    pub main_core: usize,
+    /// One pinned worker per core listed.
+    pub worker_cores: Vec<usize>,
+    /// Memory for DPDK, MiB.
+    pub memory_mb: u32,
+    /// false runs on 4 KiB pages (`--no-huge`): slower, for machines without hugepages.
+    pub hugepages: bool,
+    /// EAL `--file-prefix`; default `weir-<node name>`. Every DPDK process on a machine needs its own.
+    pub file_prefix: Option<String>,
+    /// Mbufs in the pool.
+    pub mbufs: u32,
+    /// Per-lcore mempool cache.
+    pub mbuf_cache: u32,
+    /// Packets per rx burst (1..=64).
+    pub burst: usize,
+    /// Rx and tx ring sizes per queue.
+    pub rx_descriptors: u16,
+    pub tx_descriptors: u16,
+    /// true: workers never sleep (benchmarks). false: idle backoff.
+    pub busy_poll: bool,
+    /// Empty polls in a row before a worker starts to sleep.
+    pub idle_polls_before_sleep: u32,
+    /// Longest idle sleep, microseconds; sleeps double from 1 us up to this.
+    pub idle_sleep_max_us: u64,
+    pub forward_mode: ForwardMode,
+    /// Extra EAL arguments, appended as given (e.g. `--log-level=pmd.net.af_packet:debug`).
+    pub eal_args: Vec<String>,
+}
+
+impl Default for DpdkSection {
+    fn default() -> Self {
+        DpdkSection {
+            main_core: 0,
+            worker_cores: vec![1],
+            memory_mb: 512,
+            hugepages: true,
+            file_prefix: None,
+            mbufs: 16383,
+            mbuf_cache: 256,
+            burst: 32,
+            rx_descriptors: 1024,
+            tx_descriptors: 1024,
+            busy_poll: false,
+            idle_polls_before_sleep: 256,
+            idle_sleep_max_us: 500,
+            forward_mode: ForwardMode::L3,
+            eal_args: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagementSection {
+    /// Unix socket for weirctl and weir-control; created with mode 0600.
+    pub socket: PathBuf,
+}
+
+impl Default for ManagementSection {
+    fn default() -> Self {
+        ManagementSection { socket: PathBuf::from("/run/weir/dataplane.sock") }
+    }
+}
+
+/// Kinds of DPDK port weir can drive.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum PortKind {
+    /// A PCI device bound to vfio-pci: SR-IOV VF, PF, virtio-net in a VM. Needs `pci`.
+    Pci,
+    /// A Linux interface through an AF_PACKET socket (veth to a pod namespace). Needs `iface`.
+    AfPacket,
+    /// A TAP interface created by DPDK. Needs `iface`.
+    Tap,
+    /// vhost-user: a DPDK pod or VM connects with virtio. Needs `path`.
+    VhostUser,
+    /// virtio-user: weir is the guest side of a vhost-user socket. Needs `path`.
+    VirtioUser,
+    /// memif shared-memory interface. Needs `path`.
+    Memif,
+    /// An in-memory ring that loops what is sent back to the sender (tests).
+    Ring,
+    /// Discards everything sent, receives endless zero frames (benchmarks).
+    Null,
+}
+
+impl PortKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PortKind::Pci => "pci",
+            PortKind::AfPacket => "af_packet",
+            PortKind::Tap => "tap",
+            PortKind::VhostUser => "vhost_user",
+            PortKind::VirtioUser => "virtio_user",
+            PortKind::Memif => "memif",
+            PortKind::Ring => "ring",
+            PortKind::Null => "null",
+        }
+    }
+}
+
+impl fmt::Display for PortKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// Unique name, `[a-z0-9-]`, up to 24 characters.
+    pub name: String,
+    pub kind: PortKind,
+    /// Linux interface (af_packet, tap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
+    /// Socket path (vhost_user, virtio_user, memif).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// vhost_user: weir listens (default true) or connects; virtio_user: server mode
+    /// (default false); memif: weir is the server (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<bool>,
+    /// PCI address `0000:03:00.0` (pci).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci: Option<String>,
+    /// Extra driver arguments, `key=value,key=value`, appended to the devargs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devargs: Option<String>,
+    /// Rx queues (1..=16); RSS spreads flows over them where the driver can.
+    #[serde(default = "one")]
+    pub rx_queues: u16,
+    /// The pod behind this port, if it is a pod port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodAttachment>,
+}
+
+fn one() -> u16 {
+    1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PodAttachment {
+    pub ip: Ipv4Addr,
+    #[serde(with = "mac_serde")]
+    pub mac: MacAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub prefix: Ipv4Cidr,
+    /// Name of the port the route leaves by.
+    pub port: String,
+    /// Destination MAC on that port.
+    #[serde(with = "mac_serde")]
+    pub next_hop_mac: MacAddr,
+}
+
+pub const MAX_BURST: usize = 64;
+pub const MAX_WORKERS: usize = 64;
+pub const MAX_RX_QUEUES: u16 = 16;
+
+impl NodeConfig {
+    /// Parses and validates a config file's text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Parse(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text)
+    }
+
+    pub fn file_prefix(&self) -> String {
+        self.dpdk.file_prefix.clone().unwrap_or_else(|| format!("weir-{}", self.node.name))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let n = &self.node;
+        if n.name.is_empty() || n.name.len() > 63 || !n.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(ConfigError::invalid("node.name", format!("{:?}", n.name), "want 1-63 characters of [A-Za-z0-9-_.]"));
+        }
+        if !n.pod_cidr.contains(self.gateway.ip) {
+            return Err(ConfigError::invalid("gateway.ip", self.gateway.ip, format!("not inside node.pod_cidr {}", n.pod_cidr)));
+        }
+        if !self.gateway.mac.is_unicast() {
+            return Err(ConfigError::invalid("gateway.mac", self.gateway.mac, "must be a unicast MAC"));
+        }
+        self.validate_dpdk()?;
+        let mut names = HashSet::new();
+        let mut pod_ips = HashSet::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            validate_port(p, &format!("ports[{i}]"))?;
+            if !names.insert(p.name.as_str()) {
+                return Err(ConfigError::invalid(format!("ports[{i}].name"), format!("{:?}", p.name), "another port has this name"));
+            }
+            if let Some(pod) = &p.pod {
+                if !n.pod_cidr.contains(pod.ip) {
+                    return Err(ConfigError::invalid(format!("ports[{i}].pod.ip"), pod.ip, format!("not inside node.pod_cidr {}", n.pod_cidr)));
+                }
+                if pod.ip == self.gateway.ip || pod.ip == n.pod_cidr.addr() {
+                    return Err(ConfigError::invalid(format!("ports[{i}].pod.ip"), pod.ip, "is the gateway or the network address"));
+                }
+                if !pod_ips.insert(pod.ip) {
+                    return Err(ConfigError::invalid(format!("ports[{i}].pod.ip"), pod.ip, "another pod has this IP"));
+                }
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if !names.contains(r.port.as_str()) {
+                return Err(ConfigError::invalid(format!("routes[{i}].port"), format!("{:?}", r.port), "no port has this name"));
+            }
+            if !r.next_hop_mac.is_unicast() {
+                return Err(ConfigError::invalid(format!("routes[{i}].next_hop_mac"), r.next_hop_mac, "must be a unicast MAC"));
+            }
+        }
+        if self.dpdk.forward_mode == ForwardMode::Io && self.ports.len() % 2 != 0 {
+            return Err(ConfigError::invalid("dpdk.forward_mode", "\"io\"", format!("io mode pairs ports, and there are {} ports", self.ports.len())));
+        }
+        Ok(())
+    }
+
+    fn validate_dpdk(&self) -> Result<(), ConfigError> {
+        let d = &self.dpdk;
+        if d.worker_cores.is_empty() || d.worker_cores.len() > MAX_WORKERS {
+            return Err(ConfigError::invalid("dpdk.worker_cores", format!("{:?}", d.worker_cores), format!("want 1..={MAX_WORKERS} cores")));
+        }
+        let mut seen = HashSet::new();
+        for c in &d.worker_cores {
+            if *c == d.main_core {
+                return Err(ConfigError::invalid("dpdk.worker_cores", format!("{:?}", d.worker_cores), format!("core {c} is also dpdk.main_core")));
+            }
+            if !seen.insert(c) {
+                return Err(ConfigError::invalid("dpdk.worker_cores", format!("{:?}", d.worker_cores), format!("core {c} is listed twice")));
+            }
+        }
+        if d.memory_mb < 64 {
+            return Err(ConfigError::invalid("dpdk.memory_mb", d.memory_mb, "at least 64 MiB"));
+        }
+        if d.burst == 0 || d.burst > MAX_BURST {
+            return Err(ConfigError::invalid("dpdk.burst", d.burst, format!("want 1..={MAX_BURST}")));
+        }
+        for (key, v) in [("dpdk.rx_descriptors", d.rx_descriptors), ("dpdk.tx_descriptors", d.tx_descriptors)] {
+            if !(64..=8192).contains(&v) || !v.is_power_of_two() {
+                return Err(ConfigError::invalid(key, v, "want a power of two in 64..=8192"));
+            }
+        }
+        if d.mbuf_cache > 512 {
+            return Err(ConfigError::invalid("dpdk.mbuf_cache", d.mbuf_cache, "at most 512 (RTE_MEMPOOL_CACHE_MAX_SIZE)"));
+        }
+        let queues: u32 = self.ports.iter().map(|p| u32::from(p.rx_queues) + d.worker_cores.len() as u32).sum();
+        let need = queues * u32::from(d.rx_descriptors.max(d.tx_descriptors))
+            + (d.worker_cores.len() as u32 + 1) * (d.mbuf_cache + d.burst as u32 * 2);
+        if d.mbufs < need {
+            return Err(ConfigError::invalid("dpdk.mbufs", d.mbufs, format!("the ports' rings and caches need at least {need}")));
+        }
+        if let Some(fp) = &d.file_prefix {
+            if fp.is_empty() || fp.contains('/') {
+                return Err(ConfigError::invalid("dpdk.file_prefix", format!("{fp:?}"), "want a non-empty name without '/'"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks one port's fields for its kind. `key` is where it sits (`ports[2]`).
+pub fn validate_port(p: &PortConfig, key: &str) -> Result<(), ConfigError> {
+    if p.name.is_empty() || p.name.len() > 24 || !p.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        return Err(ConfigError::invalid(format!("{key}.name"), format!("{:?}", p.name), "want 1-24 characters of [a-z0-9-]"));
+    }
+    if p.rx_queues == 0 || p.rx_queues > MAX_RX_QUEUES {
+        return Err(ConfigError::invalid(format!("{key}.rx_queues"), p.rx_queues, format!("want 1..={MAX_RX_QUEUES}")));
+    }
+    let (needs, allowed): (&[&str], &[&str]) = match p.kind {
+        PortKind::Pci => (&["pci"], &["pci", "devargs"]),
+        PortKind::AfPacket | PortKind::Tap => (&["iface"], &["iface", "devargs"]),
+        PortKind::VhostUser | PortKind::VirtioUser | PortKind::Memif => (&["path"], &["path", "server", "devargs"]),
+        PortKind::Ring | PortKind::Null => (&[], &["devargs"]),
+    };
+    let present = [
+        ("iface", p.iface.is_some()),
+        ("path", p.path.is_some()),
+        ("server", p.server.is_some()),
+        ("pci", p.pci.is_some()),
+        ("devargs", p.devargs.is_some()),
+    ];
+    for (field, is) in present {
+        if is && !allowed.contains(&field) {
+            return Err(ConfigError::invalid(format!("{key}.{field}"), "(set)", format!("not used by kind {}", p.kind)));
+        }
+        if !is && needs.contains(&field) {
+            return Err(ConfigError::invalid(format!("{key}.{field}"), "(missing)", format!("kind {} needs it", p.kind)));
+        }
+    }
+    let plain = |field: &str, v: &str| -> Result<(), ConfigError> {
+        if v.is_empty() || v.contains(',') || v.contains('=') || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::invalid(format!("{key}.{field}"), format!("{v:?}"), "empty, or holds ',', '=' or spaces"));
+        }
+        Ok(())
+    };
+    if let Some(i) = &p.iface {
+        plain("iface", i)?;
+        if i.len() > 15 {
+            return Err(ConfigError::invalid(format!("{key}.iface"), format!("{i:?}"), "Linux interface names have at most 15 characters"));
+        }
+    }
+    if let Some(v) = &p.path {
+        plain("path", v)?;
+    }
+    if let Some(v) = &p.pci {
+        plain("pci", v)?;
+    }
+    if let Some(d) = &p.devargs {
+        if d.is_empty() || d.split(',').any(|kv| !kv.contains('=')) || d.chars().any(|c| c.is_whitespace()) {
+            return Err(ConfigError::invalid(format!("{key}.devargs"), format!("{d:?}"), "want key=value[,key=value...]"));
+        }
+    }
+    if let Some(pod) = &p.pod {
+        if !pod.mac.is_unicast() {
+            return Err(ConfigError::invalid(format!("{key}.pod.mac"), pod.mac, "must be a unicast MAC"));
+        }
+    }
+    Ok(())
+}
+
+impl PortConfig {
+    /// The EAL devargs string that creates this port, e.g.
+    /// `net_af_packet_pod-a,iface=wa-a,qpairs=2`. `tx_queues` is the worker count.
+    pub fn devargs(&self, tx_queues: u16) -> String {
+        let q = self.rx_queues.max(tx_queues);
+        let id = self.name.replace('-', "_");
+        let mut s = match self.kind {
+            PortKind::Pci => self.pci.clone().unwrap_or_default(),
+            PortKind::AfPacket => format!("net_af_packet_{id},iface={},qpairs={q}", self.iface.as_deref().unwrap_or_default()),
+            PortKind::Tap => format!("net_tap_{id},iface={}", self.iface.as_deref().unwrap_or_default()),
+            PortKind::VhostUser => format!(
+                "net_vhost_{id},iface={},queues={q},client={}",
+                self.path.as_deref().unwrap_or_default(),
+                u8::from(!self.server.unwrap_or(true))
+            ),
+            PortKind::VirtioUser => format!(
+                "net_virtio_user_{id},path={},queues={q},server={}",
+                self.path.as_deref().unwrap_or_default(),
+                u8::from(self.server.unwrap_or(false))
+            ),
+            PortKind::Memif => format!(
+                "net_memif_{id},socket={},role={}",
+                self.path.as_deref().unwrap_or_default(),
+                if self.server.unwrap_or(true) { "server" } else { "client" }
+            ),
+            PortKind::Ring => format!("net_ring_{id}"),
+            PortKind::Null => format!("net_null_{id}"),
+        };
+        if let Some(extra) = &self.devargs {
+            s.push(',');
+            s.push_str(extra);
+        }
+        s
+    }
+
+    /// The ethdev name DPDK gives the port (devargs up to the first comma).
+    pub fn dev_name(&self, tx_queues: u16) -> String {
+        let d = self.devargs(tx_queues);
+        d.split(',').next().unwrap_or_default().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+name = "node1"
+pod_cidr = "10.1.0.0/24"
+
+[gateway]
+ip = "10.1.0.1"
+mac = "02:fe:00:00:00:01"
+
+[dpdk]
+worker_cores = [1]
+
+[[ports]]
+name = "pod-a"
+kind = "af_packet"
+iface = "wa-a"
+pod = { ip = "10.1.0.2", mac = "02:00:00:00:00:02" }
+
+[[ports]]
+name = "pod-b"
+kind = "af_packet"
+iface = "wa-b"
+rx_queues = 2
+pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
+"#;
+
+    #[test]
+    fn good_config_parses() {
+        let c = NodeConfig::from_toml(GOOD).unwrap();
+        assert_eq!(c.ports.len(), 2);
+        assert_eq!(c.file_prefix(), "weir-node1");
+        assert_eq!(c.ports[1].devargs(1), "net_af_packet_pod_b,iface=wa-b,qpairs=2");
+        assert_eq!(c.ports[1].dev_name(1), "net_af_packet_pod_b");
+    }
+
+    fn refused(text: &str) -> String {
+        NodeConfig::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        let e = refused(&GOOD.replace("ip = \"10.1.0.1\"", "ip = \"10.9.0.1\""));
+        assert!(e.starts_with("gateway.ip = 10.9.0.1"), "{e}");
+        let e = refused(&GOOD.replace("worker_cores = [1]", "worker_cores = [0]"));
+        assert!(e.starts_with("dpdk.worker_cores = [0]") && e.contains("main_core"), "{e}");
+        let e = refused(&GOOD.replace("iface = \"wa-b\"", "path = \"/tmp/x\""));
+        assert!(e.starts_with("ports[1].path"), "{e}");
+        let e = refused(&GOOD.replace("rx_queues = 2", "rx_queues = 99"));
+        assert!(e.starts_with("ports[1].rx_queues = 99"), "{e}");
+        let e = refused(&GOOD.replace("10.1.0.3\"", "10.1.0.2\""));
+        assert!(e.starts_with("ports[1].pod.ip = 10.1.0.2") && e.contains("another pod"), "{e}");
+        let e = refused(&GOOD.replace("name = \"pod-b\"", "name = \"pod-a\""));
+        assert!(e.starts_with("ports[1].name"), "{e}");
+        let e = refused(&GOOD.replace("[dpdk]", "[dpdk]\nburst = 0"));
+        assert!(e.starts_with("dpdk.burst = 0"), "{e}");
+        let e = refused(&GOOD.replace("[dpdk]", "[dpdk]\nmbufs = 100"));
+        assert!(e.starts_with("dpdk.mbufs = 100"), "{e}");
+        let e = refused(&GOOD.replace("iface = \"wa-a\"", "iface = \"wa-a,qpairs=9\""));
+        assert!(e.starts_with("ports[0].iface"), "{e}");
+    }
+
+    #[test]
+    fn parse_errors_name_the_key() {
+        let e = refused(&GOOD.replace("[dpdk]", "[dpdk]\nbusy_pol = true"));
+        assert!(e.contains("busy_pol"), "{e}");
+        let e = refused(&GOOD.replace("02:fe:00:00:00:01", "02:fe:00:00:01"));
+        assert!(e.contains("02:fe:00:00:01") && e.contains("mac"), "{e}");
+        let e = refused(&GOOD.replace("\"10.1.0.0/24\"", "\"10.1.0.0/33\""));
+        assert!(e.contains("pod_cidr"), "{e}");
+        let e = refused(&GOOD.replace("kind = \"af_packet\"", "kind = \"afpacket\""));
+        assert!(e.contains("afpacket"), "{e}");
+    }
+}

@@ -1,0 +1,24 @@
+//! weir-dataplane: the packet-processing half of weir.
+//!
+//! Everything that decides what happens to a packet (`wire`, `pipeline`,
+//! `tables`) is plain Rust over byte buffers and builds without DPDK, as do
+//! `config`, `api`, `snapshot`, `stats` and `mgmt` (the management protocol).
+//! The `dpdk` feature adds the safe DPDK layer (`dpdk`, the only module with
+//! `unsafe`), the workers (`worker`), the node runtime (`node`) and the binary.
+#![deny(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod mgmt;
+pub mod pipeline;
+pub mod snapshot;
+pub mod stats;
+pub mod tables;
+pub mod wire;
+
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
+#[cfg(feature = "dpdk")]
+pub mod node;
+#[cfg(feature = "dpdk")]
+pub mod worker;

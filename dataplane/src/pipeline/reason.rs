@@ -1,0 +1,105 @@
+//! Why a packet left the pipeline: a numbered [`DropReason`] for drops and a
+//! [`ReplyKind`] for packets weir answered itself. Numbers are part of the
+//! management API and of counters users graph: a number is never reused; a
+//! retired reason keeps its number and its row.
+
+use serde::Serialize;
+
+macro_rules! numbered {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $num:literal, $text:literal;)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[repr(u8)]
+        pub enum $name { $($(#[$vmeta])* $variant = $num,)+ }
+
+        impl $name {
+            /// Every value, in number order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+            /// One more than the largest number: the size of a counter array.
+            pub const COUNT: usize = {
+                let mut max = 0u8;
+                $(if $num > max { max = $num; })+
+                max as usize + 1
+            };
+
+            /// The stable snake_case name used in counters and the API.
+            pub const fn name(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ }
+            }
+
+            pub fn from_number(n: u8) -> Option<Self> {
+                match n { $($num => Some($name::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
+numbered! {
+    /// Why a packet was dropped.
+    DropReason {
+        /// Shorter than an Ethernet header.
+        RuntFrame = 1, "runt_frame";
+        /// Unicast to a MAC that is not weir's, or IPv4 to a broadcast/multicast MAC.
+        NotForUs = 2, "not_for_us";
+        /// An ethertype weir does not handle (IPv6 for now, LLDP, ...).
+        UnknownEthertype = 3, "unknown_ethertype";
+        /// ARP too short or not Ethernet/IPv4.
+        ArpMalformed = 4, "arp_malformed";
+        /// ARP that weir does not answer (replies, requests for addresses it does not own).
+        ArpNotForUs = 5, "arp_not_for_us";
+        /// Shorter than an IPv4 header.
+        Ipv4Truncated = 6, "ipv4_truncated";
+        /// Version field is not 4.
+        Ipv4BadVersion = 7, "ipv4_bad_version";
+        /// IHL below 5 or past the frame.
+        Ipv4BadIhl = 8, "ipv4_bad_ihl";
+        /// Total length below the header or past the frame.
+        Ipv4BadTotalLength = 9, "ipv4_bad_total_length";
+        /// Header checksum does not verify.
+        Ipv4BadChecksum = 10, "ipv4_bad_checksum";
+        /// Source is multicast, broadcast, loopback or unspecified.
+        Ipv4BadSource = 11, "ipv4_bad_source";
+        /// TCP/UDP/ICMP header missing or inconsistent.
+        L4Malformed = 12, "l4_malformed";
+        /// TTL ran out and no ICMP error may be sent about this packet.
+        TtlExceeded = 13, "ttl_exceeded";
+        /// No route to the destination.
+        NoRoute = 14, "no_route";
+        /// For the gateway itself, and not something it answers (only ping is).
+        LocalNotServed = 15, "local_not_served";
+        /// The route's port is gone (removed while the packet was in flight).
+        PortGone = 16, "port_gone";
+        /// The port's tx ring was full.
+        TxFull = 17, "tx_full";
+        /// Not enough headroom/tailroom to build the answer.
+        NoBufferRoom = 18, "no_buffer_room";
+    }
+}
+
+numbered! {
+    /// Packets weir answered itself, sent back out of the port they came in by.
+    ReplyKind {
+        ArpReply = 1, "arp_reply";
+        IcmpEchoReply = 2, "icmp_echo_reply";
+        IcmpTimeExceeded = 3, "icmp_time_exceeded";
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn numbers_and_names_are_unique() {
+        let nums: HashSet<u8> = DropReason::ALL.iter().map(|r| *r as u8).collect();
+        assert_eq!(nums.len(), DropReason::ALL.len());
+        let names: HashSet<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), DropReason::ALL.len());
+        for r in DropReason::ALL {
+            assert_eq!(DropReason::from_number(*r as u8), Some(*r));
+            assert!((*r as usize) < DropReason::COUNT);
+        }
+        assert_eq!(DropReason::from_number(0), None);
+    }
+}
