@@ -445,7 +445,13 @@ impl PortConfig {
         let id = self.name.replace('-', "_");
         let mut s = match self.kind {
             PortKind::Pci => self.pci.clone().unwrap_or_default(),
-            PortKind::AfPacket => format!("net_af_packet_{id},iface={},qpairs={q}", self.iface.as_deref().unwrap_or_default()),
+            // A deeper kernel ring than the driver's default (512 frames), so a
+            // burst from a fast kernel sender is not dropped before a worker
+            // that was idling polls again. `devargs` may override it.
+            PortKind::AfPacket => {
+                let ring = if self.devargs.as_deref().is_some_and(|d| d.contains("framecnt=")) { String::new() } else { ",framecnt=4096".into() };
+                format!("net_af_packet_{id},iface={},qpairs={q}{ring}", self.iface.as_deref().unwrap_or_default())
+            }
             PortKind::Tap => format!("net_tap_{id},iface={}", self.iface.as_deref().unwrap_or_default()),
             PortKind::VhostUser => format!(
                 "net_vhost_{id},iface={},queues={q},client={}",
@@ -514,7 +520,7 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
         let c = NodeConfig::from_toml(GOOD).unwrap();
         assert_eq!(c.ports.len(), 2);
         assert_eq!(c.file_prefix(), "weir-node1");
-        assert_eq!(c.ports[1].devargs(1), "net_af_packet_pod_b,iface=wa-b,qpairs=2");
+        assert_eq!(c.ports[1].devargs(1), "net_af_packet_pod_b,iface=wa-b,qpairs=2,framecnt=4096");
         assert_eq!(c.ports[1].dev_name(1), "net_af_packet_pod_b");
     }
 

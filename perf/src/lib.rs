@@ -1,1 +1,128 @@
-//! weir-perf
+//! weir-perf: benchmarks of the weir data plane, run side by side with
+//! DPDK's own `dpdk-testpmd` on the same machine and port type.
+//!
+//! This crate never links DPDK: it starts `weir-dataplane` and `dpdk-testpmd`
+//! as child processes, drives them (management socket, testpmd's prompt) and
+//! reads their counters. Everything it starts is killed by PID and every file
+//! it leaves (temp dir, DPDK runtime dir, hugepage files of its own
+//! `--file-prefix`es) is removed when the owning guard goes out of scope.
+//!
+//! - [`proc`]: child-process, temp-dir and DPDK-prefix guards, interruptible sleep.
+//! - [`weir`]: one io-forwarding measurement of `weir-dataplane`.
+//! - [`testpmd`]: one io-forwarding measurement of `dpdk-testpmd`.
+
+pub mod proc;
+pub mod testpmd;
+pub mod weir;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The ports both forwarders run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortType {
+    /// Two `net_null` vdevs: rx hands out preallocated-pool mbufs, tx frees
+    /// them. Measures only the forwarding framework.
+    Null,
+    /// Two `net_ring` vdevs, each looping what it sends back to its own rx.
+    /// Starts empty: something has to send the first packets.
+    Ring,
+}
+
+impl PortType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PortType::Null => "null",
+            PortType::Ring => "ring",
+        }
+    }
+
+    /// The DPDK driver name (`net_null`, `net_ring`).
+    pub fn driver(&self) -> &'static str {
+        match self {
+            PortType::Null => "net_null",
+            PortType::Ring => "net_ring",
+        }
+    }
+}
+
+impl fmt::Display for PortType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One measurement window: packets sent (sum of every port's tx counter
+/// delta) over the wall time between the two counter reads.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Measurement {
+    pub tx_packets: u64,
+    #[serde(serialize_with = "ser_secs")]
+    pub elapsed: Duration,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Measurement {
+    pub fn mpps(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs <= 0.0 {
+            return 0.0;
+        }
+        self.tx_packets as f64 / secs / 1e6
+    }
+}
+
+/// Median of the values (mean of the two middle ones for an even count);
+/// `None` when empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+/// What one forwarder's run needs to know.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub port_type: PortType,
+    /// Packets per rx burst.
+    pub burst: usize,
+    /// Time between start of forwarding and the first counter read.
+    pub warmup: Duration,
+    /// Time between the two counter reads.
+    pub seconds: Duration,
+    /// EAL main lcore (management / prompt) and the one forwarding lcore.
+    pub main_core: usize,
+    pub fwd_core: usize,
+    /// DPDK memory, MiB.
+    pub memory_mb: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_odd_even_empty() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0]), Some(3.0));
+        assert_eq!(median(&[5.0, 1.0, 3.0]), Some(3.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn mpps() {
+        let m = Measurement { tx_packets: 50_000_000, elapsed: Duration::from_millis(500) };
+        assert!((m.mpps() - 100.0).abs() < 1e-9);
+        assert_eq!(Measurement { tx_packets: 1, elapsed: Duration::ZERO }.mpps(), 0.0);
+    }
+}

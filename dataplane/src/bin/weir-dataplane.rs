@@ -178,6 +178,9 @@ fn run(cfg: NodeConfig, eal_argv: Vec<String>, stats_interval: u64) -> Result<()
     node.shutdown();
     let _ = std::fs::remove_file(&socket);
     drop(node);
+    let runtime_dir = eal.runtime_dir();
     drop(eal);
+    // EAL leaves its runtime directory (config, multi-process socket) behind.
+    let _ = std::fs::remove_dir_all(runtime_dir);
     result
 }

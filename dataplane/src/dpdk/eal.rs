@@ -56,6 +56,14 @@ impl Eal {
         unsafe { dpdk_sys::rte_thread_unregister() }
     }
 
+    /// EAL's runtime directory for this process's file prefix
+    /// (`/var/run/dpdk/<prefix>` for root).
+    pub fn runtime_dir(&self) -> std::path::PathBuf {
+        // SAFETY: returns a pointer to a static buffer EAL filled at init.
+        let p = unsafe { std::ffi::CStr::from_ptr(dpdk_sys::rte_eal_get_runtime_dir()) };
+        std::path::PathBuf::from(p.to_string_lossy().into_owned())
+    }
+
     pub fn version() -> String {
         // SAFETY: rte_version returns a pointer to a static string.
         unsafe { std::ffi::CStr::from_ptr(dpdk_sys::rte_version()).to_string_lossy().into_owned() }
