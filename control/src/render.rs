@@ -1,0 +1,86 @@
+//! Human-readable tables of what the dataplane reports.
+
+use std::fmt::Write;
+
+use weir_dataplane::api::Stats;
+
+/// The `weirctl stats` table: ports, then non-zero drops and replies, then workers.
+pub fn stats(s: &Stats) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "node {}  tables generation {}  free mbufs {}", s.node, s.generation, s.mbufs_free);
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "{:<14} {:>3} {:<12} {:<5} {:>12} {:>14} {:>12} {:>14} {:>9}",
+        "PORT", "ID", "KIND", "LINK", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "MISSED"
+    );
+    for p in &s.ports {
+        let _ = writeln!(
+            o,
+            "{:<14} {:>3} {:<12} {:<5} {:>12} {:>14} {:>12} {:>14} {:>9}",
+            p.name,
+            p.id,
+            p.kind,
+            if p.link_up { "up" } else { "down" },
+            p.rx_packets,
+            p.rx_bytes,
+            p.tx_packets,
+            p.tx_bytes,
+            p.nic_rx_missed
+        );
+    }
+    let _ = writeln!(o);
+    let drops: Vec<_> = s.drops.iter().filter(|(_, n)| **n > 0).collect();
+    if drops.is_empty() {
+        let _ = writeln!(o, "drops: none");
+    } else {
+        let _ = writeln!(o, "{:<28} {:>12}", "DROP REASON", "PACKETS");
+        for (r, n) in drops {
+            let _ = writeln!(o, "{r:<28} {n:>12}");
+        }
+    }
+    let replies: Vec<_> = s.replies.iter().filter(|(_, n)| **n > 0).collect();
+    if !replies.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "{:<28} {:>12}", "ANSWERED BY WEIR", "PACKETS");
+        for (r, n) in replies {
+            let _ = writeln!(o, "{r:<28} {n:>12}");
+        }
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "{:<7} {:>5} {:>10} {:>14} {:>12} {:>12}  RX QUEUES (port:queue)", "WORKER", "CORE", "GENERATION", "POLLS", "BUSY POLLS", "IDLE SLEEPS");
+    for w in &s.workers {
+        let q: Vec<String> = w.rx_queues.iter().map(|(p, q)| format!("{p}:{q}")).collect();
+        let _ = writeln!(
+            o,
+            "{:<7} {:>5} {:>10} {:>14} {:>12} {:>12}  {}",
+            w.id,
+            w.core,
+            w.generation,
+            w.polls,
+            w.busy_polls,
+            w.idle_sleeps,
+            q.join(" ")
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_dataplane::api::{PortStats, WorkerStats};
+
+    #[test]
+    fn shows_ports_nonzero_drops_and_workers() {
+        let mut s = Stats { node: "n1".into(), generation: 3, ..Default::default() };
+        s.ports.push(PortStats { name: "pod-a".into(), kind: "af_packet".into(), link_up: true, rx_packets: 42, ..Default::default() });
+        s.drops.insert("no_route".into(), 5);
+        s.drops.insert("runt_frame".into(), 0);
+        s.workers.push(WorkerStats { id: 0, core: 1, generation: 3, rx_queues: vec![(0, 0)], ..Default::default() });
+        let t = stats(&s);
+        assert!(t.contains("pod-a") && t.contains("42"), "{t}");
+        assert!(t.contains("no_route") && !t.contains("runt_frame"), "{t}");
+        assert!(t.contains("0:0"), "{t}");
+    }
+}
