@@ -108,7 +108,8 @@ pub enum ForwardMode {
 pub struct DpdkSection {
     /// The EAL main lcore: runs management, never packets.
     pub main_core: usize,
-    /// One pinned worker per core listed.
+    /// One pinned worker per core listed. Best without main_core; a small
+    /// machine may list it too, and the management thread then shares it.
     pub worker_cores: Vec<usize>,
     /// Memory for DPDK, MiB.
     pub memory_mb: u32,
@@ -328,6 +329,13 @@ impl NodeConfig {
                 return Err(ConfigError::invalid(format!("routes[{i}].next_hop_mac"), r.next_hop_mac, "must be a unicast MAC"));
             }
         }
+        let d = &self.dpdk;
+        let queues: u32 = self.ports.iter().map(|p| u32::from(p.rx_queues) + d.worker_cores.len() as u32).sum();
+        let need = queues * u32::from(d.rx_descriptors.max(d.tx_descriptors))
+            + (d.worker_cores.len() as u32 + 1) * (d.mbuf_cache + d.burst as u32 * 2);
+        if d.mbufs < need {
+            return Err(ConfigError::invalid("dpdk.mbufs", d.mbufs, format!("the ports' rings and caches need at least {need}")));
+        }
         if self.dpdk.forward_mode == ForwardMode::Io && self.ports.len() % 2 != 0 {
             return Err(ConfigError::invalid("dpdk.forward_mode", "\"io\"", format!("io mode pairs ports, and there are {} ports", self.ports.len())));
         }
@@ -341,9 +349,6 @@ impl NodeConfig {
         }
         let mut seen = HashSet::new();
         for c in &d.worker_cores {
-            if *c == d.main_core {
-                return Err(ConfigError::invalid("dpdk.worker_cores", format!("{:?}", d.worker_cores), format!("core {c} is also dpdk.main_core")));
-            }
             if !seen.insert(c) {
                 return Err(ConfigError::invalid("dpdk.worker_cores", format!("{:?}", d.worker_cores), format!("core {c} is listed twice")));
             }
@@ -361,12 +366,6 @@ impl NodeConfig {
         }
         if d.mbuf_cache > 512 {
             return Err(ConfigError::invalid("dpdk.mbuf_cache", d.mbuf_cache, "at most 512 (RTE_MEMPOOL_CACHE_MAX_SIZE)"));
-        }
-        let queues: u32 = self.ports.iter().map(|p| u32::from(p.rx_queues) + d.worker_cores.len() as u32).sum();
-        let need = queues * u32::from(d.rx_descriptors.max(d.tx_descriptors))
-            + (d.worker_cores.len() as u32 + 1) * (d.mbuf_cache + d.burst as u32 * 2);
-        if d.mbufs < need {
-            return Err(ConfigError::invalid("dpdk.mbufs", d.mbufs, format!("the ports' rings and caches need at least {need}")));
         }
         if let Some(fp) = &d.file_prefix {
             if fp.is_empty() || fp.contains('/') {
@@ -398,13 +397,12 @@ pub fn validate_port(p: &PortConfig, key: &str) -> Result<(), ConfigError> {
         ("pci", p.pci.is_some()),
         ("devargs", p.devargs.is_some()),
     ];
-    for (field, is) in present {
-        if is && !allowed.contains(&field) {
-            return Err(ConfigError::invalid(format!("{key}.{field}"), "(set)", format!("not used by kind {}", p.kind)));
-        }
-        if !is && needs.contains(&field) {
-            return Err(ConfigError::invalid(format!("{key}.{field}"), "(missing)", format!("kind {} needs it", p.kind)));
-        }
+    // A key the user wrote that does not belong is the likelier mistake: name it first.
+    if let Some((field, _)) = present.iter().find(|(f, is)| *is && !allowed.contains(f)) {
+        return Err(ConfigError::invalid(format!("{key}.{field}"), "(set)", format!("not used by kind {}", p.kind)));
+    }
+    if let Some((field, _)) = present.iter().find(|(f, is)| !*is && needs.contains(f)) {
+        return Err(ConfigError::invalid(format!("{key}.{field}"), "(missing)", format!("kind {} needs it", p.kind)));
     }
     let plain = |field: &str, v: &str| -> Result<(), ConfigError> {
         if v.is_empty() || v.contains(',') || v.contains('=') || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -524,6 +522,14 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
         assert_eq!(c.ports[1].dev_name(1), "net_af_packet_pod_b");
     }
 
+    #[test]
+    fn example_config_is_valid() {
+        let c = NodeConfig::from_toml(include_str!("../../config/node.example.toml")).unwrap();
+        // The example spells out every default; keep them in step.
+        assert_eq!(c.dpdk, DpdkSection::default());
+        assert_eq!(c.management, ManagementSection::default());
+    }
+
     fn refused(text: &str) -> String {
         NodeConfig::from_toml(text).unwrap_err().to_string()
     }
@@ -532,8 +538,10 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
     fn bad_configs_name_the_key() {
         let e = refused(&GOOD.replace("ip = \"10.1.0.1\"", "ip = \"10.9.0.1\""));
         assert!(e.starts_with("gateway.ip = 10.9.0.1"), "{e}");
-        let e = refused(&GOOD.replace("worker_cores = [1]", "worker_cores = [0]"));
-        assert!(e.starts_with("dpdk.worker_cores = [0]") && e.contains("main_core"), "{e}");
+        let e = refused(&GOOD.replace("worker_cores = [1]", "worker_cores = [1, 1]"));
+        assert!(e.starts_with("dpdk.worker_cores = [1, 1]") && e.contains("twice"), "{e}");
+        let e = refused(&GOOD.replace("worker_cores = [1]", "worker_cores = []"));
+        assert!(e.starts_with("dpdk.worker_cores = []"), "{e}");
         let e = refused(&GOOD.replace("iface = \"wa-b\"", "path = \"/tmp/x\""));
         assert!(e.starts_with("ports[1].path"), "{e}");
         let e = refused(&GOOD.replace("rx_queues = 2", "rx_queues = 99"));

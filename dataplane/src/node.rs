@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{PortStats, Reply, Request, Stats, WorkerStats, PROTOCOL_VERSION};
-use crate::config::{validate_port, ForwardMode, NodeConfig, PortConfig, RouteConfig};
+use crate::config::{validate_port, ForwardMode, NodeConfig, PortConfig, PortKind, RouteConfig};
 use crate::dpdk::{port, Eal, Mempool};
 use crate::pipeline::{DropReason, ReplyKind};
 use crate::snapshot::Snapshot;
@@ -74,9 +74,17 @@ impl<'e> Node<'e> {
             None => port::attach(&devargs, &name).map_err(|e| format!("port {}: {e}", p.name))?,
         };
         let info = port::info(id).map_err(|e| format!("port {}: {e}", p.name))?;
+        // The tap driver wants as many rx as tx queues; every rx queue it
+        // gets is polled, so none is left to fill up unseen.
+        let (rx_queues, tx_queues) = if p.kind == PortKind::Tap {
+            let n = p.rx_queues.max(workers);
+            (n, n)
+        } else {
+            (p.rx_queues, workers)
+        };
         let q = port::QueueConfig {
-            rx_queues: p.rx_queues,
-            tx_queues: workers,
+            rx_queues,
+            tx_queues,
             rx_descriptors: self.cfg.dpdk.rx_descriptors,
             tx_descriptors: self.cfg.dpdk.tx_descriptors,
         };
@@ -96,7 +104,7 @@ impl<'e> Node<'e> {
             }
         }
         let mut rx_owner = Vec::new();
-        for _ in 0..p.rx_queues {
+        for _ in 0..rx_queues {
             let w = (0..load.len()).min_by_key(|w| load[*w]).unwrap_or(0);
             load[w] += 1;
             rx_owner.push(w);
@@ -199,7 +207,7 @@ impl<'e> Node<'e> {
                 mac: lp.mac.clone(),
                 link_up: port::link(lp.id).0,
                 rss: lp.rss,
-                rx_queues: lp.cfg.rx_queues,
+                rx_queues: lp.rx_owner.len() as u16,
                 rx_packets: sum(|p| p.rx_packets.get()),
                 rx_bytes: sum(|p| p.rx_bytes.get()),
                 tx_packets: sum(|p| p.tx_packets.get()),

@@ -156,11 +156,11 @@ mod tests {
         let retired = Arc::new(AtomicU64::new(0));
         let mut handles = Vec::new();
         for id in 0..2 {
-            let s = Arc::clone(&s);
+            // Registered before the writer starts, so every synchronize waits for it.
+            let mut r = s.reader(id);
             let stop = Arc::clone(&stop);
             let retired = Arc::clone(&retired);
             handles.push(std::thread::spawn(move || {
-                let mut r = s.reader(id);
                 let mut loads = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let floor = retired.load(Ordering::SeqCst);

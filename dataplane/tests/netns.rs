@@ -269,3 +269,120 @@ fn bad_config_is_refused_with_the_key() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn port(name: &str, kind: PortKind) -> PortConfig {
+    PortConfig { name: name.into(), kind, iface: None, path: None, server: None, pci: None, devargs: None, rx_queues: 1, pod: None }
+}
+
+fn applied(dp: &Dataplane, req: Request) -> u64 {
+    match dp.call(req.clone()) {
+        Reply::Applied { generation } => generation,
+        other => panic!("{req:?}: {other:?}\n{}", dp.logs()),
+    }
+}
+
+/// Every virtual port kind attaches while the workers run, with the queues
+/// asked for, and detaches cleanly; vhost-user and virtio-user find each other.
+#[test]
+fn every_port_kind_attaches_and_detaches() {
+    let bed = Bed::new(1);
+    let dp = bed.start(&bed.config(&[0]));
+    let dir = bed.dir.display().to_string();
+    let vhost_sock = format!("{dir}/vhost.sock");
+
+    let mut tap = port("tap", PortKind::Tap);
+    tap.iface = Some(format!("wt{}t", bed.tag));
+    tap.rx_queues = 2;
+    let ring = port("ring", PortKind::Ring);
+    let mut null = port("null", PortKind::Null);
+    null.rx_queues = 2;
+    let mut memif = port("memif", PortKind::Memif);
+    memif.path = Some(format!("{dir}/memif.sock"));
+    let mut vhost = port("vhost", PortKind::VhostUser);
+    vhost.path = Some(vhost_sock.clone());
+    vhost.rx_queues = 2;
+    let mut virtio = port("virtio", PortKind::VirtioUser);
+    virtio.path = Some(vhost_sock);
+    virtio.server = Some(false);
+    virtio.rx_queues = 2;
+    let mut afp = port("afp-2q", PortKind::AfPacket);
+    afp.iface = Some(format!("wt{}x", bed.tag));
+    afp.rx_queues = 2;
+    sh(&["ip", "-n", &bed.node.0, "link", "add", afp.iface.as_deref().unwrap(), "type", "veth", "peer", "name", &format!("wt{}y", bed.tag)]);
+
+    let kinds = [tap, ring, null, memif, vhost, virtio, afp];
+    let mut last = 0;
+    for p in &kinds {
+        let g = applied(&dp, Request::AddPort { port: p.clone() });
+        assert!(g > last);
+        last = g;
+    }
+    let s = dp.stats();
+    for p in &kinds {
+        let ps = s.port(&p.name).unwrap_or_else(|| panic!("{} missing: {s:#?}", p.name));
+        assert_eq!(ps.kind, p.kind.to_string());
+        assert_eq!(ps.rx_queues, p.rx_queues);
+        // Each rx queue is polled by exactly one worker.
+        let polled = s.workers.iter().flat_map(|w| &w.rx_queues).filter(|(id, _)| *id == ps.id).count();
+        assert_eq!(polled, usize::from(p.rx_queues), "{}", p.name);
+    }
+    // The vhost-user server and the virtio-user client in this one process
+    // negotiated: both links are up.
+    let link = |n: &str| dp.stats().port(n).unwrap().link_up;
+    let t0 = std::time::Instant::now();
+    while !(link("vhost") && link("virtio")) && t0.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(link("vhost") && link("virtio"), "vhost/virtio not connected\n{}", dp.logs());
+
+    // A port that cannot come up is refused whole and leaves nothing behind.
+    let mut bad = port("bad-tap", PortKind::AfPacket);
+    bad.iface = Some("nonexistent0".into());
+    match dp.call(Request::AddPort { port: bad }) {
+        Reply::Error { message } => assert!(message.contains("bad-tap"), "{message}"),
+        other => panic!("af_packet on a missing interface: {other:?}"),
+    }
+    assert!(dp.stats().port("bad-tap").is_none());
+
+    // Remove in an order that leaves the virtio client last.
+    for name in ["vhost", "tap", "ring", "null", "memif", "afp-2q", "virtio"] {
+        applied(&dp, Request::RemovePort { name: name.into() });
+    }
+    let s = dp.stats();
+    assert_eq!(s.ports.len(), 1, "{s:#?}");
+    // Still forwarding for the pod that was there all along.
+    assert!(bed.pods[0].ping(GW_IP, 1), "{}", dp.logs());
+    assert!(dp.shutdown().success());
+}
+
+/// Two workers, ports with two rx queues: each queue has one owner, tx goes
+/// out through each worker's own queue, and counters still add up.
+#[test]
+fn two_workers_with_two_queue_ports() {
+    let bed = Bed::new(2);
+    let cfg = bed
+        .config(&[0, 1])
+        .replace("worker_cores = [1]", "worker_cores = [0, 1]")
+        .replace("mbufs = 8191", "mbufs = 16383")
+        .replace("pod = {", "rx_queues = 2\npod = {");
+    let dp = bed.start(&cfg);
+    let (a, b) = (&bed.pods[0], &bed.pods[1]);
+    let s = dp.stats();
+    assert_eq!(s.workers.len(), 2);
+    for w in &s.workers {
+        assert_eq!(w.rx_queues.len(), 2, "queues spread evenly: {:?}", s.workers);
+    }
+    assert!(a.ping(&b.ip.to_string(), 3), "{}", dp.logs());
+    let (sent, got, len) = tcp_stream(a, b, 4 * 1024 * 1024);
+    assert_eq!((sent, len), (got, 4 * 1024 * 1024));
+    let (sent, got, len) = tcp_stream(b, a, 4 * 1024 * 1024);
+    assert_eq!((sent, len), (got, 4 * 1024 * 1024));
+    let s = dp.settled_stats();
+    let (pa, pb) = (s.port("pod-0").unwrap(), s.port("pod-1").unwrap());
+    assert_eq!(pa.rx_packets, a.eth0_packets().1);
+    assert_eq!(pb.rx_packets, b.eth0_packets().1);
+    assert_eq!(pa.tx_packets, a.eth0_packets().0);
+    assert_eq!(pb.tx_packets, b.eth0_packets().0);
+    assert_eq!(s.total_drops(), 0, "{:?}", s.drops);
+    assert!(dp.shutdown().success());
+}

@@ -45,11 +45,15 @@ struct Args {
 fn eal_args(cfg: &NodeConfig) -> Vec<String> {
     let d = &cfg.dpdk;
     let mut a = vec!["weir-dataplane".to_string(), "-l".into(), d.main_core.to_string()];
+    // One hugepage file per memory segment list, not per page: a virtio-user
+    // port shares all of it over vhost-user, which allows only a few regions.
+    a.push("--single-file-segments".into());
     a.push(format!("--file-prefix={}", cfg.file_prefix()));
     if d.hugepages {
-        // Hugepage files are unlinked once mapped, so nothing is left in
-        // /dev/hugepages when the process exits, however it exits.
-        a.push("--huge-unlink".into());
+        // No hugepage files and no runtime directory: nothing is left behind
+        // however the process exits, and two nodes on one machine cannot
+        // collide. (No DPDK secondary processes either; weir has none.)
+        a.push("--in-memory".into());
         a.push("-m".into());
     } else {
         a.push("--no-huge".into());

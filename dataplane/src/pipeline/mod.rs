@@ -21,7 +21,7 @@ pub use buf::{NoRoom, PacketBuf, TestBuf};
 pub use reason::{DropReason, ReplyKind};
 
 use crate::tables::{PortId, Tables};
-use crate::wire::{arp, checksum, ethernet, icmp, ipv4, tcp, udp, MacAddr, WireError};
+use crate::wire::{arp, ethernet, icmp, ipv4, tcp, udp, MacAddr, WireError};
 
 /// What the worker does with a packet once `process` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,9 +104,12 @@ fn bad_source(a: Ipv4Addr) -> bool {
 }
 
 /// Checks that the L4 header the protocol promises is there and consistent.
-fn l4_ok(protocol: u8, payload: &[u8]) -> bool {
+/// `whole` is false for a first fragment (more fragments follow): its UDP
+/// length field covers the whole datagram, so only the header is checked.
+fn l4_ok(protocol: u8, payload: &[u8], whole: bool) -> bool {
     match protocol {
         ipv4::protocol::TCP => tcp::Packet::new_checked(payload).is_ok(),
+        ipv4::protocol::UDP if !whole => payload.len() >= udp::HEADER_LEN,
         ipv4::protocol::UDP => udp::Packet::new_checked(payload).is_ok(),
         ipv4::protocol::ICMP => icmp::Packet::new_checked(payload).is_ok(),
         _ => true,
@@ -130,8 +133,11 @@ fn ipv4_input<B: PacketBuf>(t: &Tables, in_port: PortId, pkt: &mut B) -> Action 
     if bad_source(src) {
         return Drop(DropReason::Ipv4BadSource);
     }
+    if dst.is_multicast() || dst.is_broadcast() || dst.is_loopback() || dst.is_unspecified() {
+        return Drop(DropReason::Ipv4BadDestination);
+    }
     let first_fragment = ip.frag_offset() == 0;
-    if first_fragment && !l4_ok(ip.protocol(), ip.payload()) {
+    if first_fragment && !l4_ok(ip.protocol(), ip.payload(), !ip.more_frags()) {
         return Drop(DropReason::L4Malformed);
     }
     if dst == t.gateway_ip {
@@ -174,8 +180,10 @@ fn local_input<B: PacketBuf>(t: &Tables, pkt: &mut B) -> Action {
             return Drop(DropReason::L4Malformed);
         }
         echo.set_msg_type(icmp::msg::ECHO_REPLY);
-        let c = checksum::update16(echo.checksum(), u16::from(icmp::msg::ECHO_REQUEST) << 8, u16::from(icmp::msg::ECHO_REPLY) << 8);
-        echo.set_checksum(c);
+        // Recomputed, not updated: RFC 1624's update gives 0x0000 (invalid)
+        // when ident, seq and data are all zero; the sum is as cheap as the
+        // verification above.
+        echo.fill_checksum();
     }
     ip.set_dst_addr(src);
     ip.set_src_addr(t.gateway_ip);

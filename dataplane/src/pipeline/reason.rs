@@ -73,6 +73,9 @@ numbered! {
         TxFull = 17, "tx_full";
         /// Not enough headroom/tailroom to build the answer.
         NoBufferRoom = 18, "no_buffer_room";
+        /// Destination is multicast, broadcast, loopback or unspecified (weir
+        /// routes unicast only, and never answers such packets with an error).
+        Ipv4BadDestination = 19, "ipv4_bad_destination";
     }
 }
 
