@@ -3,7 +3,7 @@
 # Idempotent: safe to run again; it only installs what is missing.
 set -euo pipefail
 
-PKGS=(dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config iproute2 iputils-ping
+PKGS=(dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config iproute2 iputils-ping ethtool
       procps psmisc netcat-openbsd python3)
 
 need_root() {

@@ -125,6 +125,11 @@ impl RxBurst {
     #[inline]
     pub fn fill(&mut self, port: u16, queue: u16, max: usize) -> usize {
         self.release();
+        // DPDK indexes fixed-size arrays with these ids and checks them only
+        // in debug builds of DPDK; never let a stray id index past them.
+        if usize::from(port) >= dpdk_sys::RTE_MAX_ETHPORTS as usize || u32::from(queue) >= dpdk_sys::RTE_MAX_QUEUES_PER_PORT {
+            return 0;
+        }
         let max = max.min(MAX_BURST) as u16;
         // SAFETY: pkts has room for `max` pointers; the port/queue pair is
         // started and polled by this thread only (the worker's rx plan gives
@@ -225,6 +230,10 @@ impl TxBuffer {
     pub fn flush(&mut self, port: u16, queue: u16) -> Flushed {
         if self.len == 0 {
             return Flushed::default();
+        }
+        if usize::from(port) >= dpdk_sys::RTE_MAX_ETHPORTS as usize || u32::from(queue) >= dpdk_sys::RTE_MAX_QUEUES_PER_PORT {
+            let dropped = self.discard();
+            return Flushed { sent: 0, bytes: 0, dropped };
         }
         // SAFETY: pkts[..len] are mbufs we own; the tx queue belongs to this
         // worker alone (one tx queue per worker per port). rte_eth_tx_burst

@@ -24,7 +24,7 @@ pub fn tag() -> String {
 }
 
 pub fn require_root() {
-    // SAFETY-free check: /proc/self/status tells the effective uid.
+    // /proc/self/status tells the effective uid.
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let euid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)).unwrap_or("1");
     assert_eq!(euid, "0", "namespace tests need root (run scripts/test.sh as root)");
