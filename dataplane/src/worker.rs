@@ -51,15 +51,24 @@ pub fn run(cfg: WorkerConfig, mut tables: Reader<Tables>, counters: SharedCounte
             got += n;
             let pc = &c.ports[usize::from(rq.port)];
             pc.rx_packets.add(n as u64);
+            if t.mode == ForwardMode::Io {
+                // Benchmark mode: the burst goes out of the peer port as it
+                // came, like testpmd's io forwarding (bytes: see the driver's).
+                match t.io_peer.get(usize::from(rq.port)).copied().flatten() {
+                    Some(peer) => {
+                        let f = rx.send_all(peer, txq);
+                        c.ports[usize::from(peer)].tx_packets.add(f.sent);
+                        if f.dropped > 0 {
+                            c.drop_reason(DropReason::TxFull, f.dropped);
+                        }
+                    }
+                    None => c.drop_reason(DropReason::PortGone, n as u64),
+                }
+                continue;
+            }
             pc.rx_bytes.add(rx.bytes());
             for mut m in &mut rx {
-                let action = match t.mode {
-                    ForwardMode::L3 => pipeline::process(t, rq.port, &mut m),
-                    ForwardMode::Io => match t.io_peer.get(usize::from(rq.port)).copied().flatten() {
-                        Some(peer) => Action::Forward(peer),
-                        None => Action::Drop(DropReason::PortGone),
-                    },
-                };
+                let action = pipeline::process(t, rq.port, &mut m);
                 let out = match action {
                     Action::Forward(p) => p,
                     Action::Reply(kind) => {

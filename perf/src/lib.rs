@@ -27,24 +27,19 @@ pub enum PortType {
     /// Two `net_null` vdevs: rx hands out preallocated-pool mbufs, tx frees
     /// them. Measures only the forwarding framework.
     Null,
-    /// Two `net_ring` vdevs, each looping what it sends back to its own rx.
-    /// Starts empty: something has to send the first packets.
-    Ring,
 }
 
 impl PortType {
     pub fn as_str(&self) -> &'static str {
         match self {
             PortType::Null => "null",
-            PortType::Ring => "ring",
         }
     }
 
-    /// The DPDK driver name (`net_null`, `net_ring`).
+    /// The DPDK driver name (`net_null`).
     pub fn driver(&self) -> &'static str {
         match self {
             PortType::Null => "net_null",
-            PortType::Ring => "net_ring",
         }
     }
 }
@@ -60,7 +55,7 @@ impl fmt::Display for PortType {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Measurement {
     pub tx_packets: u64,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(rename = "elapsed_s", serialize_with = "ser_secs")]
     pub elapsed: Duration,
 }
 

@@ -43,12 +43,10 @@ pub fn args(spec: &RunSpec, file_prefix: &str) -> Vec<String> {
     a
 }
 
-/// The command that starts forwarding. Ring ports start empty: `tx_first`
-/// sends one burst on every port first, which then circulates.
+/// The command that starts forwarding (null ports need no first burst).
 pub fn start_command(port_type: PortType) -> &'static str {
     match port_type {
         PortType::Null => "start",
-        PortType::Ring => "start tx_first",
     }
 }
 
@@ -171,6 +169,7 @@ pub fn run(testpmd: &Path, spec: &RunSpec, tag: &str) -> Result<Measurement, Str
     drop(s);
     drop(prefix);
     match result {
+        Err(_) if proc::interrupted() => Err("interrupted".into()),
         Err(e) => Err(format!("dpdk-testpmd run failed: {e}\n  {} output:\n{tail}", testpmd.display())),
         Ok(m) => {
             match status {
@@ -243,7 +242,7 @@ testpmd> ";
     #[test]
     fn testpmd_args() {
         let spec = RunSpec {
-            port_type: PortType::Ring,
+            port_type: PortType::Null,
             burst: 32,
             warmup: Duration::from_secs(1),
             seconds: Duration::from_secs(5),
@@ -253,7 +252,7 @@ testpmd> ";
         };
         assert_eq!(
             args(&spec, "pfx").join(" "),
-            "-l 0,1 --file-prefix pfx --no-pci --huge-unlink -m 512 --vdev net_ring0 --vdev net_ring1 -- -i --forward-mode=io --burst=32 --nb-cores=1"
+            "-l 0,1 --file-prefix pfx --no-pci --huge-unlink -m 512 --vdev net_null0 --vdev net_null1 -- -i --forward-mode=io --burst=32 --nb-cores=1"
         );
         assert_eq!(start_command(PortType::Null), "start");
     }

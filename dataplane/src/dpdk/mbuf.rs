@@ -151,6 +151,29 @@ impl RxBurst {
             .sum()
     }
 
+    /// Sends every packet still held straight out of (port, queue) in one
+    /// tx burst, untouched, and frees what the queue refuses: the io
+    /// forwarding path, with no per-packet work at all.
+    #[inline]
+    pub fn send_all(&mut self, port: u16, queue: u16) -> Flushed {
+        let n = self.len - self.next;
+        if n == 0 {
+            return Flushed::default();
+        }
+        if usize::from(port) >= dpdk_sys::RTE_MAX_ETHPORTS as usize || u32::from(queue) >= dpdk_sys::RTE_MAX_QUEUES_PER_PORT {
+            self.release();
+            return Flushed { sent: 0, bytes: 0, dropped: n as u64 };
+        }
+        // SAFETY: pkts[next..len] are mbufs we own; the tx queue belongs to
+        // this worker alone; tx_burst takes ownership of the first `sent`.
+        let sent = usize::from(unsafe {
+            dpdk_sys::rte_eth_tx_burst(port, queue, self.pkts.as_mut_ptr().add(self.next), n as u16)
+        });
+        self.next += sent;
+        self.release();
+        Flushed { sent: sent as u64, bytes: 0, dropped: (n - sent) as u64 }
+    }
+
     fn release(&mut self) {
         for m in &self.pkts[self.next..self.len] {
             // SAFETY: pointers in next..len are mbufs we own and never handed out.

@@ -36,8 +36,7 @@ Exit status: 0 when every run produced a figure (whatever the figures are),
 1 when a run failed (the message says which process and why), 2 on bad options.")]
 struct Args {
     /// Port type for both forwarders: `null` = two net_null vdevs (rx hands out
-    /// mbufs, tx frees them: measures only the forwarding framework); `ring` =
-    /// two net_ring loopback ports (testpmd seeds them with `start tx_first`).
+    /// mbufs, tx frees them: measures only the forwarding framework).
     #[arg(long, value_enum, default_value_t = PortTypeArg::Null, value_name = "TYPE")]
     port_type: PortTypeArg,
     /// Measurement window of each run, seconds.
@@ -67,14 +66,46 @@ struct Args {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum PortTypeArg {
     Null,
-    Ring,
 }
 
 impl From<PortTypeArg> for PortType {
     fn from(p: PortTypeArg) -> PortType {
         match p {
             PortTypeArg::Null => PortType::Null,
-            PortTypeArg::Ring => PortType::Ring,
+        }
+    }
+}
+
+/// One forwarder's outcome in one run.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    Measured { mpps: f64, tx_packets: u64, elapsed_s: f64 },
+    Failed { error: String },
+    /// Not run: this forwarder already failed in an earlier run.
+    Skipped,
+}
+
+impl Outcome {
+    fn from_result(r: &Result<Measurement, String>) -> Outcome {
+        match r {
+            Ok(m) => Outcome::Measured { mpps: m.mpps(), tx_packets: m.tx_packets, elapsed_s: m.elapsed.as_secs_f64() },
+            Err(e) => Outcome::Failed { error: e.clone() },
+        }
+    }
+
+    fn mpps(&self) -> Option<f64> {
+        match self {
+            Outcome::Measured { mpps, .. } => Some(*mpps),
+            _ => None,
+        }
+    }
+
+    fn cell(&self) -> String {
+        match self {
+            Outcome::Measured { mpps, .. } => format!("{mpps:.2}"),
+            Outcome::Failed { .. } => "failed".into(),
+            Outcome::Skipped => "-".into(),
         }
     }
 }
@@ -82,10 +113,8 @@ impl From<PortTypeArg> for PortType {
 #[derive(Serialize)]
 struct RunResult {
     run: u32,
-    weir: Measurement,
-    weir_mpps: f64,
-    testpmd: Measurement,
-    testpmd_mpps: f64,
+    weir: Outcome,
+    testpmd: Outcome,
 }
 
 #[derive(Serialize)]
@@ -100,9 +129,10 @@ struct Report {
     weir_binary: String,
     testpmd_binary: String,
     runs: Vec<RunResult>,
-    weir_median_mpps: f64,
-    testpmd_median_mpps: f64,
-    ratio: f64,
+    weir_median_mpps: Option<f64>,
+    testpmd_median_mpps: Option<f64>,
+    /// weir median / testpmd median; absent when either has no figure.
+    ratio: Option<f64>,
     goal_ratio: f64,
 }
 
@@ -119,7 +149,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Seconds as a decimal number, more than 0 (`min_zero` false) or at least 0.
+/// Seconds as a decimal number, more than 0, or at least 0 with `allow_zero`.
 fn parse_secs(v: &str, allow_zero: bool) -> Result<Duration, String> {
     let f: f64 = v.parse().map_err(|e| format!("{v:?} is not a number of seconds: {e}"))?;
     if !f.is_finite() || f < 0.0 || (f == 0.0 && !allow_zero) || f > 3600.0 {
@@ -179,29 +209,56 @@ fn run(args: Args) -> Result<(), String> {
         warmup.as_secs_f64()
     );
 
-    let mut results = Vec::new();
+    // Alternate the two; a forwarder that fails is not run again, and the
+    // other one still gets its runs, so the table shows what did work.
+    let mut results: Vec<RunResult> = Vec::new();
+    let (mut weir_failed, mut testpmd_failed) = (false, false);
     for r in 1..=args.runs {
-        let w = weir::run(&weir_bin, &spec, dir.path(), &format!("w{r}"))?;
-        eprintln!("  run {r}/{}: weir-dataplane {:7.2} Mpps ({} packets in {:.3} s)", args.runs, w.mpps(), w.tx_packets, w.elapsed.as_secs_f64());
-        let t = testpmd::run(&args.testpmd, &spec, &format!("t{r}"))?;
-        eprintln!("  run {r}/{}: dpdk-testpmd   {:7.2} Mpps ({} packets in {:.3} s)", args.runs, t.mpps(), t.tx_packets, t.elapsed.as_secs_f64());
-        results.push(RunResult { run: r, weir_mpps: w.mpps(), weir: w, testpmd_mpps: t.mpps(), testpmd: t });
+        let weir = if weir_failed {
+            Outcome::Skipped
+        } else {
+            let res = weir::run(&weir_bin, &spec, dir.path(), &format!("w{r}"));
+            progress(r, args.runs, "weir-dataplane", &res);
+            weir_failed = res.is_err();
+            Outcome::from_result(&res)
+        };
+        proc::check_interrupted()?;
+        let testpmd = if testpmd_failed {
+            Outcome::Skipped
+        } else {
+            let res = testpmd::run(&args.testpmd, &spec, &format!("t{r}"));
+            progress(r, args.runs, "dpdk-testpmd", &res);
+            testpmd_failed = res.is_err();
+            Outcome::from_result(&res)
+        };
+        proc::check_interrupted()?;
+        results.push(RunResult { run: r, weir, testpmd });
     }
     drop(dir);
 
-    let wm = median(&results.iter().map(|r| r.weir_mpps).collect::<Vec<_>>()).unwrap_or(0.0);
-    let tm = median(&results.iter().map(|r| r.testpmd_mpps).collect::<Vec<_>>()).unwrap_or(0.0);
-    let ratio = if tm > 0.0 { wm / tm } else { 0.0 };
+    let figures = |f: fn(&RunResult) -> &Outcome| -> Vec<f64> { results.iter().filter_map(|r| f(r).mpps()).collect() };
+    let wm = median(&figures(|r| &r.weir));
+    let tm = median(&figures(|r| &r.testpmd));
+    let ratio = match (wm, tm) {
+        (Some(w), Some(t)) if t > 0.0 => Some(w / t),
+        _ => None,
+    };
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
 
     println!();
-    println!("weir-bench-fwd: bare rx->tx forwarding (io mode), port type {} (2 x {}), burst {}, {:.1} s per run",
-        spec.port_type, spec.port_type.driver(), spec.burst, seconds.as_secs_f64());
+    println!(
+        "weir-bench-fwd: bare rx->tx forwarding (io mode), port type {} (2 x {}), burst {}, {:.1} s per run",
+        spec.port_type,
+        spec.port_type.driver(),
+        spec.burst,
+        seconds.as_secs_f64()
+    );
     println!("  {:<8} {:>20} {:>18}", "run", "weir-dataplane Mpps", "dpdk-testpmd Mpps");
     for r in &results {
-        println!("  {:<8} {:>20.2} {:>18.2}", r.run, r.weir_mpps, r.testpmd_mpps);
+        println!("  {:<8} {:>20} {:>18}", r.run, r.weir.cell(), r.testpmd.cell());
     }
-    println!("  {:<8} {:>20.2} {:>18.2}", "median", wm, tm);
-    println!("ratio weir/testpmd = {ratio:.2} (goal >= {GOAL:.2})");
+    println!("  {:<8} {:>20} {:>18}", "median", opt(wm), opt(tm));
+    println!("ratio weir/testpmd = {} (goal >= {GOAL:.2})", opt(ratio));
 
     if let Some(path) = &args.json {
         let report = Report {
@@ -224,5 +281,24 @@ fn run(args: Args) -> Result<(), String> {
         std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         eprintln!("weir-bench-fwd: wrote {}", path.display());
     }
+    if weir_failed || testpmd_failed {
+        let which: Vec<&str> = [(weir_failed, "weir-dataplane"), (testpmd_failed, "dpdk-testpmd")]
+            .iter()
+            .filter_map(|(f, n)| f.then_some(*n))
+            .collect();
+        return Err(format!("{} failed (see above)", which.join(" and ")));
+    }
     Ok(())
+}
+
+fn progress(r: u32, runs: u32, who: &str, res: &Result<Measurement, String>) {
+    match res {
+        Ok(m) => eprintln!(
+            "  run {r}/{runs}: {who:<14} {:7.2} Mpps ({} packets in {:.3} s)",
+            m.mpps(),
+            m.tx_packets,
+            m.elapsed.as_secs_f64()
+        ),
+        Err(e) => eprintln!("  run {r}/{runs}: {who:<14} FAILED: {e}"),
+    }
 }
