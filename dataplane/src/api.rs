@@ -24,11 +24,19 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
-    Hello { version: u32, node: String, dpdk: String },
+    Hello {
+        version: u32,
+        node: String,
+        dpdk: String,
+    },
     Stats(Stats),
     /// The change is applied and every worker runs `generation` or later.
-    Applied { generation: u64 },
-    Error { message: String },
+    Applied {
+        generation: u64,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -101,8 +109,15 @@ mod tests {
     #[test]
     fn requests_round_trip() {
         let r: Request = serde_json::from_str(r#"{"cmd":"remove_port","name":"pod-a"}"#).unwrap();
-        assert_eq!(r, Request::RemovePort { name: "pod-a".into() });
-        let r: Request = serde_json::from_str(r#"{"cmd":"add_port","port":{"name":"p","kind":"ring"}}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::RemovePort {
+                name: "pod-a".into()
+            }
+        );
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"add_port","port":{"name":"p","kind":"ring"}}"#)
+                .unwrap();
         assert!(matches!(r, Request::AddPort { .. }));
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
         let s = serde_json::to_string(&Reply::Applied { generation: 3 }).unwrap();

@@ -20,12 +20,24 @@ pub enum ConfigError {
     /// Not valid TOML, an unknown key, or a value of the wrong type.
     Parse(String),
     /// A value that parses but cannot work.
-    Invalid { key: String, value: String, reason: String },
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
 }
 
 impl ConfigError {
-    fn invalid(key: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) -> Self {
-        ConfigError::Invalid { key: key.into(), value: value.to_string(), reason: reason.into() }
+    fn invalid(
+        key: impl Into<String>,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -51,7 +63,8 @@ pub mod mac_serde {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(|e| serde::de::Error::custom(format!("{s:?} is not a MAC address: {e}")))
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a MAC address: {e}")))
     }
 }
 
@@ -168,7 +181,9 @@ pub struct ManagementSection {
 
 impl Default for ManagementSection {
     fn default() -> Self {
-        ManagementSection { socket: PathBuf::from("/run/weir/dataplane.sock") }
+        ManagementSection {
+            socket: PathBuf::from("/run/weir/dataplane.sock"),
+        }
     }
 }
 
@@ -275,7 +290,8 @@ pub const MAX_RX_QUEUES: u16 = 16;
 impl NodeConfig {
     /// Parses and validates a config file's text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let cfg: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let cfg: NodeConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -287,19 +303,81 @@ impl NodeConfig {
     }
 
     pub fn file_prefix(&self) -> String {
-        self.dpdk.file_prefix.clone().unwrap_or_else(|| format!("weir-{}", self.node.name))
+        self.dpdk
+            .file_prefix
+            .clone()
+            .unwrap_or_else(|| format!("weir-{}", self.node.name))
+    }
+
+    /// The EAL arguments this config gives, `program` first.
+    pub fn eal_args(&self, program: &str) -> Vec<String> {
+        let cfg = self;
+        let d = &cfg.dpdk;
+        let mut a = vec![program.to_string(), "-l".into(), d.main_core.to_string()];
+        // One hugepage file per memory segment list, not per page: a virtio-user
+        // port shares all of it over vhost-user, which allows only a few regions.
+        a.push("--single-file-segments".into());
+        a.push(format!("--file-prefix={}", cfg.file_prefix()));
+        if d.hugepages {
+            // No hugepage files and no runtime directory: nothing is left behind
+            // however the process exits, and two nodes on one machine cannot
+            // collide. (No DPDK secondary processes either; weir has none.)
+            a.push("--in-memory".into());
+            a.push("-m".into());
+        } else {
+            a.push("--no-huge".into());
+            a.push("-m".into());
+        }
+        a.push(d.memory_mb.to_string());
+        // PCI devices are probed by EAL at init (allowlisted with their driver
+        // arguments); everything else is hot-plugged afterwards.
+        let workers = d.worker_cores.len() as u16;
+        let pci: Vec<String> = cfg
+            .ports
+            .iter()
+            .filter(|p| p.kind == PortKind::Pci)
+            .map(|p| p.devargs(workers))
+            .collect();
+        if pci.is_empty() {
+            a.push("--no-pci".into());
+        } else {
+            for dev in pci {
+                a.push("-a".into());
+                a.push(dev);
+            }
+        }
+        a.extend(d.eal_args.iter().cloned());
+        a
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let n = &self.node;
-        if n.name.is_empty() || n.name.len() > 63 || !n.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(ConfigError::invalid("node.name", format!("{:?}", n.name), "want 1-63 characters of [A-Za-z0-9-_.]"));
+        if n.name.is_empty()
+            || n.name.len() > 63
+            || !n
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(ConfigError::invalid(
+                "node.name",
+                format!("{:?}", n.name),
+                "want 1-63 characters of [A-Za-z0-9-_.]",
+            ));
         }
         if !n.pod_cidr.contains(self.gateway.ip) {
-            return Err(ConfigError::invalid("gateway.ip", self.gateway.ip, format!("not inside node.pod_cidr {}", n.pod_cidr)));
+            return Err(ConfigError::invalid(
+                "gateway.ip",
+                self.gateway.ip,
+                format!("not inside node.pod_cidr {}", n.pod_cidr),
+            ));
         }
         if !self.gateway.mac.is_unicast() {
-            return Err(ConfigError::invalid("gateway.mac", self.gateway.mac, "must be a unicast MAC"));
+            return Err(ConfigError::invalid(
+                "gateway.mac",
+                self.gateway.mac,
+                "must be a unicast MAC",
+            ));
         }
         self.validate_dpdk()?;
         let mut names = HashSet::new();
@@ -307,37 +385,76 @@ impl NodeConfig {
         for (i, p) in self.ports.iter().enumerate() {
             validate_port(p, &format!("ports[{i}]"))?;
             if !names.insert(p.name.as_str()) {
-                return Err(ConfigError::invalid(format!("ports[{i}].name"), format!("{:?}", p.name), "another port has this name"));
+                return Err(ConfigError::invalid(
+                    format!("ports[{i}].name"),
+                    format!("{:?}", p.name),
+                    "another port has this name",
+                ));
             }
             if let Some(pod) = &p.pod {
                 if !n.pod_cidr.contains(pod.ip) {
-                    return Err(ConfigError::invalid(format!("ports[{i}].pod.ip"), pod.ip, format!("not inside node.pod_cidr {}", n.pod_cidr)));
+                    return Err(ConfigError::invalid(
+                        format!("ports[{i}].pod.ip"),
+                        pod.ip,
+                        format!("not inside node.pod_cidr {}", n.pod_cidr),
+                    ));
                 }
                 if pod.ip == self.gateway.ip || pod.ip == n.pod_cidr.addr() {
-                    return Err(ConfigError::invalid(format!("ports[{i}].pod.ip"), pod.ip, "is the gateway or the network address"));
+                    return Err(ConfigError::invalid(
+                        format!("ports[{i}].pod.ip"),
+                        pod.ip,
+                        "is the gateway or the network address",
+                    ));
                 }
                 if !pod_ips.insert(pod.ip) {
-                    return Err(ConfigError::invalid(format!("ports[{i}].pod.ip"), pod.ip, "another pod has this IP"));
+                    return Err(ConfigError::invalid(
+                        format!("ports[{i}].pod.ip"),
+                        pod.ip,
+                        "another pod has this IP",
+                    ));
                 }
             }
         }
         for (i, r) in self.routes.iter().enumerate() {
             if !names.contains(r.port.as_str()) {
-                return Err(ConfigError::invalid(format!("routes[{i}].port"), format!("{:?}", r.port), "no port has this name"));
+                return Err(ConfigError::invalid(
+                    format!("routes[{i}].port"),
+                    format!("{:?}", r.port),
+                    "no port has this name",
+                ));
             }
             if !r.next_hop_mac.is_unicast() {
-                return Err(ConfigError::invalid(format!("routes[{i}].next_hop_mac"), r.next_hop_mac, "must be a unicast MAC"));
+                return Err(ConfigError::invalid(
+                    format!("routes[{i}].next_hop_mac"),
+                    r.next_hop_mac,
+                    "must be a unicast MAC",
+                ));
             }
         }
         let d = &self.dpdk;
-        let queues: u32 = self.ports.iter().map(|p| u32::from(p.rx_queues) + d.worker_cores.len() as u32).sum();
+        let queues: u32 = self
+            .ports
+            .iter()
+            .map(|p| u32::from(p.rx_queues) + d.worker_cores.len() as u32)
+            .sum();
         let need = queues * u32::from(d.rx_descriptors.max(d.tx_descriptors))
             + (d.worker_cores.len() as u32 + 1) * (d.mbuf_cache + d.burst as u32 * 2);
         if d.mbufs < need {
-            return Err(ConfigError::invalid("dpdk.mbufs", d.mbufs, format!("the ports' rings and caches need at least {need}")));
+            return Err(ConfigError::invalid(
+                "dpdk.mbufs",
+                d.mbufs,
+                format!("the ports' rings and caches need at least {need}"),
+            ));
         }
         if self.dpdk.forward_mode == ForwardMode::Io && self.ports.len() % 2 != 0 {
-            return Err(ConfigError::invalid("dpdk.forward_mode", "\"io\"", format!("io mode pairs ports, and there are {} ports", self.ports.len())));
+            return Err(ConfigError::invalid(
+                "dpdk.forward_mode",
+                "\"io\"",
+                format!(
+                    "io mode pairs ports, and there are {} ports",
+                    self.ports.len()
+                ),
+            ));
         }
         Ok(())
     }
@@ -345,31 +462,62 @@ impl NodeConfig {
     fn validate_dpdk(&self) -> Result<(), ConfigError> {
         let d = &self.dpdk;
         if d.worker_cores.is_empty() || d.worker_cores.len() > MAX_WORKERS {
-            return Err(ConfigError::invalid("dpdk.worker_cores", format!("{:?}", d.worker_cores), format!("want 1..={MAX_WORKERS} cores")));
+            return Err(ConfigError::invalid(
+                "dpdk.worker_cores",
+                format!("{:?}", d.worker_cores),
+                format!("want 1..={MAX_WORKERS} cores"),
+            ));
         }
         let mut seen = HashSet::new();
         for c in &d.worker_cores {
             if !seen.insert(c) {
-                return Err(ConfigError::invalid("dpdk.worker_cores", format!("{:?}", d.worker_cores), format!("core {c} is listed twice")));
+                return Err(ConfigError::invalid(
+                    "dpdk.worker_cores",
+                    format!("{:?}", d.worker_cores),
+                    format!("core {c} is listed twice"),
+                ));
             }
         }
         if d.memory_mb < 64 {
-            return Err(ConfigError::invalid("dpdk.memory_mb", d.memory_mb, "at least 64 MiB"));
+            return Err(ConfigError::invalid(
+                "dpdk.memory_mb",
+                d.memory_mb,
+                "at least 64 MiB",
+            ));
         }
         if d.burst == 0 || d.burst > MAX_BURST {
-            return Err(ConfigError::invalid("dpdk.burst", d.burst, format!("want 1..={MAX_BURST}")));
+            return Err(ConfigError::invalid(
+                "dpdk.burst",
+                d.burst,
+                format!("want 1..={MAX_BURST}"),
+            ));
         }
-        for (key, v) in [("dpdk.rx_descriptors", d.rx_descriptors), ("dpdk.tx_descriptors", d.tx_descriptors)] {
+        for (key, v) in [
+            ("dpdk.rx_descriptors", d.rx_descriptors),
+            ("dpdk.tx_descriptors", d.tx_descriptors),
+        ] {
             if !(64..=8192).contains(&v) || !v.is_power_of_two() {
-                return Err(ConfigError::invalid(key, v, "want a power of two in 64..=8192"));
+                return Err(ConfigError::invalid(
+                    key,
+                    v,
+                    "want a power of two in 64..=8192",
+                ));
             }
         }
         if d.mbuf_cache > 512 {
-            return Err(ConfigError::invalid("dpdk.mbuf_cache", d.mbuf_cache, "at most 512 (RTE_MEMPOOL_CACHE_MAX_SIZE)"));
+            return Err(ConfigError::invalid(
+                "dpdk.mbuf_cache",
+                d.mbuf_cache,
+                "at most 512 (RTE_MEMPOOL_CACHE_MAX_SIZE)",
+            ));
         }
         if let Some(fp) = &d.file_prefix {
             if fp.is_empty() || fp.contains('/') {
-                return Err(ConfigError::invalid("dpdk.file_prefix", format!("{fp:?}"), "want a non-empty name without '/'"));
+                return Err(ConfigError::invalid(
+                    "dpdk.file_prefix",
+                    format!("{fp:?}"),
+                    "want a non-empty name without '/'",
+                ));
             }
         }
         Ok(())
@@ -378,16 +526,32 @@ impl NodeConfig {
 
 /// Checks one port's fields for its kind. `key` is where it sits (`ports[2]`).
 pub fn validate_port(p: &PortConfig, key: &str) -> Result<(), ConfigError> {
-    if p.name.is_empty() || p.name.len() > 24 || !p.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-        return Err(ConfigError::invalid(format!("{key}.name"), format!("{:?}", p.name), "want 1-24 characters of [a-z0-9-]"));
+    if p.name.is_empty()
+        || p.name.len() > 24
+        || !p
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(ConfigError::invalid(
+            format!("{key}.name"),
+            format!("{:?}", p.name),
+            "want 1-24 characters of [a-z0-9-]",
+        ));
     }
     if p.rx_queues == 0 || p.rx_queues > MAX_RX_QUEUES {
-        return Err(ConfigError::invalid(format!("{key}.rx_queues"), p.rx_queues, format!("want 1..={MAX_RX_QUEUES}")));
+        return Err(ConfigError::invalid(
+            format!("{key}.rx_queues"),
+            p.rx_queues,
+            format!("want 1..={MAX_RX_QUEUES}"),
+        ));
     }
     let (needs, allowed): (&[&str], &[&str]) = match p.kind {
         PortKind::Pci => (&["pci"], &["pci", "devargs"]),
         PortKind::AfPacket | PortKind::Tap => (&["iface"], &["iface", "devargs"]),
-        PortKind::VhostUser | PortKind::VirtioUser | PortKind::Memif => (&["path"], &["path", "server", "devargs"]),
+        PortKind::VhostUser | PortKind::VirtioUser | PortKind::Memif => {
+            (&["path"], &["path", "server", "devargs"])
+        }
         PortKind::Ring | PortKind::Null => (&[], &["devargs"]),
     };
     let present = [
@@ -399,21 +563,41 @@ pub fn validate_port(p: &PortConfig, key: &str) -> Result<(), ConfigError> {
     ];
     // A key the user wrote that does not belong is the likelier mistake: name it first.
     if let Some((field, _)) = present.iter().find(|(f, is)| *is && !allowed.contains(f)) {
-        return Err(ConfigError::invalid(format!("{key}.{field}"), "(set)", format!("not used by kind {}", p.kind)));
+        return Err(ConfigError::invalid(
+            format!("{key}.{field}"),
+            "(set)",
+            format!("not used by kind {}", p.kind),
+        ));
     }
     if let Some((field, _)) = present.iter().find(|(f, is)| !*is && needs.contains(f)) {
-        return Err(ConfigError::invalid(format!("{key}.{field}"), "(missing)", format!("kind {} needs it", p.kind)));
+        return Err(ConfigError::invalid(
+            format!("{key}.{field}"),
+            "(missing)",
+            format!("kind {} needs it", p.kind),
+        ));
     }
     let plain = |field: &str, v: &str| -> Result<(), ConfigError> {
-        if v.is_empty() || v.contains(',') || v.contains('=') || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ConfigError::invalid(format!("{key}.{field}"), format!("{v:?}"), "empty, or holds ',', '=' or spaces"));
+        if v.is_empty()
+            || v.contains(',')
+            || v.contains('=')
+            || v.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ConfigError::invalid(
+                format!("{key}.{field}"),
+                format!("{v:?}"),
+                "empty, or holds ',', '=' or spaces",
+            ));
         }
         Ok(())
     };
     if let Some(i) = &p.iface {
         plain("iface", i)?;
         if i.len() > 15 {
-            return Err(ConfigError::invalid(format!("{key}.iface"), format!("{i:?}"), "Linux interface names have at most 15 characters"));
+            return Err(ConfigError::invalid(
+                format!("{key}.iface"),
+                format!("{i:?}"),
+                "Linux interface names have at most 15 characters",
+            ));
         }
     }
     if let Some(v) = &p.path {
@@ -423,13 +607,24 @@ pub fn validate_port(p: &PortConfig, key: &str) -> Result<(), ConfigError> {
         plain("pci", v)?;
     }
     if let Some(d) = &p.devargs {
-        if d.is_empty() || d.split(',').any(|kv| !kv.contains('=')) || d.chars().any(|c| c.is_whitespace()) {
-            return Err(ConfigError::invalid(format!("{key}.devargs"), format!("{d:?}"), "want key=value[,key=value...]"));
+        if d.is_empty()
+            || d.split(',').any(|kv| !kv.contains('='))
+            || d.chars().any(|c| c.is_whitespace())
+        {
+            return Err(ConfigError::invalid(
+                format!("{key}.devargs"),
+                format!("{d:?}"),
+                "want key=value[,key=value...]",
+            ));
         }
     }
     if let Some(pod) = &p.pod {
         if !pod.mac.is_unicast() {
-            return Err(ConfigError::invalid(format!("{key}.pod.mac"), pod.mac, "must be a unicast MAC"));
+            return Err(ConfigError::invalid(
+                format!("{key}.pod.mac"),
+                pod.mac,
+                "must be a unicast MAC",
+            ));
         }
     }
     Ok(())
@@ -447,10 +642,24 @@ impl PortConfig {
             // burst from a fast kernel sender is not dropped before a worker
             // that was idling polls again. `devargs` may override it.
             PortKind::AfPacket => {
-                let ring = if self.devargs.as_deref().is_some_and(|d| d.contains("framecnt=")) { String::new() } else { ",framecnt=4096".into() };
-                format!("net_af_packet_{id},iface={},qpairs={q}{ring}", self.iface.as_deref().unwrap_or_default())
+                let ring = if self
+                    .devargs
+                    .as_deref()
+                    .is_some_and(|d| d.contains("framecnt="))
+                {
+                    String::new()
+                } else {
+                    ",framecnt=4096".into()
+                };
+                format!(
+                    "net_af_packet_{id},iface={},qpairs={q}{ring}",
+                    self.iface.as_deref().unwrap_or_default()
+                )
             }
-            PortKind::Tap => format!("net_tap_{id},iface={}", self.iface.as_deref().unwrap_or_default()),
+            PortKind::Tap => format!(
+                "net_tap_{id},iface={}",
+                self.iface.as_deref().unwrap_or_default()
+            ),
             PortKind::VhostUser => format!(
                 "net_vhost_{id},iface={},queues={q},client={}",
                 self.path.as_deref().unwrap_or_default(),
@@ -464,7 +673,11 @@ impl PortConfig {
             PortKind::Memif => format!(
                 "net_memif_{id},socket={},role={}",
                 self.path.as_deref().unwrap_or_default(),
-                if self.server.unwrap_or(true) { "server" } else { "client" }
+                if self.server.unwrap_or(true) {
+                    "server"
+                } else {
+                    "client"
+                }
             ),
             PortKind::Ring => format!("net_ring_{id}"),
             PortKind::Null => format!("net_null_{id}"),
@@ -518,8 +731,36 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
         let c = NodeConfig::from_toml(GOOD).unwrap();
         assert_eq!(c.ports.len(), 2);
         assert_eq!(c.file_prefix(), "weir-node1");
-        assert_eq!(c.ports[1].devargs(1), "net_af_packet_pod_b,iface=wa-b,qpairs=2,framecnt=4096");
+        assert_eq!(
+            c.ports[1].devargs(1),
+            "net_af_packet_pod_b,iface=wa-b,qpairs=2,framecnt=4096"
+        );
         assert_eq!(c.ports[1].dev_name(1), "net_af_packet_pod_b");
+    }
+
+    #[test]
+    fn eal_args_follow_the_config() {
+        let c = NodeConfig::from_toml(GOOD).unwrap();
+        let a = c.eal_args("w").join(" ");
+        assert_eq!(
+            a,
+            "w -l 0 --single-file-segments --file-prefix=weir-node1 --in-memory -m 512 --no-pci"
+        );
+        let pci = GOOD.replace(
+            "kind = \"af_packet\"\niface = \"wa-a\"",
+            "kind = \"pci\"\npci = \"0000:03:00.0\"\ndevargs = \"a=1\"",
+        );
+        let c = NodeConfig::from_toml(&pci).unwrap();
+        assert!(
+            c.eal_args("w").join(" ").ends_with("-a 0000:03:00.0,a=1"),
+            "{:?}",
+            c.eal_args("w")
+        );
+        let nohuge = GOOD.replace("[dpdk]", "[dpdk]\nhugepages = false");
+        assert!(NodeConfig::from_toml(&nohuge)
+            .unwrap()
+            .eal_args("w")
+            .contains(&"--no-huge".to_string()));
     }
 
     #[test]
@@ -539,7 +780,10 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
         let e = refused(&GOOD.replace("ip = \"10.1.0.1\"", "ip = \"10.9.0.1\""));
         assert!(e.starts_with("gateway.ip = 10.9.0.1"), "{e}");
         let e = refused(&GOOD.replace("worker_cores = [1]", "worker_cores = [1, 1]"));
-        assert!(e.starts_with("dpdk.worker_cores = [1, 1]") && e.contains("twice"), "{e}");
+        assert!(
+            e.starts_with("dpdk.worker_cores = [1, 1]") && e.contains("twice"),
+            "{e}"
+        );
         let e = refused(&GOOD.replace("worker_cores = [1]", "worker_cores = []"));
         assert!(e.starts_with("dpdk.worker_cores = []"), "{e}");
         let e = refused(&GOOD.replace("iface = \"wa-b\"", "path = \"/tmp/x\""));
@@ -547,7 +791,10 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
         let e = refused(&GOOD.replace("rx_queues = 2", "rx_queues = 99"));
         assert!(e.starts_with("ports[1].rx_queues = 99"), "{e}");
         let e = refused(&GOOD.replace("10.1.0.3\"", "10.1.0.2\""));
-        assert!(e.starts_with("ports[1].pod.ip = 10.1.0.2") && e.contains("another pod"), "{e}");
+        assert!(
+            e.starts_with("ports[1].pod.ip = 10.1.0.2") && e.contains("another pod"),
+            "{e}"
+        );
         let e = refused(&GOOD.replace("name = \"pod-b\"", "name = \"pod-a\""));
         assert!(e.starts_with("ports[1].name"), "{e}");
         let e = refused(&GOOD.replace("[dpdk]", "[dpdk]\nburst = 0"));

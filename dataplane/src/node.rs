@@ -40,12 +40,26 @@ pub struct Node<'e> {
 }
 
 impl<'e> Node<'e> {
-    pub fn new(cfg: NodeConfig, eal: &'e Eal, counters: Vec<SharedCounters>) -> Result<Self, String> {
-        let pool = Mempool::new(eal, "weir_mbufs", cfg.dpdk.mbufs, cfg.dpdk.mbuf_cache).map_err(|e| e.to_string())?;
+    pub fn new(
+        cfg: NodeConfig,
+        eal: &'e Eal,
+        counters: Vec<SharedCounters>,
+    ) -> Result<Self, String> {
+        let pool = Mempool::new(eal, "weir_mbufs", cfg.dpdk.mbufs, cfg.dpdk.mbuf_cache)
+            .map_err(|e| e.to_string())?;
         let workers = cfg.dpdk.worker_cores.len();
         let snapshot = Snapshot::new(Tables::new(&cfg, workers), workers);
         let routes = cfg.routes.clone();
-        Ok(Node { cfg, _eal: eal, pool, snapshot, counters, ports: Vec::new(), routes, generation: 0 })
+        Ok(Node {
+            cfg,
+            _eal: eal,
+            pool,
+            snapshot,
+            counters,
+            ports: Vec::new(),
+            routes,
+            generation: 0,
+        })
     }
 
     pub fn snapshot(&self) -> &Arc<Snapshot<Tables>> {
@@ -95,7 +109,9 @@ impl<'e> Node<'e> {
                 return Err(format!("port {}: {e}", p.name));
             }
         };
-        let mac = port::mac_addr(id).map(|m| m.to_string()).unwrap_or_default();
+        let mac = port::mac_addr(id)
+            .map(|m| m.to_string())
+            .unwrap_or_default();
         // Give each rx queue to the worker that polls the fewest so far.
         let mut load = vec![0usize; self.workers()];
         for lp in &self.ports {
@@ -109,7 +125,14 @@ impl<'e> Node<'e> {
             load[w] += 1;
             rx_owner.push(w);
         }
-        self.ports.push(LivePort { cfg: p, id, driver: info.driver, mac, rss, rx_owner });
+        self.ports.push(LivePort {
+            cfg: p,
+            id,
+            driver: info.driver,
+            mac,
+            rss,
+            rx_owner,
+        });
         Ok(())
     }
 
@@ -121,14 +144,30 @@ impl<'e> Node<'e> {
         t.generation = self.generation;
         for lp in &self.ports {
             let pod = lp.cfg.pod.as_ref().map(|p| (p.ip, p.mac));
-            t.add_port(lp.id, PortEntry { name: lp.cfg.name.clone(), pod }, 0);
+            t.add_port(
+                lp.id,
+                PortEntry {
+                    name: lp.cfg.name.clone(),
+                    pod,
+                },
+                0,
+            );
             for (q, w) in lp.rx_owner.iter().enumerate() {
-                t.rx_plan[*w].push(RxQueue { port: lp.id, queue: q as u16 });
+                t.rx_plan[*w].push(RxQueue {
+                    port: lp.id,
+                    queue: q as u16,
+                });
             }
         }
         for r in &self.routes {
             if let Some(lp) = self.ports.iter().find(|lp| lp.cfg.name == r.port) {
-                t.routes.insert(r.prefix, RouteTarget { port: lp.id, next_hop_mac: r.next_hop_mac });
+                t.routes.insert(
+                    r.prefix,
+                    RouteTarget {
+                        port: lp.id,
+                        next_hop_mac: r.next_hop_mac,
+                    },
+                );
             }
         }
         if self.cfg.dpdk.forward_mode == ForwardMode::Io {
@@ -149,13 +188,23 @@ impl<'e> Node<'e> {
     pub fn add_port(&mut self, p: PortConfig) -> Result<u64, String> {
         validate_port(&p, "port").map_err(|e| e.to_string())?;
         if self.ports.iter().any(|lp| lp.cfg.name == p.name) {
-            return Err(format!("port.name = {:?}: a port with this name exists", p.name));
+            return Err(format!(
+                "port.name = {:?}: a port with this name exists",
+                p.name
+            ));
         }
         if let Some(pod) = &p.pod {
             if !self.cfg.node.pod_cidr.contains(pod.ip) || pod.ip == self.cfg.gateway.ip {
-                return Err(format!("port.pod.ip = {}: not a pod address of {}", pod.ip, self.cfg.node.pod_cidr));
+                return Err(format!(
+                    "port.pod.ip = {}: not a pod address of {}",
+                    pod.ip, self.cfg.node.pod_cidr
+                ));
             }
-            if self.ports.iter().any(|lp| lp.cfg.pod.as_ref().is_some_and(|q| q.ip == pod.ip)) {
+            if self
+                .ports
+                .iter()
+                .any(|lp| lp.cfg.pod.as_ref().is_some_and(|q| q.ip == pod.ip))
+            {
                 return Err(format!("port.pod.ip = {}: another pod has this IP", pod.ip));
             }
         }
@@ -164,7 +213,11 @@ impl<'e> Node<'e> {
     }
 
     pub fn remove_port(&mut self, name: &str) -> Result<u64, String> {
-        let i = self.ports.iter().position(|lp| lp.cfg.name == name).ok_or_else(|| format!("no port named {name:?}"))?;
+        let i = self
+            .ports
+            .iter()
+            .position(|lp| lp.cfg.name == name)
+            .ok_or_else(|| format!("no port named {name:?}"))?;
         let lp = self.ports.remove(i);
         // Publish tables without it and wait until no worker can touch it.
         let generation = self.publish();
@@ -177,7 +230,11 @@ impl<'e> Node<'e> {
 
     pub fn stats(&self) -> Stats {
         let snap = self.snapshot.get();
-        let mut s = Stats { node: self.cfg.node.name.clone(), generation: snap.generation, ..Default::default() };
+        let mut s = Stats {
+            node: self.cfg.node.name.clone(),
+            generation: snap.generation,
+            ..Default::default()
+        };
         for (id, c) in self.counters.iter().enumerate() {
             s.workers.push(WorkerStats {
                 id,
@@ -190,14 +247,28 @@ impl<'e> Node<'e> {
             });
         }
         for r in DropReason::ALL {
-            s.drops.insert(r.name().to_string(), self.counters.iter().map(|c| c.drops[*r as usize].get()).sum());
+            s.drops.insert(
+                r.name().to_string(),
+                self.counters
+                    .iter()
+                    .map(|c| c.drops[*r as usize].get())
+                    .sum(),
+            );
         }
         for k in ReplyKind::ALL {
-            s.replies.insert(k.name().to_string(), self.counters.iter().map(|c| c.replies[*k as usize].get()).sum());
+            s.replies.insert(
+                k.name().to_string(),
+                self.counters
+                    .iter()
+                    .map(|c| c.replies[*k as usize].get())
+                    .sum(),
+            );
         }
         for lp in &self.ports {
             let i = usize::from(lp.id);
-            let sum = |f: fn(&crate::stats::PortCounters) -> u64| self.counters.iter().map(|c| f(&c.ports[i])).sum();
+            let sum = |f: fn(&crate::stats::PortCounters) -> u64| {
+                self.counters.iter().map(|c| f(&c.ports[i])).sum()
+            };
             let nic = port::stats(lp.id).unwrap_or_default();
             s.ports.push(PortStats {
                 name: lp.cfg.name.clone(),
@@ -231,11 +302,17 @@ impl<'e> Node<'e> {
             Err(message) => Reply::Error { message },
         };
         match req {
-            Request::Hello => Reply::Hello { version: PROTOCOL_VERSION, node: self.cfg.node.name.clone(), dpdk: Eal::version() },
+            Request::Hello => Reply::Hello {
+                version: PROTOCOL_VERSION,
+                node: self.cfg.node.name.clone(),
+                dpdk: Eal::version(),
+            },
             Request::Stats => Reply::Stats(self.stats()),
             Request::AddPort { port } => applied(self.add_port(port)),
             Request::RemovePort { name } => applied(self.remove_port(&name)),
-            Request::Shutdown => Reply::Applied { generation: self.generation },
+            Request::Shutdown => Reply::Applied {
+                generation: self.generation,
+            },
         }
     }
 

@@ -29,13 +29,21 @@ struct Backoff {
     sleep_us: u64,
 }
 
-pub fn run(cfg: WorkerConfig, mut tables: Reader<Tables>, counters: SharedCounters, stop: Arc<AtomicBool>) {
+pub fn run(
+    cfg: WorkerConfig,
+    mut tables: Reader<Tables>,
+    counters: SharedCounters,
+    stop: Arc<AtomicBool>,
+) {
     let txq = cfg.id as u16;
     let mut rx = RxBurst::default();
     let mut tx: Vec<TxBuffer> = (0..MAX_PORTS).map(|_| TxBuffer::default()).collect();
     let mut dirty = [0u16; MAX_PORTS];
     let mut is_dirty = [false; MAX_PORTS];
-    let mut backoff = Backoff { empty: 0, sleep_us: 1 };
+    let mut backoff = Backoff {
+        empty: 0,
+        sleep_us: 1,
+    };
     let c = &*counters;
 
     while !stop.load(Ordering::Relaxed) {

@@ -82,7 +82,11 @@ pub fn median(values: &[f64]) -> Option<f64> {
     let mut v = values.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 /// What one forwarder's run needs to know.
@@ -116,8 +120,18 @@ mod tests {
 
     #[test]
     fn mpps() {
-        let m = Measurement { tx_packets: 50_000_000, elapsed: Duration::from_millis(500) };
+        let m = Measurement {
+            tx_packets: 50_000_000,
+            elapsed: Duration::from_millis(500),
+        };
         assert!((m.mpps() - 100.0).abs() < 1e-9);
-        assert_eq!(Measurement { tx_packets: 1, elapsed: Duration::ZERO }.mpps(), 0.0);
+        assert_eq!(
+            Measurement {
+                tx_packets: 1,
+                elapsed: Duration::ZERO
+            }
+            .mpps(),
+            0.0
+        );
     }
 }

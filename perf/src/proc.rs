@@ -20,7 +20,8 @@ static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 pub fn install_signal_handlers() -> Result<(), String> {
     let flag = INTERRUPTED.get_or_init(|| Arc::new(AtomicBool::new(false)));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(flag)).map_err(|e| format!("signal handler: {e}"))?;
+        signal_hook::flag::register(sig, Arc::clone(flag))
+            .map_err(|e| format!("signal handler: {e}"))?;
     }
     Ok(())
 }
@@ -60,8 +61,14 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command) -> Result<Proc, String> {
-        let child = cmd.spawn().map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
-        Ok(Proc { name: name.to_string(), child, status: None })
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            status: None,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -117,7 +124,11 @@ impl Proc {
         if let Some(s) = self.wait_timeout(grace) {
             return Some(s);
         }
-        eprintln!("weir-bench-fwd: {} (pid {}) did not exit within {grace:?}; killing it", self.name, self.pid());
+        eprintln!(
+            "weir-bench-fwd: {} (pid {}) did not exit within {grace:?}; killing it",
+            self.name,
+            self.pid()
+        );
         self.kill();
         None
     }
@@ -197,7 +208,11 @@ fn lock(m: &Mutex<String>) -> std::sync::MutexGuard<'_, String> {
 pub fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
-    lines[start..].iter().map(|l| format!("    | {}", l.trim_end_matches('\r'))).collect::<Vec<_>>().join("\n")
+    lines[start..]
+        .iter()
+        .map(|l| format!("    | {}", l.trim_end_matches('\r')))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A private temp directory, removed (with its contents) when dropped.
@@ -207,7 +222,10 @@ pub struct TempDir {
 
 impl TempDir {
     pub fn new(tag: &str) -> Result<TempDir, String> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         let path = std::env::temp_dir().join(format!("{tag}-{}-{nanos:08x}", std::process::id()));
         std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         Ok(TempDir { path })
@@ -236,7 +254,9 @@ pub struct DpdkPrefix {
 impl DpdkPrefix {
     /// `weir-bench-<pid>-<tag>`: unique to this benchmark process.
     pub fn new(tag: &str) -> DpdkPrefix {
-        DpdkPrefix { name: format!("weir-bench-{}-{tag}", std::process::id()) }
+        DpdkPrefix {
+            name: format!("weir-bench-{}-{tag}", std::process::id()),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -279,7 +299,11 @@ mod tests {
         let pid = p.pid();
         assert!(p.try_status().is_none());
         drop(p);
-        assert!(!Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(" Z ")));
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map_or(true, |s| s.contains(" Z "))
+        );
     }
 
     #[test]

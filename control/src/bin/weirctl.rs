@@ -14,7 +14,12 @@ use weir_dataplane::mgmt;
 #[command(version, about = "Inspect and change a running weir-dataplane")]
 struct Cli {
     /// The dataplane's management socket.
-    #[arg(short, long, default_value = "/run/weir/dataplane.sock", env = "WEIR_SOCKET")]
+    #[arg(
+        short,
+        long,
+        default_value = "/run/weir/dataplane.sock",
+        env = "WEIR_SOCKET"
+    )]
     socket: PathBuf,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
@@ -66,8 +71,9 @@ enum Cmd {
 }
 
 fn parse_kind(s: &str) -> Result<PortKind, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| format!("{s:?}: want pci, af_packet, tap, vhost_user, virtio_user, memif, ring or null"))
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        format!("{s:?}: want pci, af_packet, tap, vhost_user, virtio_user, memif, ring or null")
+    })
 }
 
 fn main() -> ExitCode {
@@ -77,7 +83,18 @@ fn main() -> ExitCode {
         Cmd::Stats => Request::Stats,
         Cmd::RemovePort { name } => Request::RemovePort { name },
         Cmd::Shutdown => Request::Shutdown,
-        Cmd::AddPort { name, kind, iface, path, server, pci, devargs, rx_queues, pod_ip, pod_mac } => {
+        Cmd::AddPort {
+            name,
+            kind,
+            iface,
+            path,
+            server,
+            pci,
+            devargs,
+            rx_queues,
+            pod_ip,
+            pod_mac,
+        } => {
             let pod = match (pod_ip, pod_mac) {
                 (Some(ip), Some(mac)) => match mac.parse() {
                     Ok(mac) => Some(PodAttachment { ip, mac }),
@@ -88,7 +105,19 @@ fn main() -> ExitCode {
                 },
                 _ => None,
             };
-            Request::AddPort { port: PortConfig { name, kind, iface, path, server, pci, devargs, rx_queues, pod } }
+            Request::AddPort {
+                port: PortConfig {
+                    name,
+                    kind,
+                    iface,
+                    path,
+                    server,
+                    pci,
+                    devargs,
+                    rx_queues,
+                    pod,
+                },
+            }
         }
     };
     let reply = match mgmt::call(&cli.socket, &req) {
@@ -99,11 +128,22 @@ fn main() -> ExitCode {
         }
     };
     if let Output::Json = cli.output {
-        println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_default());
-        return if matches!(reply, Reply::Error { .. }) { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reply).unwrap_or_default()
+        );
+        return if matches!(reply, Reply::Error { .. }) {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        };
     }
     match reply {
-        Reply::Hello { version, node, dpdk } => println!("node {node}, protocol {version}, {dpdk}"),
+        Reply::Hello {
+            version,
+            node,
+            dpdk,
+        } => println!("node {node}, protocol {version}, {dpdk}"),
         Reply::Stats(s) => print!("{}", weir_control::render::stats(&s)),
         Reply::Applied { generation } => println!("applied: tables generation {generation}"),
         Reply::Error { message } => {

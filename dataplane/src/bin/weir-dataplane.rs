@@ -12,10 +12,10 @@ use crossbeam::utils::CachePadded;
 use weir_dataplane::api::{Reply, Request};
 use weir_dataplane::config::NodeConfig;
 use weir_dataplane::dpdk::Eal;
+use weir_dataplane::mgmt;
 use weir_dataplane::node::Node;
 use weir_dataplane::stats::{SharedCounters, WorkerCounters};
 use weir_dataplane::worker::{self, WorkerConfig};
-use weir_dataplane::mgmt;
 
 /// The weir data plane: DPDK poll-mode workers pinned to cores forwarding
 /// between pod ports, configured by a node config file and managed over a
@@ -42,56 +42,37 @@ struct Args {
     stats_interval: u64,
 }
 
-fn eal_args(cfg: &NodeConfig) -> Vec<String> {
-    let d = &cfg.dpdk;
-    let mut a = vec!["weir-dataplane".to_string(), "-l".into(), d.main_core.to_string()];
-    // One hugepage file per memory segment list, not per page: a virtio-user
-    // port shares all of it over vhost-user, which allows only a few regions.
-    a.push("--single-file-segments".into());
-    a.push(format!("--file-prefix={}", cfg.file_prefix()));
-    if d.hugepages {
-        // No hugepage files and no runtime directory: nothing is left behind
-        // however the process exits, and two nodes on one machine cannot
-        // collide. (No DPDK secondary processes either; weir has none.)
-        a.push("--in-memory".into());
-        a.push("-m".into());
-    } else {
-        a.push("--no-huge".into());
-        a.push("-m".into());
-    }
-    a.push(d.memory_mb.to_string());
-    let pci: Vec<&str> = cfg.ports.iter().filter_map(|p| p.pci.as_deref()).collect();
-    if pci.is_empty() {
-        a.push("--no-pci".into());
-    } else {
-        for addr in pci {
-            a.push("-a".into());
-            a.push(addr.to_string());
-        }
-    }
-    a.extend(d.eal_args.iter().cloned());
-    a
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     let mut cfg = match NodeConfig::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("weir-dataplane: config {} refused: {e}", args.config.display());
+            eprintln!(
+                "weir-dataplane: config {} refused: {e}",
+                args.config.display()
+            );
             return ExitCode::from(2);
         }
     };
     if let Some(s) = args.socket {
         cfg.management.socket = s;
     }
-    let eal_argv = eal_args(&cfg);
+    let eal_argv = cfg.eal_args("weir-dataplane");
     if args.check {
-        println!("config ok: node {}, {} ports, {} workers", cfg.node.name, cfg.ports.len(), cfg.dpdk.worker_cores.len());
+        println!(
+            "config ok: node {}, {} ports, {} workers",
+            cfg.node.name,
+            cfg.ports.len(),
+            cfg.dpdk.worker_cores.len()
+        );
         println!("eal: {}", eal_argv[1..].join(" "));
         return ExitCode::SUCCESS;
     }
-    let cores: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
+    let cores: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.id)
+        .collect();
     for c in cfg.dpdk.worker_cores.iter().chain([&cfg.dpdk.main_core]) {
         if !cores.contains(c) {
             eprintln!("weir-dataplane: config {} refused: dpdk core {c} is not available here (cores {cores:?})", args.config.display());
@@ -110,11 +91,16 @@ fn main() -> ExitCode {
 fn run(cfg: NodeConfig, eal_argv: Vec<String>, stats_interval: u64) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| format!("signal handler: {e}"))?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| format!("signal handler: {e}"))?;
     }
     let eal = Eal::init(&eal_argv).map_err(|e| e.to_string())?;
-    let counters: Vec<SharedCounters> =
-        cfg.dpdk.worker_cores.iter().map(|_| Arc::new(CachePadded::new(WorkerCounters::default()))).collect();
+    let counters: Vec<SharedCounters> = cfg
+        .dpdk
+        .worker_cores
+        .iter()
+        .map(|_| Arc::new(CachePadded::new(WorkerCounters::default())))
+        .collect();
     let worker_cfgs: Vec<WorkerConfig> = (0..cfg.dpdk.worker_cores.len())
         .map(|id| WorkerConfig {
             id,
@@ -132,14 +118,20 @@ fn run(cfg: NodeConfig, eal_argv: Vec<String>, stats_interval: u64) -> Result<()
 
     let result = std::thread::scope(|s| -> Result<(), String> {
         let eal = &eal;
-        for (wc, (core, c)) in worker_cfgs.into_iter().zip(cores.iter().copied().zip(counters.iter().cloned())) {
+        for (wc, (core, c)) in worker_cfgs
+            .into_iter()
+            .zip(cores.iter().copied().zip(counters.iter().cloned()))
+        {
             let reader = node.snapshot().reader(wc.id);
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name(format!("weir-w{}", wc.id))
                 .spawn_scoped(s, move || {
                     if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                        eprintln!("weir-dataplane: worker {} could not pin to core {core}", wc.id);
+                        eprintln!(
+                            "weir-dataplane: worker {} could not pin to core {core}",
+                            wc.id
+                        );
                     }
                     if let Err(e) = eal.register_thread() {
                         eprintln!("weir-dataplane: worker {}: {e}", wc.id);
@@ -155,7 +147,11 @@ fn run(cfg: NodeConfig, eal_argv: Vec<String>, stats_interval: u64) -> Result<()
             stop.store(true, Ordering::SeqCst);
             return Err(e);
         }
-        println!("weir-dataplane: node {name} ready, {} workers, socket {}", cores.len(), socket.display());
+        println!(
+            "weir-dataplane: node {name} ready, {} workers, socket {}",
+            cores.len(),
+            socket.display()
+        );
         let mut last_stats = std::time::Instant::now();
         while !stop.load(Ordering::SeqCst) {
             if let Ok((req, reply_to)) = calls.recv_timeout(Duration::from_millis(100)) {
@@ -168,8 +164,17 @@ fn run(cfg: NodeConfig, eal_argv: Vec<String>, stats_interval: u64) -> Result<()
             if stats_interval > 0 && last_stats.elapsed() >= Duration::from_secs(stats_interval) {
                 last_stats = std::time::Instant::now();
                 let s = node.stats();
-                let ports: Vec<String> = s.ports.iter().map(|p| format!("{} rx {} tx {}", p.name, p.rx_packets, p.tx_packets)).collect();
-                println!("stats: gen {} | {} | drops {}", s.generation, ports.join(" | "), s.total_drops());
+                let ports: Vec<String> = s
+                    .ports
+                    .iter()
+                    .map(|p| format!("{} rx {} tx {}", p.name, p.rx_packets, p.tx_packets))
+                    .collect();
+                println!(
+                    "stats: gen {} | {} | drops {}",
+                    s.generation,
+                    ports.join(" | "),
+                    s.total_drops()
+                );
             }
         }
         Ok(())

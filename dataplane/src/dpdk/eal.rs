@@ -1,6 +1,6 @@
 //! EAL init/cleanup and the mbuf pool.
 
-use std::ffi::{CString, c_char};
+use std::ffi::{c_char, CString};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -18,11 +18,21 @@ impl Eal {
     /// Runs `rte_eal_init` with `args` (the first is the program name).
     pub fn init(args: &[String]) -> Result<Eal, DpdkError> {
         if EAL_UP.swap(true, Ordering::SeqCst) {
-            return Err(DpdkError { op: "rte_eal_init".into(), code: 114, message: "EAL already initialised in this process".into() });
+            return Err(DpdkError {
+                op: "rte_eal_init".into(),
+                code: 114,
+                message: "EAL already initialised in this process".into(),
+            });
         }
         let cargs: Vec<CString> = args
             .iter()
-            .map(|a| CString::new(a.as_str()).map_err(|_| DpdkError { op: "rte_eal_init".into(), code: 22, message: format!("argument {a:?} holds a NUL") }))
+            .map(|a| {
+                CString::new(a.as_str()).map_err(|_| DpdkError {
+                    op: "rte_eal_init".into(),
+                    code: 22,
+                    message: format!("argument {a:?} holds a NUL"),
+                })
+            })
             .collect::<Result<_, _>>()?;
         // rte_eal_init may permute argv; give it its own array of pointers, and
         // keep the strings alive for the life of the process (EAL keeps some).
@@ -66,7 +76,11 @@ impl Eal {
 
     pub fn version() -> String {
         // SAFETY: rte_version returns a pointer to a static string.
-        unsafe { std::ffi::CStr::from_ptr(dpdk_sys::rte_version()).to_string_lossy().into_owned() }
+        unsafe {
+            std::ffi::CStr::from_ptr(dpdk_sys::rte_version())
+                .to_string_lossy()
+                .into_owned()
+        }
     }
 }
 
@@ -99,7 +113,11 @@ unsafe impl Sync for Mempool {}
 
 impl Mempool {
     pub fn new(_eal: &Eal, name: &str, mbufs: u32, cache: u32) -> Result<Mempool, DpdkError> {
-        let cname = CString::new(name).map_err(|_| DpdkError { op: "rte_pktmbuf_pool_create".into(), code: 22, message: "name holds a NUL".into() })?;
+        let cname = CString::new(name).map_err(|_| DpdkError {
+            op: "rte_pktmbuf_pool_create".into(),
+            code: 22,
+            message: "name holds a NUL".into(),
+        })?;
         // SAFETY: EAL is up (we were given &Eal); cname is a valid C string
         // that DPDK copies. SOCKET_ID_ANY lets DPDK pick memory.
         let p = unsafe {
@@ -112,7 +130,9 @@ impl Mempool {
                 dpdk_sys::SOCKET_ID_ANY,
             )
         };
-        NonNull::new(p).map(|ptr| Mempool { ptr }).ok_or_else(|| DpdkError::from_errno(format!("rte_pktmbuf_pool_create({name}, {mbufs} mbufs)")))
+        NonNull::new(p).map(|ptr| Mempool { ptr }).ok_or_else(|| {
+            DpdkError::from_errno(format!("rte_pktmbuf_pool_create({name}, {mbufs} mbufs)"))
+        })
     }
 
     pub(crate) fn as_ptr(&self) -> *mut dpdk_sys::rte_mempool {

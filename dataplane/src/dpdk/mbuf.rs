@@ -64,14 +64,21 @@ impl PacketBuf for Mbuf {
         // SAFETY: buf_addr + data_off is the start of data_len initialised
         // bytes inside this mbuf's buffer, which we own.
         unsafe {
-            std::slice::from_raw_parts((m.buf_addr as *const u8).add(usize::from(m.data_off)), usize::from(m.data_len))
+            std::slice::from_raw_parts(
+                (m.buf_addr as *const u8).add(usize::from(m.data_off)),
+                usize::from(m.data_len),
+            )
         }
     }
 
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         let m = self.raw();
-        let (addr, off, len) = (m.buf_addr as *mut u8, usize::from(m.data_off), usize::from(m.data_len));
+        let (addr, off, len) = (
+            m.buf_addr as *mut u8,
+            usize::from(m.data_off),
+            usize::from(m.data_len),
+        );
         // SAFETY: as in `data`; &mut self makes this the only reference.
         unsafe { std::slice::from_raw_parts_mut(addr.add(off), len) }
     }
@@ -81,28 +88,44 @@ impl PacketBuf for Mbuf {
         // SAFETY: we own the mbuf; rte_pktmbuf_prepend checks the headroom and
         // returns NULL (changing nothing) when there is too little.
         let p = unsafe { dpdk_sys::rte_pktmbuf_prepend(self.ptr.as_ptr(), n) };
-        if p.is_null() { Err(NoRoom) } else { Ok(()) }
+        if p.is_null() {
+            Err(NoRoom)
+        } else {
+            Ok(())
+        }
     }
 
     fn adj(&mut self, n: usize) -> Result<(), NoRoom> {
         let n = u16::try_from(n).map_err(|_| NoRoom)?;
         // SAFETY: we own the mbuf; rte_pktmbuf_adj checks the length.
         let p = unsafe { dpdk_sys::rte_pktmbuf_adj(self.ptr.as_ptr(), n) };
-        if p.is_null() { Err(NoRoom) } else { Ok(()) }
+        if p.is_null() {
+            Err(NoRoom)
+        } else {
+            Ok(())
+        }
     }
 
     fn trim(&mut self, n: usize) -> Result<(), NoRoom> {
         let n = u16::try_from(n).map_err(|_| NoRoom)?;
         // SAFETY: we own the mbuf; rte_pktmbuf_trim checks the length.
         let r = unsafe { dpdk_sys::rte_pktmbuf_trim(self.ptr.as_ptr(), n) };
-        if r != 0 { Err(NoRoom) } else { Ok(()) }
+        if r != 0 {
+            Err(NoRoom)
+        } else {
+            Ok(())
+        }
     }
 
     fn append(&mut self, n: usize) -> Result<(), NoRoom> {
         let n = u16::try_from(n).map_err(|_| NoRoom)?;
         // SAFETY: we own the mbuf; rte_pktmbuf_append checks the tailroom.
         let p = unsafe { dpdk_sys::rte_pktmbuf_append(self.ptr.as_ptr(), n) };
-        if p.is_null() { Err(NoRoom) } else { Ok(()) }
+        if p.is_null() {
+            Err(NoRoom)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -115,7 +138,11 @@ pub struct RxBurst {
 
 impl Default for RxBurst {
     fn default() -> Self {
-        RxBurst { pkts: [std::ptr::null_mut(); MAX_BURST], next: 0, len: 0 }
+        RxBurst {
+            pkts: [std::ptr::null_mut(); MAX_BURST],
+            next: 0,
+            len: 0,
+        }
     }
 }
 
@@ -127,7 +154,9 @@ impl RxBurst {
         self.release();
         // DPDK indexes fixed-size arrays with these ids and checks them only
         // in debug builds of DPDK; never let a stray id index past them.
-        if usize::from(port) >= dpdk_sys::RTE_MAX_ETHPORTS as usize || u32::from(queue) >= dpdk_sys::RTE_MAX_QUEUES_PER_PORT {
+        if usize::from(port) >= dpdk_sys::RTE_MAX_ETHPORTS as usize
+            || u32::from(queue) >= dpdk_sys::RTE_MAX_QUEUES_PER_PORT
+        {
             return 0;
         }
         let max = max.min(MAX_BURST) as u16;
@@ -160,9 +189,15 @@ impl RxBurst {
         if n == 0 {
             return Flushed::default();
         }
-        if usize::from(port) >= dpdk_sys::RTE_MAX_ETHPORTS as usize || u32::from(queue) >= dpdk_sys::RTE_MAX_QUEUES_PER_PORT {
+        if usize::from(port) >= dpdk_sys::RTE_MAX_ETHPORTS as usize
+            || u32::from(queue) >= dpdk_sys::RTE_MAX_QUEUES_PER_PORT
+        {
             self.release();
-            return Flushed { sent: 0, bytes: 0, dropped: n as u64 };
+            return Flushed {
+                sent: 0,
+                bytes: 0,
+                dropped: n as u64,
+            };
         }
         // SAFETY: pkts[next..len] are mbufs we own; the tx queue belongs to
         // this worker alone; tx_burst takes ownership of the first `sent`.
@@ -171,7 +206,11 @@ impl RxBurst {
         });
         self.next += sent;
         self.release();
-        Flushed { sent: sent as u64, bytes: 0, dropped: (n - sent) as u64 }
+        Flushed {
+            sent: sent as u64,
+            bytes: 0,
+            dropped: (n - sent) as u64,
+        }
     }
 
     fn release(&mut self) {
@@ -214,7 +253,11 @@ pub struct TxBuffer {
 
 impl Default for TxBuffer {
     fn default() -> Self {
-        TxBuffer { pkts: [std::ptr::null_mut(); MAX_BURST], len: 0, bytes: 0 }
+        TxBuffer {
+            pkts: [std::ptr::null_mut(); MAX_BURST],
+            len: 0,
+            bytes: 0,
+        }
     }
 }
 
@@ -254,14 +297,22 @@ impl TxBuffer {
         if self.len == 0 {
             return Flushed::default();
         }
-        if usize::from(port) >= dpdk_sys::RTE_MAX_ETHPORTS as usize || u32::from(queue) >= dpdk_sys::RTE_MAX_QUEUES_PER_PORT {
+        if usize::from(port) >= dpdk_sys::RTE_MAX_ETHPORTS as usize
+            || u32::from(queue) >= dpdk_sys::RTE_MAX_QUEUES_PER_PORT
+        {
             let dropped = self.discard();
-            return Flushed { sent: 0, bytes: 0, dropped };
+            return Flushed {
+                sent: 0,
+                bytes: 0,
+                dropped,
+            };
         }
         // SAFETY: pkts[..len] are mbufs we own; the tx queue belongs to this
         // worker alone (one tx queue per worker per port). rte_eth_tx_burst
         // takes ownership of the first `sent` of them.
-        let sent = usize::from(unsafe { dpdk_sys::rte_eth_tx_burst(port, queue, self.pkts.as_mut_ptr(), self.len as u16) });
+        let sent = usize::from(unsafe {
+            dpdk_sys::rte_eth_tx_burst(port, queue, self.pkts.as_mut_ptr(), self.len as u16)
+        });
         let mut bytes = self.bytes;
         for m in &self.pkts[sent..self.len] {
             // SAFETY: the queue refused these; we still own them.
@@ -270,7 +321,11 @@ impl TxBuffer {
                 dpdk_sys::rte_pktmbuf_free(*m);
             }
         }
-        let out = Flushed { sent: sent as u64, bytes, dropped: (self.len - sent) as u64 };
+        let out = Flushed {
+            sent: sent as u64,
+            bytes,
+            dropped: (self.len - sent) as u64,
+        };
         self.len = 0;
         self.bytes = 0;
         out

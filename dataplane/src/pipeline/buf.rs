@@ -43,7 +43,11 @@ impl TestBuf {
     pub fn new(bytes: &[u8]) -> Self {
         let mut storage = vec![0u8; TEST_CAPACITY.max(TEST_HEADROOM + bytes.len())];
         storage[TEST_HEADROOM..TEST_HEADROOM + bytes.len()].copy_from_slice(bytes);
-        TestBuf { storage, start: TEST_HEADROOM, end: TEST_HEADROOM + bytes.len() }
+        TestBuf {
+            storage,
+            start: TEST_HEADROOM,
+            end: TEST_HEADROOM + bytes.len(),
+        }
     }
 
     pub fn to_vec(&self) -> Vec<u8> {

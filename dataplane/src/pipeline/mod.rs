@@ -227,16 +227,34 @@ fn time_exceeded<B: PacketBuf>(t: &Tables, pkt: &mut B) -> Action {
     if pkt.trim(extra).is_err() {
         return Drop(DropReason::NoBufferRoom);
     }
-    write_icmp_error(t, pkt.data_mut(), client_mac, client_ip, icmp::msg::TIME_EXCEEDED, icmp::code::TTL_EXCEEDED_IN_TRANSIT);
+    write_icmp_error(
+        t,
+        pkt.data_mut(),
+        client_mac,
+        client_ip,
+        icmp::msg::TIME_EXCEEDED,
+        icmp::code::TTL_EXCEEDED_IN_TRANSIT,
+    );
     Reply(ReplyKind::IcmpTimeExceeded)
 }
 
 /// Writes Ethernet, IPv4 and ICMP headers of an error from the gateway to
 /// `client` in front of the quoted bytes already at the end of `frame`.
-fn write_icmp_error(t: &Tables, frame: &mut [u8], client_mac: MacAddr, client: Ipv4Addr, msg_type: u8, code: u8) {
+fn write_icmp_error(
+    t: &Tables,
+    frame: &mut [u8],
+    client_mac: MacAddr,
+    client: Ipv4Addr,
+    msg_type: u8,
+    code: u8,
+) {
     let (eth, rest) = frame.split_at_mut(ethernet::HEADER_LEN);
-    ethernet::Repr { src: t.gateway_mac, dst: client_mac, ethertype: ethernet::ethertype::IPV4 }
-        .emit(&mut ethernet::Frame::new_unchecked(eth));
+    ethernet::Repr {
+        src: t.gateway_mac,
+        dst: client_mac,
+        ethertype: ethernet::ethertype::IPV4,
+    }
+    .emit(&mut ethernet::Frame::new_unchecked(eth));
     let icmp_len = rest.len() - ipv4::HEADER_LEN;
     let (ip_hdr, icmp_bytes) = rest.split_at_mut(ipv4::HEADER_LEN);
     ipv4::Repr {

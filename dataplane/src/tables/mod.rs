@@ -76,10 +76,18 @@ impl Tables {
     /// over the workers with the fewest queues.
     pub fn add_port(&mut self, id: PortId, entry: PortEntry, rx_queues: u16) {
         if let Some((ip, mac)) = entry.pod {
-            self.routes.insert(Ipv4Cidr::host(ip), RouteTarget { port: id, next_hop_mac: mac });
+            self.routes.insert(
+                Ipv4Cidr::host(ip),
+                RouteTarget {
+                    port: id,
+                    next_hop_mac: mac,
+                },
+            );
         }
         for q in 0..rx_queues {
-            let w = (0..self.rx_plan.len()).min_by_key(|w| self.rx_plan[*w].len()).unwrap_or(0);
+            let w = (0..self.rx_plan.len())
+                .min_by_key(|w| self.rx_plan[*w].len())
+                .unwrap_or(0);
             if let Some(plan) = self.rx_plan.get_mut(w) {
                 plan.push(RxQueue { port: id, queue: q });
             }
@@ -94,7 +102,12 @@ impl Tables {
         if let Some(slot) = self.ports.get_mut(usize::from(id)) {
             *slot = None;
         }
-        let gone: Vec<Ipv4Cidr> = self.routes.iter().filter(|(_, t)| t.port == id).map(|(p, _)| p).collect();
+        let gone: Vec<Ipv4Cidr> = self
+            .routes
+            .iter()
+            .filter(|(_, t)| t.port == id)
+            .map(|(p, _)| p)
+            .collect();
         for p in gone {
             self.routes.remove(p);
         }
@@ -116,6 +129,9 @@ impl Tables {
     }
 
     pub fn port_by_name(&self, name: &str) -> Option<PortId> {
-        self.ports.iter().position(|p| p.as_ref().is_some_and(|p| p.name == name)).map(|i| i as PortId)
+        self.ports
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.name == name))
+            .map(|i| i as PortId)
     }
 }

@@ -28,12 +28,17 @@ use weir_perf::{median, testpmd, weir, Measurement, PortType, RunSpec};
 /// /dev/hugepages/<prefix>* are removed. Needs root, hugepages mounted at
 /// /dev/hugepages and nothing else busy on the two cores.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about, after_help = "\
+#[command(
+    version,
+    about,
+    long_about,
+    after_help = "\
 Example:
   cargo build --release -p weir-dataplane -p weir-perf && target/release/weir-bench-fwd
 
 Exit status: 0 when every run produced a figure (whatever the figures are),
-1 when a run failed (the message says which process and why), 2 on bad options.")]
+1 when a run failed (the message says which process and why), 2 on bad options."
+)]
 struct Args {
     /// Port type for both forwarders: `null` = two net_null vdevs (rx hands out
     /// mbufs, tx frees them: measures only the forwarding framework).
@@ -80,8 +85,14 @@ impl From<PortTypeArg> for PortType {
 #[derive(Serialize)]
 #[serde(rename_all = "snake_case")]
 enum Outcome {
-    Measured { mpps: f64, tx_packets: u64, elapsed_s: f64 },
-    Failed { error: String },
+    Measured {
+        mpps: f64,
+        tx_packets: u64,
+        elapsed_s: f64,
+    },
+    Failed {
+        error: String,
+    },
     /// Not run: this forwarder already failed in an earlier run.
     Skipped,
 }
@@ -89,7 +100,11 @@ enum Outcome {
 impl Outcome {
     fn from_result(r: &Result<Measurement, String>) -> Outcome {
         match r {
-            Ok(m) => Outcome::Measured { mpps: m.mpps(), tx_packets: m.tx_packets, elapsed_s: m.elapsed.as_secs_f64() },
+            Ok(m) => Outcome::Measured {
+                mpps: m.mpps(),
+                tx_packets: m.tx_packets,
+                elapsed_s: m.elapsed.as_secs_f64(),
+            },
             Err(e) => Outcome::Failed { error: e.clone() },
         }
     }
@@ -151,9 +166,14 @@ fn main() -> ExitCode {
 
 /// Seconds as a decimal number, more than 0, or at least 0 with `allow_zero`.
 fn parse_secs(v: &str, allow_zero: bool) -> Result<Duration, String> {
-    let f: f64 = v.parse().map_err(|e| format!("{v:?} is not a number of seconds: {e}"))?;
+    let f: f64 = v
+        .parse()
+        .map_err(|e| format!("{v:?} is not a number of seconds: {e}"))?;
     if !f.is_finite() || f < 0.0 || (f == 0.0 && !allow_zero) || f > 3600.0 {
-        return Err(format!("want {} up to 3600 seconds", if allow_zero { "0" } else { "more than 0" }));
+        return Err(format!(
+            "want {} up to 3600 seconds",
+            if allow_zero { "0" } else { "more than 0" }
+        ));
     }
     Ok(Duration::from_secs_f64(f))
 }
@@ -170,7 +190,9 @@ fn parse_burst(v: &str) -> Result<usize, String> {
     let max = weir_dataplane::config::MAX_BURST;
     match v.parse::<usize>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(format!("want a whole number in 1..={max} (weir-dataplane's limit)")),
+        _ => Err(format!(
+            "want a whole number in 1..={max} (weir-dataplane's limit)"
+        )),
     }
 }
 
@@ -178,7 +200,9 @@ fn run(args: Args) -> Result<(), String> {
     let (seconds, warmup) = (args.seconds, args.warmup);
     let weir_bin = match args.weir.clone().or_else(weir::default_binary) {
         Some(p) => p,
-        None => return Err("cannot find the current executable's directory; pass --weir PATH".into()),
+        None => {
+            return Err("cannot find the current executable's directory; pass --weir PATH".into())
+        }
     };
     if !weir_bin.is_file() {
         return Err(format!(
@@ -232,11 +256,17 @@ fn run(args: Args) -> Result<(), String> {
             Outcome::from_result(&res)
         };
         proc::check_interrupted()?;
-        results.push(RunResult { run: r, weir, testpmd });
+        results.push(RunResult {
+            run: r,
+            weir,
+            testpmd,
+        });
     }
     drop(dir);
 
-    let figures = |f: fn(&RunResult) -> &Outcome| -> Vec<f64> { results.iter().filter_map(|r| f(r).mpps()).collect() };
+    let figures = |f: fn(&RunResult) -> &Outcome| -> Vec<f64> {
+        results.iter().filter_map(|r| f(r).mpps()).collect()
+    };
     let wm = median(&figures(|r| &r.weir));
     let tm = median(&figures(|r| &r.testpmd));
     let ratio = match (wm, tm) {
@@ -253,9 +283,17 @@ fn run(args: Args) -> Result<(), String> {
         spec.burst,
         seconds.as_secs_f64()
     );
-    println!("  {:<8} {:>20} {:>18}", "run", "weir-dataplane Mpps", "dpdk-testpmd Mpps");
+    println!(
+        "  {:<8} {:>20} {:>18}",
+        "run", "weir-dataplane Mpps", "dpdk-testpmd Mpps"
+    );
     for r in &results {
-        println!("  {:<8} {:>20} {:>18}", r.run, r.weir.cell(), r.testpmd.cell());
+        println!(
+            "  {:<8} {:>20} {:>18}",
+            r.run,
+            r.weir.cell(),
+            r.testpmd.cell()
+        );
     }
     println!("  {:<8} {:>20} {:>18}", "median", opt(wm), opt(tm));
     println!("ratio weir/testpmd = {} (goal >= {GOAL:.2})", opt(ratio));
@@ -277,15 +315,20 @@ fn run(args: Args) -> Result<(), String> {
             ratio,
             goal_ratio: GOAL,
         };
-        let text = serde_json::to_string_pretty(&report).map_err(|e| format!("cannot encode the JSON report: {e}"))?;
-        std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| format!("cannot encode the JSON report: {e}"))?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         eprintln!("weir-bench-fwd: wrote {}", path.display());
     }
     if weir_failed || testpmd_failed {
-        let which: Vec<&str> = [(weir_failed, "weir-dataplane"), (testpmd_failed, "dpdk-testpmd")]
-            .iter()
-            .filter_map(|(f, n)| f.then_some(*n))
-            .collect();
+        let which: Vec<&str> = [
+            (weir_failed, "weir-dataplane"),
+            (testpmd_failed, "dpdk-testpmd"),
+        ]
+        .iter()
+        .filter_map(|(f, n)| f.then_some(*n))
+        .collect();
         return Err(format!("{} failed (see above)", which.join(" and ")));
     }
     Ok(())
