@@ -7,14 +7,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn pkg_config(args: &[&str]) -> String {
-    let out = Command::new("pkg-config")
-        .args(args)
-        .arg("libdpdk")
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "dpdk-sys: cannot run pkg-config: {e} (install pkg-config; scripts/setup.sh does)"
-            )
+    let out =
+        Command::new("pkg-config").args(args).arg("libdpdk").output().unwrap_or_else(|e| {
+            panic!("dpdk-sys: cannot run pkg-config: {e} (install pkg-config; scripts/setup.sh does)")
         });
     if !out.status.success() {
         panic!(
@@ -32,10 +27,7 @@ fn main() {
 
     // The full cflags matter: they carry `-include rte_config.h` and `-march=...`,
     // which the pkg-config crate would drop.
-    let cflags: Vec<String> = pkg_config(&["--cflags"])
-        .split_whitespace()
-        .map(String::from)
-        .collect();
+    let cflags: Vec<String> = pkg_config(&["--cflags"]).split_whitespace().map(String::from).collect();
     let libs = pkg_config(&["--libs"]);
     for tok in libs.split_whitespace() {
         if let Some(dir) = tok.strip_prefix("-L") {
@@ -70,19 +62,12 @@ fn main() {
         .prepend_enum_name(false)
         .generate()
         .expect("dpdk-sys: bindgen failed on wrapper.h");
-    bindings
-        .write_to_file(out_dir.join("bindings.rs"))
-        .expect("dpdk-sys: cannot write bindings.rs");
+    bindings.write_to_file(out_dir.join("bindings.rs")).expect("dpdk-sys: cannot write bindings.rs");
 
     let mut build = cc::Build::new();
-    build
-        .file(wrap_src.with_extension("c"))
-        .include(env::current_dir().unwrap());
+    build.file(wrap_src.with_extension("c")).include(env::current_dir().unwrap());
     for f in &cflags {
         build.flag(f);
     }
-    build
-        .warnings(false)
-        .opt_level(3)
-        .compile("dpdk_static_fns");
+    build.warnings(false).opt_level(3).compile("dpdk_static_fns");
 }

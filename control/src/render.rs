@@ -7,11 +7,7 @@ use weir_dataplane::api::Stats;
 /// The `weirctl stats` table: ports, then non-zero drops and replies, then workers.
 pub fn stats(s: &Stats) -> String {
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "node {}  tables generation {}  free mbufs {}",
-        s.node, s.generation, s.mbufs_free
-    );
+    let _ = writeln!(o, "node {}  tables generation {}  free mbufs {}", s.node, s.generation, s.mbufs_free);
     let _ = writeln!(o);
     let _ = writeln!(
         o,
@@ -58,11 +54,7 @@ pub fn stats(s: &Stats) -> String {
         "WORKER", "CORE", "GENERATION", "POLLS", "BUSY POLLS", "IDLE SLEEPS"
     );
     for w in &s.workers {
-        let q: Vec<String> = w
-            .rx_queues
-            .iter()
-            .map(|(p, q)| format!("{p}:{q}"))
-            .collect();
+        let q: Vec<String> = w.rx_queues.iter().map(|(p, q)| format!("{p}:{q}")).collect();
         let _ = writeln!(
             o,
             "{:<7} {:>5} {:>10} {:>14} {:>12} {:>12}  {}",
@@ -85,11 +77,7 @@ mod tests {
 
     #[test]
     fn shows_ports_nonzero_drops_and_workers() {
-        let mut s = Stats {
-            node: "n1".into(),
-            generation: 3,
-            ..Default::default()
-        };
+        let mut s = Stats { node: "n1".into(), generation: 3, ..Default::default() };
         s.ports.push(PortStats {
             name: "pod-a".into(),
             kind: "af_packet".into(),
@@ -99,13 +87,7 @@ mod tests {
         });
         s.drops.insert("no_route".into(), 5);
         s.drops.insert("runt_frame".into(), 0);
-        s.workers.push(WorkerStats {
-            id: 0,
-            core: 1,
-            generation: 3,
-            rx_queues: vec![(0, 0)],
-            ..Default::default()
-        });
+        s.workers.push(WorkerStats { id: 0, core: 1, generation: 3, rx_queues: vec![(0, 0)], ..Default::default() });
         let t = stats(&s);
         assert!(t.contains("pod-a") && t.contains("42"), "{t}");
         assert!(t.contains("no_route") && !t.contains("runt_frame"), "{t}");

@@ -50,7 +50,20 @@ pub struct Stats {
     pub drops: BTreeMap<String, u64>,
     /// Packets weir answered itself, by kind.
     pub replies: BTreeMap<String, u64>,
+    /// Packets weir used up itself (ARP replies it asked for), by kind.
+    #[serde(default)]
+    pub consumed: BTreeMap<String, u64>,
+    /// Underlay neighbours of the uplink.
+    #[serde(default)]
+    pub neighbours: Vec<NeighbourStats>,
     pub mbufs_free: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NeighbourStats {
+    pub ip: std::net::Ipv4Addr,
+    pub mac: Option<String>,
+    pub state: crate::neighbour::State,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -109,15 +122,8 @@ mod tests {
     #[test]
     fn requests_round_trip() {
         let r: Request = serde_json::from_str(r#"{"cmd":"remove_port","name":"pod-a"}"#).unwrap();
-        assert_eq!(
-            r,
-            Request::RemovePort {
-                name: "pod-a".into()
-            }
-        );
-        let r: Request =
-            serde_json::from_str(r#"{"cmd":"add_port","port":{"name":"p","kind":"ring"}}"#)
-                .unwrap();
+        assert_eq!(r, Request::RemovePort { name: "pod-a".into() });
+        let r: Request = serde_json::from_str(r#"{"cmd":"add_port","port":{"name":"p","kind":"ring"}}"#).unwrap();
         assert!(matches!(r, Request::AddPort { .. }));
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
         let s = serde_json::to_string(&Reply::Applied { generation: 3 }).unwrap();

@@ -20,24 +20,12 @@ pub enum ConfigError {
     /// Not valid TOML, an unknown key, or a value of the wrong type.
     Parse(String),
     /// A value that parses but cannot work.
-    Invalid {
-        key: String,
-        value: String,
-        reason: String,
-    },
+    Invalid { key: String, value: String, reason: String },
 }
 
 impl ConfigError {
-    fn invalid(
-        key: impl Into<String>,
-        value: impl fmt::Display,
-        reason: impl Into<String>,
-    ) -> Self {
-        ConfigError::Invalid {
-            key: key.into(),
-            value: value.to_string(),
-            reason: reason.into(),
-        }
+    fn invalid(key: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid { key: key.into(), value: value.to_string(), reason: reason.into() }
     }
 }
 
@@ -63,8 +51,7 @@ pub mod mac_serde {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse()
-            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a MAC address: {e}")))
+        s.parse().map_err(|e| serde::de::Error::custom(format!("{s:?} is not a MAC address: {e}")))
     }
 }
 
@@ -78,9 +65,70 @@ pub struct NodeConfig {
     #[serde(default)]
     pub management: ManagementSection,
     #[serde(default)]
+    pub overlay: OverlaySection,
+    #[serde(default)]
     pub ports: Vec<PortConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub networks: Vec<NetworkConfig>,
+    #[serde(default)]
+    pub remote_nodes: Vec<RemoteNodeConfig>,
+    #[serde(default)]
+    pub remote_routes: Vec<RemoteRouteConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverlaySection {
+    /// UDP destination port of VXLAN.
+    pub vxlan_port: u16,
+    /// VNI of the node's default pod network.
+    pub vni: u32,
+}
+
+impl Default for OverlaySection {
+    fn default() -> Self {
+        OverlaySection { vxlan_port: crate::wire::vxlan::DEFAULT_PORT, vni: 1 }
+    }
+}
+
+/// A pod network besides the default one (Contiv's networks): its own
+/// subnet, gateway and VNI, cluster-wide.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    pub name: String,
+    pub subnet: Ipv4Cidr,
+    pub gateway: Ipv4Addr,
+    pub vni: u32,
+}
+
+/// Another node of the cluster: its pod CIDR is reached over VXLAN.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteNodeConfig {
+    pub name: String,
+    /// Its underlay address (its VTEP).
+    pub node_ip: Ipv4Addr,
+    /// Its slice of the default pod network.
+    pub pod_cidr: Ipv4Cidr,
+    /// The MAC its VTEP expects as the inner destination (weir: its gateway
+    /// MAC; a Linux VXLAN device: that device's MAC).
+    #[serde(with = "mac_serde")]
+    pub vtep_mac: MacAddr,
+}
+
+/// A prefix of a network that lives on another node (e.g. a pod of a named
+/// network scheduled there).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteRouteConfig {
+    /// Network name; "default" for the default pod network.
+    pub network: String,
+    pub prefix: Ipv4Cidr,
+    /// Name of the remote node (in remote_nodes).
+    pub node: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -88,9 +136,16 @@ pub struct NodeConfig {
 pub struct NodeSection {
     /// Node name, as Kubernetes knows it.
     pub name: String,
-    /// The node's underlay IP (VXLAN source, NodePort address).
+    /// The node's underlay IP (VXLAN source, NodePort address). Needed with an uplink.
     #[serde(default)]
     pub node_ip: Option<Ipv4Addr>,
+    /// The underlay subnet the uplink is on: VTEPs inside it are resolved by ARP
+    /// directly. Needed with an uplink.
+    #[serde(default)]
+    pub underlay_cidr: Option<Ipv4Cidr>,
+    /// Next hop for VTEPs outside underlay_cidr (optional).
+    #[serde(default)]
+    pub underlay_gateway: Option<Ipv4Addr>,
     /// The node's pod CIDR: pod IPs and the gateway live here.
     pub pod_cidr: Ipv4Cidr,
 }
@@ -181,9 +236,7 @@ pub struct ManagementSection {
 
 impl Default for ManagementSection {
     fn default() -> Self {
-        ManagementSection {
-            socket: PathBuf::from("/run/weir/dataplane.sock"),
-        }
+        ManagementSection { socket: PathBuf::from("/run/weir/dataplane.sock") }
     }
 }
 
@@ -258,6 +311,9 @@ pub struct PortConfig {
     /// The pod behind this port, if it is a pod port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodAttachment>,
+    /// This port is the node's uplink to the underlay (at most one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uplink: bool,
 }
 
 fn one() -> u16 {
@@ -270,6 +326,9 @@ pub struct PodAttachment {
     pub ip: Ipv4Addr,
     #[serde(with = "mac_serde")]
     pub mac: MacAddr,
+    /// The pod's network; the default pod network when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -290,8 +349,7 @@ pub const MAX_RX_QUEUES: u16 = 16;
 impl NodeConfig {
     /// Parses and validates a config file's text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let cfg: NodeConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -303,10 +361,7 @@ impl NodeConfig {
     }
 
     pub fn file_prefix(&self) -> String {
-        self.dpdk
-            .file_prefix
-            .clone()
-            .unwrap_or_else(|| format!("weir-{}", self.node.name))
+        self.dpdk.file_prefix.clone().unwrap_or_else(|| format!("weir-{}", self.node.name))
     }
 
     /// The EAL arguments this config gives, `program` first.
@@ -332,12 +387,8 @@ impl NodeConfig {
         // PCI devices are probed by EAL at init (allowlisted with their driver
         // arguments); everything else is hot-plugged afterwards.
         let workers = d.worker_cores.len() as u16;
-        let pci: Vec<String> = cfg
-            .ports
-            .iter()
-            .filter(|p| p.kind == PortKind::Pci)
-            .map(|p| p.devargs(workers))
-            .collect();
+        let pci: Vec<String> =
+            cfg.ports.iter().filter(|p| p.kind == PortKind::Pci).map(|p| p.devargs(workers + 1)).collect();
         if pci.is_empty() {
             a.push("--no-pci".into());
         } else {
@@ -354,10 +405,7 @@ impl NodeConfig {
         let n = &self.node;
         if n.name.is_empty()
             || n.name.len() > 63
-            || !n
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || !n.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
             return Err(ConfigError::invalid(
                 "node.name",
@@ -373,11 +421,7 @@ impl NodeConfig {
             ));
         }
         if !self.gateway.mac.is_unicast() {
-            return Err(ConfigError::invalid(
-                "gateway.mac",
-                self.gateway.mac,
-                "must be a unicast MAC",
-            ));
+            return Err(ConfigError::invalid("gateway.mac", self.gateway.mac, "must be a unicast MAC"));
         }
         self.validate_dpdk()?;
         let mut names = HashSet::new();
@@ -391,15 +435,35 @@ impl NodeConfig {
                     "another port has this name",
                 ));
             }
+            if p.uplink && p.pod.is_some() {
+                return Err(ConfigError::invalid(
+                    format!("ports[{i}].uplink"),
+                    "true",
+                    "a port is an uplink or a pod port, not both",
+                ));
+            }
             if let Some(pod) = &p.pod {
-                if !n.pod_cidr.contains(pod.ip) {
+                let (subnet, gw, key) = match pod.network.as_deref() {
+                    None | Some("default") => (n.pod_cidr, self.gateway.ip, "node.pod_cidr".to_string()),
+                    Some(name) => match self.networks.iter().find(|x| x.name == name) {
+                        Some(x) => (x.subnet, x.gateway, format!("network {name:?} subnet")),
+                        None => {
+                            return Err(ConfigError::invalid(
+                                format!("ports[{i}].pod.network"),
+                                format!("{name:?}"),
+                                "no network has this name",
+                            ))
+                        }
+                    },
+                };
+                if !subnet.contains(pod.ip) {
                     return Err(ConfigError::invalid(
                         format!("ports[{i}].pod.ip"),
                         pod.ip,
-                        format!("not inside node.pod_cidr {}", n.pod_cidr),
+                        format!("not inside {key} {subnet}"),
                     ));
                 }
-                if pod.ip == self.gateway.ip || pod.ip == n.pod_cidr.addr() {
+                if pod.ip == gw || pod.ip == subnet.addr() {
                     return Err(ConfigError::invalid(
                         format!("ports[{i}].pod.ip"),
                         pod.ip,
@@ -407,11 +471,7 @@ impl NodeConfig {
                     ));
                 }
                 if !pod_ips.insert(pod.ip) {
-                    return Err(ConfigError::invalid(
-                        format!("ports[{i}].pod.ip"),
-                        pod.ip,
-                        "another pod has this IP",
-                    ));
+                    return Err(ConfigError::invalid(format!("ports[{i}].pod.ip"), pod.ip, "another pod has this IP"));
                 }
             }
         }
@@ -431,12 +491,11 @@ impl NodeConfig {
                 ));
             }
         }
+        self.validate_overlay()?;
         let d = &self.dpdk;
-        let queues: u32 = self
-            .ports
-            .iter()
-            .map(|p| u32::from(p.rx_queues) + d.worker_cores.len() as u32)
-            .sum();
+        // rx queues and one tx queue per worker (the management thread's own
+        // tx queue sends a few ARP frames, not a ring's worth)
+        let queues: u32 = self.ports.iter().map(|p| u32::from(p.rx_queues) + d.worker_cores.len() as u32).sum();
         let need = queues * u32::from(d.rx_descriptors.max(d.tx_descriptors))
             + (d.worker_cores.len() as u32 + 1) * (d.mbuf_cache + d.burst as u32 * 2);
         if d.mbufs < need {
@@ -450,11 +509,144 @@ impl NodeConfig {
             return Err(ConfigError::invalid(
                 "dpdk.forward_mode",
                 "\"io\"",
-                format!(
-                    "io mode pairs ports, and there are {} ports",
-                    self.ports.len()
-                ),
+                format!("io mode pairs ports, and there are {} ports", self.ports.len()),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_overlay(&self) -> Result<(), ConfigError> {
+        let n = &self.node;
+        let uplinks: Vec<usize> = self.ports.iter().enumerate().filter(|(_, p)| p.uplink).map(|(i, _)| i).collect();
+        if uplinks.len() > 1 {
+            return Err(ConfigError::invalid(
+                format!("ports[{}].uplink", uplinks[1]),
+                "true",
+                format!("ports[{}] is the uplink already", uplinks[0]),
+            ));
+        }
+        if let Some(i) = uplinks.first() {
+            let Some(ip) = n.node_ip else {
+                return Err(ConfigError::invalid(
+                    "node.node_ip",
+                    "(missing)",
+                    format!("ports[{i}] is an uplink, which needs the node's underlay IP"),
+                ));
+            };
+            let Some(under) = n.underlay_cidr else {
+                return Err(ConfigError::invalid(
+                    "node.underlay_cidr",
+                    "(missing)",
+                    format!("ports[{i}] is an uplink, which needs the underlay subnet"),
+                ));
+            };
+            if !under.contains(ip) {
+                return Err(ConfigError::invalid("node.node_ip", ip, format!("not inside node.underlay_cidr {under}")));
+            }
+            if let Some(gw) = n.underlay_gateway {
+                if !under.contains(gw) || gw == ip {
+                    return Err(ConfigError::invalid(
+                        "node.underlay_gateway",
+                        gw,
+                        format!("not another address inside node.underlay_cidr {under}"),
+                    ));
+                }
+            }
+        }
+        if self.overlay.vxlan_port == 0 {
+            return Err(ConfigError::invalid("overlay.vxlan_port", 0, "want a UDP port, 1-65535"));
+        }
+        let mut vnis = HashSet::new();
+        let mut check_vni = |key: String, vni: u32| {
+            if vni == 0 || vni > crate::wire::vxlan::MAX_VNI {
+                return Err(ConfigError::invalid(key, vni, "want 1..=16777215"));
+            }
+            if !vnis.insert(vni) {
+                return Err(ConfigError::invalid(key, vni, "another network has this VNI"));
+            }
+            Ok(())
+        };
+        check_vni("overlay.vni".into(), self.overlay.vni)?;
+        let mut names = HashSet::new();
+        for (i, net) in self.networks.iter().enumerate() {
+            if net.name.is_empty() || net.name == "default" || !names.insert(net.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("networks[{i}].name"),
+                    format!("{:?}", net.name),
+                    "empty, \"default\", or used twice",
+                ));
+            }
+            check_vni(format!("networks[{i}].vni"), net.vni)?;
+            if !net.subnet.contains(net.gateway) || net.gateway == net.subnet.addr() {
+                return Err(ConfigError::invalid(
+                    format!("networks[{i}].gateway"),
+                    net.gateway,
+                    format!("not a host address of its subnet {}", net.subnet),
+                ));
+            }
+        }
+        let mut nodes = HashSet::new();
+        for (i, r) in self.remote_nodes.iter().enumerate() {
+            if !nodes.insert(r.name.as_str()) || r.name == n.name {
+                return Err(ConfigError::invalid(
+                    format!("remote_nodes[{i}].name"),
+                    format!("{:?}", r.name),
+                    "used twice, or this node's own name",
+                ));
+            }
+            if Some(r.node_ip) == n.node_ip {
+                return Err(ConfigError::invalid(
+                    format!("remote_nodes[{i}].node_ip"),
+                    r.node_ip,
+                    "is this node's own node_ip",
+                ));
+            }
+            if uplinks.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("remote_nodes[{i}].name"),
+                    &r.name,
+                    "remote nodes are reached over the uplink, and no port is one",
+                ));
+            }
+            let reachable = n.underlay_cidr.is_some_and(|u| u.contains(r.node_ip)) || n.underlay_gateway.is_some();
+            if !reachable {
+                return Err(ConfigError::invalid(
+                    format!("remote_nodes[{i}].node_ip"),
+                    r.node_ip,
+                    "outside node.underlay_cidr and no node.underlay_gateway",
+                ));
+            }
+            let overlaps = |a: Ipv4Cidr, b: Ipv4Cidr| a.contains(b.addr()) || b.contains(a.addr());
+            if overlaps(r.pod_cidr, n.pod_cidr) {
+                return Err(ConfigError::invalid(
+                    format!("remote_nodes[{i}].pod_cidr"),
+                    r.pod_cidr,
+                    format!("overlaps this node's pod_cidr {}", n.pod_cidr),
+                ));
+            }
+            if !r.vtep_mac.is_unicast() {
+                return Err(ConfigError::invalid(
+                    format!("remote_nodes[{i}].vtep_mac"),
+                    r.vtep_mac,
+                    "must be a unicast MAC",
+                ));
+            }
+        }
+        for (i, r) in self.remote_routes.iter().enumerate() {
+            if r.network != "default" && !names.contains(r.network.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("remote_routes[{i}].network"),
+                    format!("{:?}", r.network),
+                    "no network has this name",
+                ));
+            }
+            if !nodes.contains(r.node.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("remote_routes[{i}].node"),
+                    format!("{:?}", r.node),
+                    "not in remote_nodes",
+                ));
+            }
         }
         Ok(())
     }
@@ -479,29 +671,14 @@ impl NodeConfig {
             }
         }
         if d.memory_mb < 64 {
-            return Err(ConfigError::invalid(
-                "dpdk.memory_mb",
-                d.memory_mb,
-                "at least 64 MiB",
-            ));
+            return Err(ConfigError::invalid("dpdk.memory_mb", d.memory_mb, "at least 64 MiB"));
         }
         if d.burst == 0 || d.burst > MAX_BURST {
-            return Err(ConfigError::invalid(
-                "dpdk.burst",
-                d.burst,
-                format!("want 1..={MAX_BURST}"),
-            ));
+            return Err(ConfigError::invalid("dpdk.burst", d.burst, format!("want 1..={MAX_BURST}")));
         }
-        for (key, v) in [
-            ("dpdk.rx_descriptors", d.rx_descriptors),
-            ("dpdk.tx_descriptors", d.tx_descriptors),
-        ] {
+        for (key, v) in [("dpdk.rx_descriptors", d.rx_descriptors), ("dpdk.tx_descriptors", d.tx_descriptors)] {
             if !(64..=8192).contains(&v) || !v.is_power_of_two() {
-                return Err(ConfigError::invalid(
-                    key,
-                    v,
-                    "want a power of two in 64..=8192",
-                ));
+                return Err(ConfigError::invalid(key, v, "want a power of two in 64..=8192"));
             }
         }
         if d.mbuf_cache > 512 {
@@ -528,10 +705,7 @@ impl NodeConfig {
 pub fn validate_port(p: &PortConfig, key: &str) -> Result<(), ConfigError> {
     if p.name.is_empty()
         || p.name.len() > 24
-        || !p
-            .name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        || !p.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     {
         return Err(ConfigError::invalid(
             format!("{key}.name"),
@@ -540,18 +714,12 @@ pub fn validate_port(p: &PortConfig, key: &str) -> Result<(), ConfigError> {
         ));
     }
     if p.rx_queues == 0 || p.rx_queues > MAX_RX_QUEUES {
-        return Err(ConfigError::invalid(
-            format!("{key}.rx_queues"),
-            p.rx_queues,
-            format!("want 1..={MAX_RX_QUEUES}"),
-        ));
+        return Err(ConfigError::invalid(format!("{key}.rx_queues"), p.rx_queues, format!("want 1..={MAX_RX_QUEUES}")));
     }
     let (needs, allowed): (&[&str], &[&str]) = match p.kind {
         PortKind::Pci => (&["pci"], &["pci", "devargs"]),
         PortKind::AfPacket | PortKind::Tap => (&["iface"], &["iface", "devargs"]),
-        PortKind::VhostUser | PortKind::VirtioUser | PortKind::Memif => {
-            (&["path"], &["path", "server", "devargs"])
-        }
+        PortKind::VhostUser | PortKind::VirtioUser | PortKind::Memif => (&["path"], &["path", "server", "devargs"]),
         PortKind::Ring | PortKind::Null => (&[], &["devargs"]),
     };
     let present = [
@@ -563,24 +731,13 @@ pub fn validate_port(p: &PortConfig, key: &str) -> Result<(), ConfigError> {
     ];
     // A key the user wrote that does not belong is the likelier mistake: name it first.
     if let Some((field, _)) = present.iter().find(|(f, is)| *is && !allowed.contains(f)) {
-        return Err(ConfigError::invalid(
-            format!("{key}.{field}"),
-            "(set)",
-            format!("not used by kind {}", p.kind),
-        ));
+        return Err(ConfigError::invalid(format!("{key}.{field}"), "(set)", format!("not used by kind {}", p.kind)));
     }
     if let Some((field, _)) = present.iter().find(|(f, is)| !*is && needs.contains(f)) {
-        return Err(ConfigError::invalid(
-            format!("{key}.{field}"),
-            "(missing)",
-            format!("kind {} needs it", p.kind),
-        ));
+        return Err(ConfigError::invalid(format!("{key}.{field}"), "(missing)", format!("kind {} needs it", p.kind)));
     }
     let plain = |field: &str, v: &str| -> Result<(), ConfigError> {
-        if v.is_empty()
-            || v.contains(',')
-            || v.contains('=')
-            || v.chars().any(|c| c.is_whitespace() || c.is_control())
+        if v.is_empty() || v.contains(',') || v.contains('=') || v.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(ConfigError::invalid(
                 format!("{key}.{field}"),
@@ -607,10 +764,7 @@ pub fn validate_port(p: &PortConfig, key: &str) -> Result<(), ConfigError> {
         plain("pci", v)?;
     }
     if let Some(d) = &p.devargs {
-        if d.is_empty()
-            || d.split(',').any(|kv| !kv.contains('='))
-            || d.chars().any(|c| c.is_whitespace())
-        {
+        if d.is_empty() || d.split(',').any(|kv| !kv.contains('=')) || d.chars().any(|c| c.is_whitespace()) {
             return Err(ConfigError::invalid(
                 format!("{key}.devargs"),
                 format!("{d:?}"),
@@ -620,11 +774,7 @@ pub fn validate_port(p: &PortConfig, key: &str) -> Result<(), ConfigError> {
     }
     if let Some(pod) = &p.pod {
         if !pod.mac.is_unicast() {
-            return Err(ConfigError::invalid(
-                format!("{key}.pod.mac"),
-                pod.mac,
-                "must be a unicast MAC",
-            ));
+            return Err(ConfigError::invalid(format!("{key}.pod.mac"), pod.mac, "must be a unicast MAC"));
         }
     }
     Ok(())
@@ -632,7 +782,7 @@ pub fn validate_port(p: &PortConfig, key: &str) -> Result<(), ConfigError> {
 
 impl PortConfig {
     /// The EAL devargs string that creates this port, e.g.
-    /// `net_af_packet_pod-a,iface=wa-a,qpairs=2`. `tx_queues` is the worker count.
+    /// `net_af_packet_pod-a,iface=wa-a,qpairs=2`. `tx_queues`: one per worker plus the management thread's.
     pub fn devargs(&self, tx_queues: u16) -> String {
         let q = self.rx_queues.max(tx_queues);
         let id = self.name.replace('-', "_");
@@ -642,24 +792,14 @@ impl PortConfig {
             // burst from a fast kernel sender is not dropped before a worker
             // that was idling polls again. `devargs` may override it.
             PortKind::AfPacket => {
-                let ring = if self
-                    .devargs
-                    .as_deref()
-                    .is_some_and(|d| d.contains("framecnt="))
-                {
+                let ring = if self.devargs.as_deref().is_some_and(|d| d.contains("framecnt=")) {
                     String::new()
                 } else {
                     ",framecnt=4096".into()
                 };
-                format!(
-                    "net_af_packet_{id},iface={},qpairs={q}{ring}",
-                    self.iface.as_deref().unwrap_or_default()
-                )
+                format!("net_af_packet_{id},iface={},qpairs={q}{ring}", self.iface.as_deref().unwrap_or_default())
             }
-            PortKind::Tap => format!(
-                "net_tap_{id},iface={}",
-                self.iface.as_deref().unwrap_or_default()
-            ),
+            PortKind::Tap => format!("net_tap_{id},iface={}", self.iface.as_deref().unwrap_or_default()),
             PortKind::VhostUser => format!(
                 "net_vhost_{id},iface={},queues={q},client={}",
                 self.path.as_deref().unwrap_or_default(),
@@ -673,11 +813,7 @@ impl PortConfig {
             PortKind::Memif => format!(
                 "net_memif_{id},socket={},role={}",
                 self.path.as_deref().unwrap_or_default(),
-                if self.server.unwrap_or(true) {
-                    "server"
-                } else {
-                    "client"
-                }
+                if self.server.unwrap_or(true) { "server" } else { "client" }
             ),
             PortKind::Ring => format!("net_ring_{id}"),
             PortKind::Null => format!("net_null_{id}"),
@@ -731,10 +867,7 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
         let c = NodeConfig::from_toml(GOOD).unwrap();
         assert_eq!(c.ports.len(), 2);
         assert_eq!(c.file_prefix(), "weir-node1");
-        assert_eq!(
-            c.ports[1].devargs(1),
-            "net_af_packet_pod_b,iface=wa-b,qpairs=2,framecnt=4096"
-        );
+        assert_eq!(c.ports[1].devargs(1), "net_af_packet_pod_b,iface=wa-b,qpairs=2,framecnt=4096");
         assert_eq!(c.ports[1].dev_name(1), "net_af_packet_pod_b");
     }
 
@@ -742,25 +875,15 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
     fn eal_args_follow_the_config() {
         let c = NodeConfig::from_toml(GOOD).unwrap();
         let a = c.eal_args("w").join(" ");
-        assert_eq!(
-            a,
-            "w -l 0 --single-file-segments --file-prefix=weir-node1 --in-memory -m 512 --no-pci"
-        );
+        assert_eq!(a, "w -l 0 --single-file-segments --file-prefix=weir-node1 --in-memory -m 512 --no-pci");
         let pci = GOOD.replace(
             "kind = \"af_packet\"\niface = \"wa-a\"",
             "kind = \"pci\"\npci = \"0000:03:00.0\"\ndevargs = \"a=1\"",
         );
         let c = NodeConfig::from_toml(&pci).unwrap();
-        assert!(
-            c.eal_args("w").join(" ").ends_with("-a 0000:03:00.0,a=1"),
-            "{:?}",
-            c.eal_args("w")
-        );
+        assert!(c.eal_args("w").join(" ").ends_with("-a 0000:03:00.0,a=1"), "{:?}", c.eal_args("w"));
         let nohuge = GOOD.replace("[dpdk]", "[dpdk]\nhugepages = false");
-        assert!(NodeConfig::from_toml(&nohuge)
-            .unwrap()
-            .eal_args("w")
-            .contains(&"--no-huge".to_string()));
+        assert!(NodeConfig::from_toml(&nohuge).unwrap().eal_args("w").contains(&"--no-huge".to_string()));
     }
 
     #[test]
@@ -769,6 +892,7 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
         // The example spells out every default; keep them in step.
         assert_eq!(c.dpdk, DpdkSection::default());
         assert_eq!(c.management, ManagementSection::default());
+        assert_eq!(c.overlay, OverlaySection::default());
     }
 
     fn refused(text: &str) -> String {
@@ -780,10 +904,7 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
         let e = refused(&GOOD.replace("ip = \"10.1.0.1\"", "ip = \"10.9.0.1\""));
         assert!(e.starts_with("gateway.ip = 10.9.0.1"), "{e}");
         let e = refused(&GOOD.replace("worker_cores = [1]", "worker_cores = [1, 1]"));
-        assert!(
-            e.starts_with("dpdk.worker_cores = [1, 1]") && e.contains("twice"),
-            "{e}"
-        );
+        assert!(e.starts_with("dpdk.worker_cores = [1, 1]") && e.contains("twice"), "{e}");
         let e = refused(&GOOD.replace("worker_cores = [1]", "worker_cores = []"));
         assert!(e.starts_with("dpdk.worker_cores = []"), "{e}");
         let e = refused(&GOOD.replace("iface = \"wa-b\"", "path = \"/tmp/x\""));
@@ -791,10 +912,7 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
         let e = refused(&GOOD.replace("rx_queues = 2", "rx_queues = 99"));
         assert!(e.starts_with("ports[1].rx_queues = 99"), "{e}");
         let e = refused(&GOOD.replace("10.1.0.3\"", "10.1.0.2\""));
-        assert!(
-            e.starts_with("ports[1].pod.ip = 10.1.0.2") && e.contains("another pod"),
-            "{e}"
-        );
+        assert!(e.starts_with("ports[1].pod.ip = 10.1.0.2") && e.contains("another pod"), "{e}");
         let e = refused(&GOOD.replace("name = \"pod-b\"", "name = \"pod-a\""));
         assert!(e.starts_with("ports[1].name"), "{e}");
         let e = refused(&GOOD.replace("[dpdk]", "[dpdk]\nburst = 0"));

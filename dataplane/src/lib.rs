@@ -10,6 +10,7 @@
 pub mod api;
 pub mod config;
 pub mod mgmt;
+pub mod neighbour;
 pub mod pipeline;
 pub mod snapshot;
 pub mod stats;

@@ -22,18 +22,15 @@ const MAX_LINE: usize = 1 << 20;
 /// live process still answers on.
 pub fn serve(path: &Path) -> Result<Receiver<Call>, String> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
             return Err(format!("{} is in use by another process", path.display()));
         }
-        std::fs::remove_file(path)
-            .map_err(|e| format!("cannot remove stale {}: {e}", path.display()))?;
+        std::fs::remove_file(path).map_err(|e| format!("cannot remove stale {}: {e}", path.display()))?;
     }
-    let listener =
-        UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    let listener = UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
     let (tx, rx) = bounded::<Call>(64);
@@ -42,9 +39,7 @@ pub fn serve(path: &Path) -> Result<Receiver<Call>, String> {
         .spawn(move || {
             for conn in listener.incoming().flatten() {
                 let tx = tx.clone();
-                let _ = std::thread::Builder::new()
-                    .name("weir-mgmt-conn".into())
-                    .spawn(move || serve_conn(conn, tx));
+                let _ = std::thread::Builder::new().name("weir-mgmt-conn".into()).spawn(move || serve_conn(conn, tx));
             }
         })
         .map_err(|e| format!("cannot start the management thread: {e}"))?;
@@ -68,9 +63,7 @@ fn serve_conn(conn: UnixStream, calls: Sender<Call>) {
             continue;
         }
         let reply = match serde_json::from_str::<Request>(&line) {
-            Err(e) => Reply::Error {
-                message: format!("bad request: {e}"),
-            },
+            Err(e) => Reply::Error { message: format!("bad request: {e}") },
             Ok(req) => {
                 let (rtx, rrx) = bounded(1);
                 if calls.send((req, rtx)).is_err() {
@@ -93,13 +86,10 @@ fn serve_conn(conn: UnixStream, calls: Sender<Call>) {
 
 /// Client side: sends one request and reads its reply.
 pub fn call(path: &Path, req: &Request) -> Result<Reply, String> {
-    let mut conn = UnixStream::connect(path)
-        .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
+    let mut conn = UnixStream::connect(path).map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
     let text = serde_json::to_string(req).map_err(|e| e.to_string())?;
     writeln!(conn, "{text}").map_err(|e| format!("write to {}: {e}", path.display()))?;
     let mut line = String::new();
-    BufReader::new(conn)
-        .read_line(&mut line)
-        .map_err(|e| format!("read from {}: {e}", path.display()))?;
+    BufReader::new(conn).read_line(&mut line).map_err(|e| format!("read from {}: {e}", path.display()))?;
     serde_json::from_str(&line).map_err(|e| format!("bad reply {line:?}: {e}"))
 }

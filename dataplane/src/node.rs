@@ -1,18 +1,27 @@
 //! The management side of a running node: owns the EAL, the mbuf pool, the
 //! live ports and the table snapshot; applies changes (port add/remove) by
 //! building new tables and publishing them; answers management requests.
-//! Runs on the EAL main thread, never on a worker.
+//! Runs on the EAL main thread, never on a worker. It also runs the underlay
+//! neighbour state machine: workers report ARP they see and next hops they
+//! miss through a lock-free queue; this thread sends ARP requests on its own
+//! tx queue of the uplink and publishes what gets resolved.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::api::{PortStats, Reply, Request, Stats, WorkerStats, PROTOCOL_VERSION};
-use crate::config::{validate_port, ForwardMode, NodeConfig, PortConfig, PortKind, RouteConfig};
-use crate::dpdk::{port, Eal, Mempool};
-use crate::pipeline::{DropReason, ReplyKind};
+use crossbeam::queue::ArrayQueue;
+
+use crate::api::{NeighbourStats, PortStats, Reply, Request, Stats, WorkerStats, PROTOCOL_VERSION};
+use crate::config::{validate_port, ForwardMode, NodeConfig, PortConfig, PortKind};
+use crate::dpdk::{port, Eal, Mempool, TxBuffer};
+use crate::neighbour::{Effects, NeighEvent, Neighbours, Timers};
+use crate::pipeline::{overlay, Consumed, DropReason, PacketBuf, ReplyKind};
 use crate::snapshot::Snapshot;
 use crate::stats::SharedCounters;
-use crate::tables::{PortEntry, PortId, RouteTarget, RxQueue, Tables};
+use crate::tables::{Hop, Overlay, PortEntry, PortId, RxQueue, Tables, DEFAULT_NETWORK};
+
+/// Events workers may queue between two management ticks.
+pub const EVENT_QUEUE: usize = 1024;
 
 /// How long a change waits for every worker to pass a quiescent state.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,21 +44,20 @@ pub struct Node<'e> {
     snapshot: Arc<Snapshot<Tables>>,
     counters: Vec<SharedCounters>,
     ports: Vec<LivePort>,
-    routes: Vec<RouteConfig>,
     generation: u64,
+    neighbours: Neighbours,
+    events: Arc<ArrayQueue<NeighEvent>>,
+    /// The management thread's own tx queue (index = worker count) per port.
+    mgmt_tx: TxBuffer,
+    /// A gratuitous ARP announced the node on the current uplink.
+    announced: Option<PortId>,
 }
 
 impl<'e> Node<'e> {
-    pub fn new(
-        cfg: NodeConfig,
-        eal: &'e Eal,
-        counters: Vec<SharedCounters>,
-    ) -> Result<Self, String> {
-        let pool = Mempool::new(eal, "weir_mbufs", cfg.dpdk.mbufs, cfg.dpdk.mbuf_cache)
-            .map_err(|e| e.to_string())?;
+    pub fn new(cfg: NodeConfig, eal: &'e Eal, counters: Vec<SharedCounters>) -> Result<Self, String> {
+        let pool = Mempool::new(eal, "weir_mbufs", cfg.dpdk.mbufs, cfg.dpdk.mbuf_cache).map_err(|e| e.to_string())?;
         let workers = cfg.dpdk.worker_cores.len();
         let snapshot = Snapshot::new(Tables::new(&cfg, workers), workers);
-        let routes = cfg.routes.clone();
         Ok(Node {
             cfg,
             _eal: eal,
@@ -57,9 +65,17 @@ impl<'e> Node<'e> {
             snapshot,
             counters,
             ports: Vec::new(),
-            routes,
             generation: 0,
+            neighbours: Neighbours::new(Timers::default()),
+            events: Arc::new(ArrayQueue::new(EVENT_QUEUE)),
+            mgmt_tx: TxBuffer::default(),
+            announced: None,
         })
+    }
+
+    /// Where workers report neighbour events.
+    pub fn events(&self) -> Arc<ArrayQueue<NeighEvent>> {
+        Arc::clone(&self.events)
     }
 
     pub fn snapshot(&self) -> &Arc<Snapshot<Tables>> {
@@ -81,20 +97,22 @@ impl<'e> Node<'e> {
 
     fn attach(&mut self, p: PortConfig) -> Result<(), String> {
         let workers = self.workers() as u16;
-        let devargs = p.devargs(workers);
-        let name = p.dev_name(workers);
+        let devargs = p.devargs(workers + 1);
+        let name = p.dev_name(workers + 1);
         let id = match port::port_by_name(&name) {
             Some(id) => id, // probed at EAL init (PCI allowlist)
             None => port::attach(&devargs, &name).map_err(|e| format!("port {}: {e}", p.name))?,
         };
         let info = port::info(id).map_err(|e| format!("port {}: {e}", p.name))?;
-        // The tap driver wants as many rx as tx queues; every rx queue it
-        // gets is polled, so none is left to fill up unseen.
-        let (rx_queues, tx_queues) = if p.kind == PortKind::Tap {
-            let n = p.rx_queues.max(workers);
+        // One tx queue per worker, and one for the management thread (ARP).
+        // tap and af_packet come in queue pairs (af_packet spreads received
+        // packets over all of its sockets): as many rx as tx queues, and every
+        // rx queue is polled, so none fills up unseen.
+        let (rx_queues, tx_queues) = if matches!(p.kind, PortKind::Tap | PortKind::AfPacket) {
+            let n = p.rx_queues.max(workers + 1);
             (n, n)
         } else {
-            (p.rx_queues, workers)
+            (p.rx_queues, workers + 1)
         };
         let q = port::QueueConfig {
             rx_queues,
@@ -109,9 +127,7 @@ impl<'e> Node<'e> {
                 return Err(format!("port {}: {e}", p.name));
             }
         };
-        let mac = port::mac_addr(id)
-            .map(|m| m.to_string())
-            .unwrap_or_default();
+        let mac = port::mac_addr(id).map(|m| m.to_string()).unwrap_or_default();
         // Give each rx queue to the worker that polls the fewest so far.
         let mut load = vec![0usize; self.workers()];
         for lp in &self.ports {
@@ -125,50 +141,53 @@ impl<'e> Node<'e> {
             load[w] += 1;
             rx_owner.push(w);
         }
-        self.ports.push(LivePort {
-            cfg: p,
-            id,
-            driver: info.driver,
-            mac,
-            rss,
-            rx_owner,
-        });
+        self.ports.push(LivePort { cfg: p, id, driver: info.driver, mac, rss, rx_owner });
         Ok(())
     }
 
-    /// Builds tables from the live ports and routes, publishes them and waits
-    /// until every worker runs them. Returns the new generation.
+    /// Builds tables from the live ports, the config's networks and routes
+    /// and the resolved neighbours, publishes them and waits until every
+    /// worker runs them. Returns the new generation.
     fn publish(&mut self) -> u64 {
         self.generation += 1;
         let mut t = Tables::new(&self.cfg, self.workers());
         t.generation = self.generation;
         for lp in &self.ports {
-            let pod = lp.cfg.pod.as_ref().map(|p| (p.ip, p.mac));
-            t.add_port(
-                lp.id,
-                PortEntry {
-                    name: lp.cfg.name.clone(),
-                    pod,
-                },
-                0,
-            );
+            let entry = match &lp.cfg.pod {
+                Some(pod) => {
+                    let net = pod.network.as_deref().and_then(|n| t.network_by_name(n)).unwrap_or(DEFAULT_NETWORK);
+                    PortEntry::pod(&lp.cfg.name, pod.ip, pod.mac, net)
+                }
+                None => PortEntry { uplink: lp.cfg.uplink, ..PortEntry::plain(&lp.cfg.name) },
+            };
+            t.add_port(lp.id, entry, 0);
             for (q, w) in lp.rx_owner.iter().enumerate() {
-                t.rx_plan[*w].push(RxQueue {
-                    port: lp.id,
-                    queue: q as u16,
-                });
+                t.rx_plan[*w].push(RxQueue { port: lp.id, queue: q as u16 });
             }
         }
-        for r in &self.routes {
+        for r in &self.cfg.routes {
             if let Some(lp) = self.ports.iter().find(|lp| lp.cfg.name == r.port) {
-                t.routes.insert(
-                    r.prefix,
-                    RouteTarget {
-                        port: lp.id,
-                        next_hop_mac: r.next_hop_mac,
-                    },
-                );
+                t.networks[usize::from(DEFAULT_NETWORK)]
+                    .routes
+                    .insert(r.prefix, Hop::Local { port: lp.id, mac: r.next_hop_mac });
             }
+        }
+        t.overlay = self.overlay();
+        if t.overlay.is_some() {
+            for r in &self.cfg.remote_nodes {
+                let hop = Hop::Remote { vtep: r.node_ip, vtep_mac: r.vtep_mac, net: DEFAULT_NETWORK };
+                t.add_remote_route(DEFAULT_NETWORK, r.pod_cidr, hop);
+            }
+            for r in &self.cfg.remote_routes {
+                let (Some(net), Some(node)) =
+                    (t.network_by_name(&r.network), self.cfg.remote_nodes.iter().find(|n| n.name == r.node))
+                else {
+                    continue; // validated with the config
+                };
+                let hop = Hop::Remote { vtep: node.node_ip, vtep_mac: node.vtep_mac, net };
+                t.add_remote_route(net, r.prefix, hop);
+            }
+            t.neighbours = self.neighbours.resolved().collect();
         }
         if self.cfg.dpdk.forward_mode == ForwardMode::Io {
             for pair in self.ports.chunks(2) {
@@ -182,42 +201,95 @@ impl<'e> Node<'e> {
         if !self.snapshot.synchronize(SYNC_TIMEOUT) {
             eprintln!("weir-dataplane: warning: a worker did not pass a quiescent state within {SYNC_TIMEOUT:?}");
         }
+        self.announce();
         self.generation
+    }
+
+    /// The overlay, when a live port is the uplink.
+    fn overlay(&self) -> Option<Overlay> {
+        let up = self.ports.iter().find(|lp| lp.cfg.uplink)?;
+        let n = &self.cfg.node;
+        Some(Overlay {
+            node_ip: n.node_ip?,
+            uplink: up.id,
+            uplink_mac: port::mac_addr(up.id).ok()?,
+            mtu: port::mtu(up.id).unwrap_or(1500),
+            vxlan_port: self.cfg.overlay.vxlan_port,
+            underlay: n.underlay_cidr?,
+            gateway: n.underlay_gateway,
+        })
+    }
+
+    /// A gratuitous ARP for the node IP when an uplink (re)appears.
+    fn announce(&mut self) {
+        let o = self.snapshot.get().overlay.clone();
+        match o {
+            Some(o) if self.announced != Some(o.uplink) => {
+                self.send(o.uplink, &overlay::arp_request(&o, o.node_ip));
+                self.announced = Some(o.uplink);
+            }
+            Some(_) => {}
+            None => self.announced = None,
+        }
+    }
+
+    /// Sends one frame from the management thread on its own tx queue.
+    fn send(&mut self, port: PortId, frame: &[u8]) -> bool {
+        let Some(mut m) = self.pool.alloc() else { return false };
+        if m.set_len(frame.len()).is_err() {
+            return false;
+        }
+        m.data_mut().copy_from_slice(frame);
+        if self.mgmt_tx.push(m).is_err() {
+            return false;
+        }
+        self.mgmt_tx.flush(port, self.workers() as u16).sent == 1
+    }
+
+    /// Runs the neighbour machinery: what workers reported, the timers, the
+    /// requests to send; publishes when the resolved set changed. Called by
+    /// the management loop every few milliseconds.
+    pub fn tick(&mut self) {
+        let now = Instant::now();
+        let mut fx = Effects::default();
+        let underlay = self.cfg.node.underlay_cidr;
+        while let Some(ev) = self.events.pop() {
+            let (NeighEvent::Learned(ip, _) | NeighEvent::Miss(ip)) = ev;
+            if !underlay.is_some_and(|u| u.contains(ip)) {
+                continue;
+            }
+            self.neighbours.on_event(ev, now, &mut fx);
+        }
+        self.neighbours.tick(now, &mut fx);
+        if !fx.ask.is_empty() {
+            if let Some(o) = self.snapshot.get().overlay.clone() {
+                for ip in fx.ask {
+                    self.send(o.uplink, &overlay::arp_request(&o, ip));
+                }
+            }
+        }
+        if fx.changed {
+            self.publish();
+        }
     }
 
     pub fn add_port(&mut self, p: PortConfig) -> Result<u64, String> {
         validate_port(&p, "port").map_err(|e| e.to_string())?;
         if self.ports.iter().any(|lp| lp.cfg.name == p.name) {
-            return Err(format!(
-                "port.name = {:?}: a port with this name exists",
-                p.name
-            ));
+            return Err(format!("port.name = {:?}: a port with this name exists", p.name));
         }
-        if let Some(pod) = &p.pod {
-            if !self.cfg.node.pod_cidr.contains(pod.ip) || pod.ip == self.cfg.gateway.ip {
-                return Err(format!(
-                    "port.pod.ip = {}: not a pod address of {}",
-                    pod.ip, self.cfg.node.pod_cidr
-                ));
-            }
-            if self
-                .ports
-                .iter()
-                .any(|lp| lp.cfg.pod.as_ref().is_some_and(|q| q.ip == pod.ip))
-            {
-                return Err(format!("port.pod.ip = {}: another pod has this IP", pod.ip));
-            }
-        }
+        // The node with this port added must still be a valid config (pod
+        // addresses and networks, one uplink, queues and mbufs).
+        let mut with = self.cfg.clone();
+        with.ports = self.ports.iter().map(|lp| lp.cfg.clone()).chain([p.clone()]).collect();
+        with.validate().map_err(|e| format!("port {:?} refused: {e}", p.name))?;
         self.attach(p)?;
         Ok(self.publish())
     }
 
     pub fn remove_port(&mut self, name: &str) -> Result<u64, String> {
-        let i = self
-            .ports
-            .iter()
-            .position(|lp| lp.cfg.name == name)
-            .ok_or_else(|| format!("no port named {name:?}"))?;
+        let i =
+            self.ports.iter().position(|lp| lp.cfg.name == name).ok_or_else(|| format!("no port named {name:?}"))?;
         let lp = self.ports.remove(i);
         // Publish tables without it and wait until no worker can touch it.
         let generation = self.publish();
@@ -230,11 +302,7 @@ impl<'e> Node<'e> {
 
     pub fn stats(&self) -> Stats {
         let snap = self.snapshot.get();
-        let mut s = Stats {
-            node: self.cfg.node.name.clone(),
-            generation: snap.generation,
-            ..Default::default()
-        };
+        let mut s = Stats { node: self.cfg.node.name.clone(), generation: snap.generation, ..Default::default() };
         for (id, c) in self.counters.iter().enumerate() {
             s.workers.push(WorkerStats {
                 id,
@@ -247,28 +315,14 @@ impl<'e> Node<'e> {
             });
         }
         for r in DropReason::ALL {
-            s.drops.insert(
-                r.name().to_string(),
-                self.counters
-                    .iter()
-                    .map(|c| c.drops[*r as usize].get())
-                    .sum(),
-            );
+            s.drops.insert(r.name().to_string(), self.counters.iter().map(|c| c.drops[*r as usize].get()).sum());
         }
         for k in ReplyKind::ALL {
-            s.replies.insert(
-                k.name().to_string(),
-                self.counters
-                    .iter()
-                    .map(|c| c.replies[*k as usize].get())
-                    .sum(),
-            );
+            s.replies.insert(k.name().to_string(), self.counters.iter().map(|c| c.replies[*k as usize].get()).sum());
         }
         for lp in &self.ports {
             let i = usize::from(lp.id);
-            let sum = |f: fn(&crate::stats::PortCounters) -> u64| {
-                self.counters.iter().map(|c| f(&c.ports[i])).sum()
-            };
+            let sum = |f: fn(&crate::stats::PortCounters) -> u64| self.counters.iter().map(|c| f(&c.ports[i])).sum();
             let nic = port::stats(lp.id).unwrap_or_default();
             s.ports.push(PortStats {
                 name: lp.cfg.name.clone(),
@@ -291,6 +345,12 @@ impl<'e> Node<'e> {
                 nic_rx_nombuf: nic.rx_nombuf,
             });
         }
+        for k in Consumed::ALL {
+            s.consumed.insert(k.name().to_string(), self.counters.iter().map(|c| c.consumed[*k as usize].get()).sum());
+        }
+        for (ip, mac, state) in self.neighbours.list() {
+            s.neighbours.push(NeighbourStats { ip, mac: mac.map(|m| m.to_string()), state });
+        }
         s.mbufs_free = u64::from(self.pool.available());
         s
     }
@@ -302,17 +362,13 @@ impl<'e> Node<'e> {
             Err(message) => Reply::Error { message },
         };
         match req {
-            Request::Hello => Reply::Hello {
-                version: PROTOCOL_VERSION,
-                node: self.cfg.node.name.clone(),
-                dpdk: Eal::version(),
-            },
+            Request::Hello => {
+                Reply::Hello { version: PROTOCOL_VERSION, node: self.cfg.node.name.clone(), dpdk: Eal::version() }
+            }
             Request::Stats => Reply::Stats(self.stats()),
             Request::AddPort { port } => applied(self.add_port(port)),
             Request::RemovePort { name } => applied(self.remove_port(&name)),
-            Request::Shutdown => Reply::Applied {
-                generation: self.generation,
-            },
+            Request::Shutdown => Reply::Applied { generation: self.generation },
         }
     }
 

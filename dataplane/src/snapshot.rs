@@ -45,9 +45,7 @@ impl<T> Snapshot<T> {
         Arc::new(Snapshot {
             current: Arc::new(ArcSwap::from_pointee(initial)),
             epoch: CachePadded::new(AtomicU64::new(0)),
-            seen: (0..workers)
-                .map(|_| CachePadded::new(AtomicU64::new(OFFLINE)))
-                .collect(),
+            seen: (0..workers).map(|_| CachePadded::new(AtomicU64::new(OFFLINE))).collect(),
         })
     }
 
@@ -98,11 +96,7 @@ impl<T> Snapshot<T> {
     pub fn reader(self: &Arc<Self>, id: usize) -> Reader<T> {
         assert!(id < self.seen.len(), "worker id {id} out of range");
         self.seen[id].store(self.epoch.load(Ordering::SeqCst), Ordering::SeqCst);
-        Reader {
-            cache: Cache::new(Arc::clone(&self.current)),
-            shared: Arc::clone(self),
-            id,
-        }
+        Reader { cache: Cache::new(Arc::clone(&self.current)), shared: Arc::clone(self), id }
     }
 }
 
@@ -172,11 +166,7 @@ mod tests {
                     let floor = retired.load(Ordering::SeqCst);
                     let snap = r.load();
                     assert_eq!(snap.0, snap.1, "torn snapshot");
-                    assert!(
-                        snap.0 >= floor,
-                        "stale snapshot {} after {floor} was retired",
-                        snap.0
-                    );
+                    assert!(snap.0 >= floor, "stale snapshot {} after {floor} was retired", snap.0);
                     loads += 1;
                     r.quiescent();
                 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam::utils::CachePadded;
 
-use crate::pipeline::{DropReason, ReplyKind};
+use crate::pipeline::{Consumed, DropReason, ReplyKind};
 use crate::tables::MAX_PORTS;
 
 #[derive(Default, Debug)]
@@ -19,10 +19,7 @@ impl Counter {
     /// Adds `n`. Only the owning worker may call this.
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0.store(
-            self.0.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
     }
 
     /// Overwrites the value. Only the owning worker may call this.
@@ -50,6 +47,7 @@ pub struct WorkerCounters {
     pub ports: Vec<PortCounters>,
     pub drops: Vec<Counter>,
     pub replies: Vec<Counter>,
+    pub consumed: Vec<Counter>,
     /// Loop iterations that polled at least one queue.
     pub polls: Counter,
     /// Polls that received something.
@@ -65,6 +63,7 @@ impl Default for WorkerCounters {
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
             drops: (0..DropReason::COUNT).map(|_| Counter::default()).collect(),
             replies: (0..ReplyKind::COUNT).map(|_| Counter::default()).collect(),
+            consumed: (0..Consumed::COUNT).map(|_| Counter::default()).collect(),
             polls: Counter::default(),
             busy_polls: Counter::default(),
             idle_sleeps: Counter::default(),

@@ -2,17 +2,34 @@
 //! current tables once, polls its rx queues (rx burst → pipeline → per-port tx
 //! buffers), sends one tx burst per port that has packets, reports a quiescent
 //! state, and backs off when idle. It never locks, allocates or logs.
+//!
+//! Packets encapsulated for a next hop whose MAC is not known yet wait in a
+//! small per-worker queue ([`Pending`]); the management thread is told
+//! through a lock-free queue, resolves the neighbour by ARP and publishes it,
+//! and the next loop that sees it sends them. They are dropped after
+//! [`PENDING_TIMEOUT`] (counted as `neighbour_timeout`).
 
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam::queue::ArrayQueue;
+
 use crate::config::ForwardMode;
-use crate::dpdk::{RxBurst, TxBuffer};
-use crate::pipeline::{self, Action, DropReason};
+use crate::dpdk::{self, Mbuf, RxBurst, TxBuffer};
+use crate::neighbour::NeighEvent;
+use crate::pipeline::{self, overlay, Action, DropReason, Events};
 use crate::snapshot::Reader;
-use crate::stats::SharedCounters;
-use crate::tables::{Tables, MAX_PORTS};
+use crate::stats::{SharedCounters, WorkerCounters};
+use crate::tables::{PortId, Tables, MAX_PORTS};
+use crate::wire::MacAddr;
+
+/// Packets one worker holds while their next hop is resolved.
+pub const PENDING_CAPACITY: usize = 64;
+/// How long a packet may wait for its next hop (the neighbour state
+/// machine's three one-second tries).
+pub const PENDING_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct WorkerConfig {
     pub id: usize,
@@ -29,28 +46,118 @@ struct Backoff {
     sleep_us: u64,
 }
 
+/// Reports neighbour events to the management thread; a full queue loses the
+/// event (the next packet reports again), never blocks.
+struct QueueEvents<'a>(&'a ArrayQueue<NeighEvent>);
+
+impl Events for QueueEvents<'_> {
+    #[inline]
+    fn neighbour(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+        let _ = self.0.push(NeighEvent::Learned(ip, mac));
+    }
+}
+
+struct Waiting {
+    pkt: Mbuf,
+    port: PortId,
+    next_hop: Ipv4Addr,
+    deadline: u64,
+}
+
+/// Packets waiting for a next hop's MAC, at most `PENDING_CAPACITY`.
+struct Pending {
+    slots: Vec<Waiting>,
+    timeout_tsc: u64,
+}
+
+impl Pending {
+    fn hold(&mut self, w: Waiting, events: &ArrayQueue<NeighEvent>, c: &WorkerCounters) {
+        if self.slots.len() >= PENDING_CAPACITY {
+            c.drop_reason(DropReason::NeighbourQueueFull, 1);
+            return; // w.pkt is freed
+        }
+        if !self.slots.iter().any(|s| s.next_hop == w.next_hop) {
+            let _ = events.push(NeighEvent::Miss(w.next_hop));
+        }
+        self.slots.push(w);
+    }
+
+    /// Sends what can be sent now, drops what waited too long.
+    fn service(&mut self, t: &Tables, now: u64, tx: &mut [TxBuffer], dirty: &mut Dirty, txq: u16, c: &WorkerCounters) {
+        let mut i = 0;
+        while i < self.slots.len() {
+            let s = &self.slots[i];
+            let mac = t.neighbours.get(&s.next_hop).copied();
+            if mac.is_none() && now < s.deadline {
+                i += 1;
+                continue;
+            }
+            let mut w = self.slots.swap_remove(i);
+            match mac {
+                Some(mac) if t.port(w.port).is_some() => {
+                    overlay::set_outer_dst(&mut w.pkt, mac);
+                    enqueue(tx, dirty, w.port, w.pkt, txq, c);
+                }
+                Some(_) => c.drop_reason(DropReason::PortGone, 1),
+                None => c.drop_reason(DropReason::NeighbourTimeout, 1),
+            }
+        }
+    }
+}
+
+/// Ports with packets queued this loop.
+struct Dirty {
+    ports: [u16; MAX_PORTS],
+    is: [bool; MAX_PORTS],
+    n: usize,
+}
+
+#[inline]
+fn enqueue(tx: &mut [TxBuffer], dirty: &mut Dirty, out: PortId, m: Mbuf, txq: u16, c: &WorkerCounters) {
+    let o = usize::from(out);
+    if o >= MAX_PORTS {
+        c.drop_reason(DropReason::PortGone, 1);
+        return;
+    }
+    if tx[o].is_full() {
+        flush(&mut tx[o], out, txq, c);
+    }
+    if tx[o].push(m).is_err() {
+        c.drop_reason(DropReason::TxFull, 1);
+    }
+    if !dirty.is[o] {
+        dirty.is[o] = true;
+        dirty.ports[dirty.n] = out;
+        dirty.n += 1;
+    }
+}
+
 pub fn run(
     cfg: WorkerConfig,
     mut tables: Reader<Tables>,
     counters: SharedCounters,
+    events: Arc<ArrayQueue<NeighEvent>>,
     stop: Arc<AtomicBool>,
 ) {
     let txq = cfg.id as u16;
     let mut rx = RxBurst::default();
     let mut tx: Vec<TxBuffer> = (0..MAX_PORTS).map(|_| TxBuffer::default()).collect();
-    let mut dirty = [0u16; MAX_PORTS];
-    let mut is_dirty = [false; MAX_PORTS];
-    let mut backoff = Backoff {
-        empty: 0,
-        sleep_us: 1,
+    let mut dirty = Dirty { ports: [0; MAX_PORTS], is: [false; MAX_PORTS], n: 0 };
+    let mut pending = Pending {
+        slots: Vec::with_capacity(PENDING_CAPACITY),
+        timeout_tsc: dpdk::tsc_hz().saturating_mul(PENDING_TIMEOUT.as_secs()).max(1),
     };
+    let mut backoff = Backoff { empty: 0, sleep_us: 1 };
     let c = &*counters;
+    let mut ev = QueueEvents(&events);
 
     while !stop.load(Ordering::Relaxed) {
         let t = tables.load();
-        let mut ndirty = 0usize;
         let mut got = 0usize;
         let plan = t.rx_plan.get(cfg.id).map(Vec::as_slice).unwrap_or(&[]);
+        if !pending.slots.is_empty() {
+            pending.service(t, dpdk::tsc(), &mut tx, &mut dirty, txq, c);
+        }
         for rq in plan {
             let n = rx.fill(rq.port, rq.queue, cfg.burst);
             if n == 0 {
@@ -76,8 +183,7 @@ pub fn run(
             }
             pc.rx_bytes.add(rx.bytes());
             for mut m in &mut rx {
-                let action = pipeline::process(t, rq.port, &mut m);
-                let out = match action {
+                let out = match pipeline::process_events(t, rq.port, &mut m, &mut ev) {
                     Action::Forward(p) => p,
                     Action::Reply(kind) => {
                         c.reply(kind, 1);
@@ -87,29 +193,24 @@ pub fn run(
                         c.drop_reason(reason, 1);
                         continue; // m is freed here
                     }
+                    Action::Consumed(kind) => {
+                        c.consumed[kind as usize].add(1);
+                        continue;
+                    }
+                    Action::Resolve { port, next_hop } => {
+                        let deadline = dpdk::tsc().saturating_add(pending.timeout_tsc);
+                        pending.hold(Waiting { pkt: m, port, next_hop, deadline }, &events, c);
+                        continue;
+                    }
                 };
-                let o = usize::from(out);
-                if o >= MAX_PORTS {
-                    c.drop_reason(DropReason::PortGone, 1);
-                    continue;
-                }
-                if tx[o].is_full() {
-                    flush(&mut tx[o], out, txq, c);
-                }
-                if tx[o].push(m).is_err() {
-                    c.drop_reason(DropReason::TxFull, 1);
-                }
-                if !is_dirty[o] {
-                    is_dirty[o] = true;
-                    dirty[ndirty] = out;
-                    ndirty += 1;
-                }
+                enqueue(&mut tx, &mut dirty, out, m, txq, c);
             }
         }
-        for &p in &dirty[..ndirty] {
+        for &p in &dirty.ports[..dirty.n] {
             flush(&mut tx[usize::from(p)], p, txq, c);
-            is_dirty[usize::from(p)] = false;
+            dirty.is[usize::from(p)] = false;
         }
+        dirty.n = 0;
         let no_queues = plan.is_empty();
         c.generation.set(t.generation);
         c.polls.add(1);
@@ -132,7 +233,7 @@ pub fn run(
 }
 
 #[inline]
-fn flush(buf: &mut TxBuffer, port: u16, queue: u16, c: &crate::stats::WorkerCounters) {
+fn flush(buf: &mut TxBuffer, port: u16, queue: u16, c: &WorkerCounters) {
     let f = buf.flush(port, queue);
     let pc = &c.ports[usize::from(port)];
     pc.tx_packets.add(f.sent);

@@ -22,11 +22,7 @@ fn pods_ping_and_stream_tcp_through_weir() {
     let dp = bed.start(&bed.config(&[0, 1]));
     let (a, b) = (&bed.pods[0], &bed.pods[1]);
 
-    assert!(
-        a.ping(&b.ip.to_string(), 3),
-        "pod-a cannot ping pod-b\n{}",
-        dp.logs()
-    );
+    assert!(a.ping(&b.ip.to_string(), 3), "pod-a cannot ping pod-b\n{}", dp.logs());
     assert!(b.ping(&a.ip.to_string(), 3), "pod-b cannot ping pod-a");
     assert!(a.ping(GW_IP, 2), "pod-a cannot ping the gateway");
 
@@ -39,10 +35,7 @@ fn pods_ping_and_stream_tcp_through_weir() {
     let (pa, pb) = (s.port("pod-0").unwrap(), s.port("pod-1").unwrap());
     let (a_rx, a_tx) = a.eth0_packets();
     let (b_rx, b_tx) = b.eth0_packets();
-    assert_eq!(
-        pa.rx_packets, a_tx,
-        "weir rx on pod-0 vs pod-a's eth0 tx\n{s:#?}"
-    );
+    assert_eq!(pa.rx_packets, a_tx, "weir rx on pod-0 vs pod-a's eth0 tx\n{s:#?}");
     assert_eq!(pa.tx_packets, a_rx, "weir tx on pod-0 vs pod-a's eth0 rx");
     assert_eq!(pb.rx_packets, b_tx, "weir rx on pod-1 vs pod-b's eth0 tx");
     assert_eq!(pb.tx_packets, b_rx, "weir tx on pod-1 vs pod-b's eth0 rx");
@@ -50,22 +43,12 @@ fn pods_ping_and_stream_tcp_through_weir() {
     // Everything received was forwarded or answered.
     let answered: u64 = s.replies.values().sum();
     assert_eq!(pa.rx_packets + pb.rx_packets, pa.tx_packets + pb.tx_packets);
-    assert!(
-        answered >= 2 + 2,
-        "ARP replies and 2 echo replies: {:?}",
-        s.replies
-    );
+    assert!(answered >= 2 + 2, "ARP replies and 2 echo replies: {:?}", s.replies);
     assert_eq!(s.replies["icmp_echo_reply"], 2);
     // 10 MiB in ~1448-byte segments: thousands of data packets one way.
-    assert!(
-        pa.rx_packets > 7000 && pb.tx_packets > 7000,
-        "{pa:?} {pb:?}"
-    );
+    assert!(pa.rx_packets > 7000 && pb.tx_packets > 7000, "{pa:?} {pb:?}");
     assert!(pa.rx_bytes > 10 * 1024 * 1024);
-    assert_eq!(
-        pa.nic_rx_packets, pa.rx_packets,
-        "driver and worker counts agree"
-    );
+    assert_eq!(pa.nic_rx_packets, pa.rx_packets, "driver and worker counts agree");
     // Every mbuf came back to the pool: nothing leaked on any path.
     assert_eq!(s.mbufs_free, 8191, "mbufs not returned to the pool");
 
@@ -82,12 +65,7 @@ impl Frames {
     fn eth(&self, ethertype: u16, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![0u8; ethernet::HEADER_LEN + payload.len()];
         let mut e = ethernet::Frame::new_unchecked(&mut f[..]);
-        ethernet::Repr {
-            src: self.src,
-            dst: self.gw,
-            ethertype,
-        }
-        .emit(&mut e);
+        ethernet::Repr { src: self.src, dst: self.gw, ethertype }.emit(&mut e);
         e.payload_mut().copy_from_slice(payload);
         f
     }
@@ -140,85 +118,32 @@ fn malformed_frames_are_dropped_and_counted() {
     let bed = Bed::new(2);
     let dp = bed.start(&bed.config(&[0, 1]));
     let a = &bed.pods[0];
-    let fr = Frames {
-        src: mac(&a.mac),
-        gw: mac(GW_MAC),
-    };
+    let fr = Frames { src: mac(&a.mac), gw: mac(GW_MAC) };
     let b_ip: Ipv4Addr = "10.1.0.3".parse().unwrap();
 
     // (frame, what weir must count for it)
     let mut cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        (
-            "ipv6 ethertype",
-            fr.eth(ethernet::ethertype::IPV6, &[0x60; 40]),
-            "unknown_ethertype",
-        ),
-        (
-            "lldp ethertype",
-            fr.eth(0x88cc, &[0; 46]),
-            "unknown_ethertype",
-        ),
-        (
-            "ipv4 header cut at 12 bytes",
-            fr.eth(ethernet::ethertype::IPV4, &fr.udp(b_ip, 64)[14..26]),
-            "ipv4_truncated",
-        ),
-        (
-            "ip version 6",
-            fr.edit(64, false, |ip| ip[0] = 0x65),
-            "ipv4_bad_version",
-        ),
-        (
-            "ihl 4",
-            fr.edit(64, true, |ip| ip[0] = 0x44),
-            "ipv4_bad_ihl",
-        ),
-        (
-            "ihl 15 past the packet",
-            fr.edit(64, true, |ip| ip[0] = 0x4f),
-            "ipv4_bad_ihl",
-        ),
+        ("ipv6 ethertype", fr.eth(ethernet::ethertype::IPV6, &[0x60; 40]), "unknown_ethertype"),
+        ("lldp ethertype", fr.eth(0x88cc, &[0; 46]), "unknown_ethertype"),
+        ("ipv4 header cut at 12 bytes", fr.eth(ethernet::ethertype::IPV4, &fr.udp(b_ip, 64)[14..26]), "ipv4_truncated"),
+        ("ip version 6", fr.edit(64, false, |ip| ip[0] = 0x65), "ipv4_bad_version"),
+        ("ihl 4", fr.edit(64, true, |ip| ip[0] = 0x44), "ipv4_bad_ihl"),
+        ("ihl 15 past the packet", fr.edit(64, true, |ip| ip[0] = 0x4f), "ipv4_bad_ihl"),
         (
             "total length 10",
-            fr.edit(64, false, |ip| {
-                ip[2..4].copy_from_slice(&10u16.to_be_bytes())
-            }),
+            fr.edit(64, false, |ip| ip[2..4].copy_from_slice(&10u16.to_be_bytes())),
             "ipv4_bad_total_length",
         ),
         (
             "total length past the frame",
-            fr.edit(64, false, |ip| {
-                ip[2..4].copy_from_slice(&1400u16.to_be_bytes())
-            }),
+            fr.edit(64, false, |ip| ip[2..4].copy_from_slice(&1400u16.to_be_bytes())),
             "ipv4_bad_total_length",
         ),
-        (
-            "bad header checksum",
-            fr.edit(64, true, |ip| ip[10] ^= 0x55),
-            "ipv4_bad_checksum",
-        ),
-        (
-            "multicast source",
-            fr.edit(64, false, |ip| ip[12..16].copy_from_slice(&[224, 0, 0, 1])),
-            "ipv4_bad_source",
-        ),
-        (
-            "udp length 4",
-            fr.edit(64, false, |ip| {
-                ip[24..26].copy_from_slice(&4u16.to_be_bytes())
-            }),
-            "l4_malformed",
-        ),
-        (
-            "no route",
-            fr.udp("192.0.2.9".parse().unwrap(), 64),
-            "no_route",
-        ),
-        (
-            "to the gateway, not ping",
-            fr.udp(GW_IP.parse().unwrap(), 64),
-            "local_not_served",
-        ),
+        ("bad header checksum", fr.edit(64, true, |ip| ip[10] ^= 0x55), "ipv4_bad_checksum"),
+        ("multicast source", fr.edit(64, false, |ip| ip[12..16].copy_from_slice(&[224, 0, 0, 1])), "ipv4_bad_source"),
+        ("udp length 4", fr.edit(64, false, |ip| ip[24..26].copy_from_slice(&4u16.to_be_bytes())), "l4_malformed"),
+        ("no route", fr.udp("192.0.2.9".parse().unwrap(), 64), "no_route"),
+        ("to the gateway, not ping", fr.udp(GW_IP.parse().unwrap(), 64), "local_not_served"),
         ("ttl 1", fr.udp(b_ip, 1), "icmp_time_exceeded"),
         ("ttl 0", fr.udp(b_ip, 0), "icmp_time_exceeded"),
     ];
@@ -261,34 +186,19 @@ fn malformed_frames_are_dropped_and_counted() {
         *want.entry(reason).or_default() += 1;
     }
     let counted = |name: &str, s: &weir_dataplane::api::Stats| {
-        s.drops
-            .get(name)
-            .or_else(|| s.replies.get(name))
-            .copied()
-            .unwrap_or(0)
+        s.drops.get(name).or_else(|| s.replies.get(name)).copied().unwrap_or(0)
     };
     for (reason, n) in &want {
         let got = counted(reason, &after) - counted(reason, &before);
-        let names: Vec<&str> = cases
-            .iter()
-            .filter(|c| c.2 == *reason)
-            .map(|c| c.0)
-            .collect();
+        let names: Vec<&str> = cases.iter().filter(|c| c.2 == *reason).map(|c| c.0).collect();
         assert_eq!(got, *n, "{reason} for {names:?}");
     }
     // Nothing else was dropped, and weir is still forwarding.
     assert_eq!(
         after.total_drops() - before.total_drops(),
-        want.iter()
-            .filter(|(r, _)| !r.starts_with("icmp"))
-            .map(|(_, n)| n)
-            .sum::<u64>()
+        want.iter().filter(|(r, _)| !r.starts_with("icmp")).map(|(_, n)| n).sum::<u64>()
     );
-    assert!(
-        a.ping("10.1.0.3", 2),
-        "forwarding after malformed input\n{}",
-        dp.logs()
-    );
+    assert!(a.ping("10.1.0.3", 2), "forwarding after malformed input\n{}", dp.logs());
     assert!(dp.shutdown().success());
 }
 
@@ -298,10 +208,7 @@ fn ports_hot_plug_while_workers_run() {
     let dp = bed.start(&bed.config(&[0]));
     let (a, b) = (&bed.pods[0], &bed.pods[1]);
     assert!(a.ping(GW_IP, 1));
-    assert!(
-        !a.ping(&b.ip.to_string(), 1),
-        "pod-b reachable before its port exists"
-    );
+    assert!(!a.ping(&b.ip.to_string(), 1), "pod-b reachable before its port exists");
 
     let port = PortConfig {
         name: "pod-1".into(),
@@ -312,10 +219,8 @@ fn ports_hot_plug_while_workers_run() {
         pci: None,
         devargs: None,
         rx_queues: 1,
-        pod: Some(PodAttachment {
-            ip: b.ip,
-            mac: mac(&b.mac),
-        }),
+        pod: Some(PodAttachment { ip: b.ip, mac: mac(&b.mac), network: None }),
+        uplink: false,
     };
     let g1 = match dp.call(Request::AddPort { port: port.clone() }) {
         Reply::Applied { generation } => generation,
@@ -324,52 +229,29 @@ fn ports_hot_plug_while_workers_run() {
     // pod-a's kernel gave up resolving pod-b a moment ago and would wait out
     // its own retry timers; start it afresh.
     sh(&["ip", "-n", &a.ns.0, "neigh", "flush", "all"]);
-    assert!(
-        a.ping(&b.ip.to_string(), 2),
-        "no traffic after hot-plug\n{}\n{:#?}",
-        dp.logs(),
-        dp.stats()
-    );
+    assert!(a.ping(&b.ip.to_string(), 2), "no traffic after hot-plug\n{}\n{:#?}", dp.logs(), dp.stats());
     let s = dp.stats();
-    assert!(
-        s.workers.iter().all(|w| w.generation >= g1),
-        "workers run generation {g1}: {:?}",
-        s.workers
-    );
+    assert!(s.workers.iter().all(|w| w.generation >= g1), "workers run generation {g1}: {:?}", s.workers);
 
     // A second port with the same name is refused, and nothing changes.
     match dp.call(Request::AddPort { port: port.clone() }) {
         Reply::Error { message } => assert!(message.contains("pod-1"), "{message}"),
         other => panic!("duplicate add_port: {other:?}"),
     }
-    match dp.call(Request::RemovePort {
-        name: "pod-1".into(),
-    }) {
+    match dp.call(Request::RemovePort { name: "pod-1".into() }) {
         Reply::Applied { generation } => assert!(generation > g1),
         other => panic!("remove_port: {other:?}"),
     }
     assert!(dp.stats().port("pod-1").is_none());
-    assert!(
-        !a.ping(&b.ip.to_string(), 1),
-        "pod-b reachable after its port was removed"
-    );
-    match dp.call(Request::RemovePort {
-        name: "pod-1".into(),
-    }) {
+    assert!(!a.ping(&b.ip.to_string(), 1), "pod-b reachable after its port was removed");
+    match dp.call(Request::RemovePort { name: "pod-1".into() }) {
         Reply::Error { message } => assert!(message.contains("pod-1")),
         other => panic!("second remove_port: {other:?}"),
     }
     // And back again.
-    assert!(matches!(
-        dp.call(Request::AddPort { port }),
-        Reply::Applied { .. }
-    ));
+    assert!(matches!(dp.call(Request::AddPort { port }), Reply::Applied { .. }));
     sh(&["ip", "-n", &a.ns.0, "neigh", "flush", "all"]);
-    assert!(
-        a.ping(&b.ip.to_string(), 2),
-        "no traffic after re-adding the port\n{}",
-        dp.logs()
-    );
+    assert!(a.ping(&b.ip.to_string(), 2), "no traffic after re-adding the port\n{}", dp.logs());
     assert!(dp.shutdown().success());
 }
 
@@ -383,27 +265,16 @@ fn bad_config_is_refused_with_the_key() {
         "[node]\nname = \"n\"\npod_cidr = \"10.1.0.0/24\"\n[gateway]\nip = \"10.2.0.1\"\nmac = \"02:fe:00:00:00:01\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir-dataplane"))
-        .arg("-c")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir-dataplane")).arg("-c").arg(&cfg).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("gateway.ip = 10.2.0.1"), "{err}");
     std::fs::write(&cfg, "[node]\nname = \"n\"\npod_cidr = \"10.1.0.0/24\"\nmtu = 9000\n[gateway]\nip = \"10.1.0.1\"\nmac = \"02:fe:00:00:00:01\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir-dataplane"))
-        .arg("-c")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir-dataplane")).arg("-c").arg(&cfg).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("mtu"), "{err}");
-    let help = std::process::Command::new(env!("CARGO_BIN_EXE_weir-dataplane"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_weir-dataplane")).arg("--help").output().unwrap();
     let h = String::from_utf8_lossy(&help.stdout);
     for flag in ["--config", "--check", "--socket", "--stats-interval"] {
         assert!(h.contains(flag), "--help lacks {flag}: {h}");
@@ -422,6 +293,7 @@ fn port(name: &str, kind: PortKind) -> PortConfig {
         devargs: None,
         rx_queues: 1,
         pod: None,
+        uplink: false,
     }
 }
 
@@ -437,7 +309,9 @@ fn applied(dp: &Dataplane, req: Request) -> u64 {
 #[test]
 fn every_port_kind_attaches_and_detaches() {
     let bed = Bed::new(1);
-    let dp = bed.start(&bed.config(&[0]));
+    // Eight ports' rings need more mbufs than the default test config has
+    // (add_port refuses a port the pool cannot feed).
+    let dp = bed.start(&bed.config(&[0]).replace("mbufs = 8191", "mbufs = 32767"));
     let dir = bed.dir.display().to_string();
     let vhost_sock = format!("{dir}/vhost.sock");
 
@@ -482,18 +356,11 @@ fn every_port_kind_attaches_and_detaches() {
     }
     let s = dp.stats();
     for p in &kinds {
-        let ps = s
-            .port(&p.name)
-            .unwrap_or_else(|| panic!("{} missing: {s:#?}", p.name));
+        let ps = s.port(&p.name).unwrap_or_else(|| panic!("{} missing: {s:#?}", p.name));
         assert_eq!(ps.kind, p.kind.to_string());
         assert_eq!(ps.rx_queues, p.rx_queues);
         // Each rx queue is polled by exactly one worker.
-        let polled = s
-            .workers
-            .iter()
-            .flat_map(|w| &w.rx_queues)
-            .filter(|(id, _)| *id == ps.id)
-            .count();
+        let polled = s.workers.iter().flat_map(|w| &w.rx_queues).filter(|(id, _)| *id == ps.id).count();
         assert_eq!(polled, usize::from(p.rx_queues), "{}", p.name);
     }
     // The vhost-user server and the virtio-user client in this one process
@@ -503,11 +370,7 @@ fn every_port_kind_attaches_and_detaches() {
     while !(link("vhost") && link("virtio")) && t0.elapsed() < std::time::Duration::from_secs(5) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(
-        link("vhost") && link("virtio"),
-        "vhost/virtio not connected\n{}",
-        dp.logs()
-    );
+    assert!(link("vhost") && link("virtio"), "vhost/virtio not connected\n{}", dp.logs());
 
     // A port that cannot come up is refused whole and leaves nothing behind.
     let mut bad = port("bad-tap", PortKind::AfPacket);
@@ -543,14 +406,13 @@ fn two_workers_with_two_queue_ports() {
     let (a, b) = (&bed.pods[0], &bed.pods[1]);
     let s = dp.stats();
     assert_eq!(s.workers.len(), 2);
-    for w in &s.workers {
-        assert_eq!(
-            w.rx_queues.len(),
-            2,
-            "queues spread evenly: {:?}",
-            s.workers
-        );
-    }
+    // af_packet ports have as many rx as tx queues (2 workers + management):
+    // all of them polled, spread evenly over the workers.
+    let per_worker: Vec<usize> = s.workers.iter().map(|w| w.rx_queues.len()).collect();
+    let total: usize = s.ports.iter().map(|p| usize::from(p.rx_queues)).sum();
+    assert_eq!(per_worker.iter().sum::<usize>(), total, "{:?}", s.workers);
+    assert!(per_worker.iter().max().unwrap() - per_worker.iter().min().unwrap() <= 1, "{:?}", s.workers);
+    assert!(s.ports.iter().all(|p| p.rx_queues >= 2));
     assert!(a.ping(&b.ip.to_string(), 3), "{}", dp.logs());
     let (sent, got, len) = tcp_stream(a, b, 4 * 1024 * 1024);
     assert_eq!((sent, len), (got, 4 * 1024 * 1024));

@@ -6,12 +6,7 @@
 //! Macros are reached through `weir_*` helpers (`weir_errno`, `weir_pktmbuf_mtod`).
 //! Nothing here is safe to call without reading DPDK's rules; weir's safe layer
 //! is `weir_dataplane::dpdk`.
-#![allow(
-    non_upper_case_globals,
-    non_camel_case_types,
-    non_snake_case,
-    dead_code
-)]
+#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
 #![allow(clippy::all)]
 #![allow(unsafe_op_in_unsafe_fn)]
 

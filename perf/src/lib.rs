@@ -10,8 +10,10 @@
 //! - [`proc`]: child-process, temp-dir and DPDK-prefix guards, interruptible sleep.
 //! - [`weir`]: one io-forwarding measurement of `weir-dataplane`.
 //! - [`testpmd`]: one io-forwarding measurement of `dpdk-testpmd`.
+//! - [`scenario`]: tables and template frames for the pure-pipeline benchmark.
 
 pub mod proc;
+pub mod scenario;
 pub mod testpmd;
 pub mod weir;
 
@@ -82,11 +84,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
     let mut v = values.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
 /// What one forwarder's run needs to know.
@@ -120,18 +118,8 @@ mod tests {
 
     #[test]
     fn mpps() {
-        let m = Measurement {
-            tx_packets: 50_000_000,
-            elapsed: Duration::from_millis(500),
-        };
+        let m = Measurement { tx_packets: 50_000_000, elapsed: Duration::from_millis(500) };
         assert!((m.mpps() - 100.0).abs() < 1e-9);
-        assert_eq!(
-            Measurement {
-                tx_packets: 1,
-                elapsed: Duration::ZERO
-            }
-            .mpps(),
-            0.0
-        );
+        assert_eq!(Measurement { tx_packets: 1, elapsed: Duration::ZERO }.mpps(), 0.0);
     }
 }

@@ -20,8 +20,7 @@ static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 pub fn install_signal_handlers() -> Result<(), String> {
     let flag = INTERRUPTED.get_or_init(|| Arc::new(AtomicBool::new(false)));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(flag))
-            .map_err(|e| format!("signal handler: {e}"))?;
+        signal_hook::flag::register(sig, Arc::clone(flag)).map_err(|e| format!("signal handler: {e}"))?;
     }
     Ok(())
 }
@@ -61,14 +60,8 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command) -> Result<Proc, String> {
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
-        Ok(Proc {
-            name: name.to_string(),
-            child,
-            status: None,
-        })
+        let child = cmd.spawn().map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
+        Ok(Proc { name: name.to_string(), child, status: None })
     }
 
     pub fn name(&self) -> &str {
@@ -124,11 +117,7 @@ impl Proc {
         if let Some(s) = self.wait_timeout(grace) {
             return Some(s);
         }
-        eprintln!(
-            "weir-bench-fwd: {} (pid {}) did not exit within {grace:?}; killing it",
-            self.name,
-            self.pid()
-        );
+        eprintln!("weir-bench-fwd: {} (pid {}) did not exit within {grace:?}; killing it", self.name, self.pid());
         self.kill();
         None
     }
@@ -208,11 +197,7 @@ fn lock(m: &Mutex<String>) -> std::sync::MutexGuard<'_, String> {
 pub fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
-    lines[start..]
-        .iter()
-        .map(|l| format!("    | {}", l.trim_end_matches('\r')))
-        .collect::<Vec<_>>()
-        .join("\n")
+    lines[start..].iter().map(|l| format!("    | {}", l.trim_end_matches('\r'))).collect::<Vec<_>>().join("\n")
 }
 
 /// A private temp directory, removed (with its contents) when dropped.
@@ -222,10 +207,8 @@ pub struct TempDir {
 
 impl TempDir {
     pub fn new(tag: &str) -> Result<TempDir, String> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let path = std::env::temp_dir().join(format!("{tag}-{}-{nanos:08x}", std::process::id()));
         std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         Ok(TempDir { path })
@@ -254,9 +237,7 @@ pub struct DpdkPrefix {
 impl DpdkPrefix {
     /// `weir-bench-<pid>-<tag>`: unique to this benchmark process.
     pub fn new(tag: &str) -> DpdkPrefix {
-        DpdkPrefix {
-            name: format!("weir-bench-{}-{tag}", std::process::id()),
-        }
+        DpdkPrefix { name: format!("weir-bench-{}-{tag}", std::process::id()) }
     }
 
     pub fn name(&self) -> &str {
@@ -301,8 +282,7 @@ mod tests {
         drop(p);
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists()
-                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map_or(true, |s| s.contains(" Z "))
+                || std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(" Z "))
         );
     }
 

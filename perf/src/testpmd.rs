@@ -67,10 +67,7 @@ pub fn parse_port_stats(text: &str) -> Vec<(u16, u64)> {
         rest = &rest[i + BLOCK.len()..];
         let block_end = rest.find(BLOCK).unwrap_or(rest.len());
         let block = &rest[..block_end];
-        let port = block
-            .split_whitespace()
-            .next()
-            .and_then(|s| s.parse::<u16>().ok());
+        let port = block.split_whitespace().next().and_then(|s| s.parse::<u16>().ok());
         let tx = block
             .find(TX)
             .and_then(|j| block[j + TX.len()..].split_whitespace().next())
@@ -122,10 +119,7 @@ impl Session {
                 if let Some(v) = done(&self.out.since(from)) {
                     return Ok(v);
                 }
-                return Err(format!(
-                    "testpmd (pid {}) exited with {s} while waiting for {what}",
-                    self.proc.pid()
-                ));
+                return Err(format!("testpmd (pid {}) exited with {s} while waiting for {what}", self.proc.pid()));
             }
             if start.elapsed() >= timeout {
                 return Err(format!("testpmd gave no {what} within {timeout:?}"));
@@ -136,15 +130,10 @@ impl Session {
 
     fn command(&mut self, line: &str) -> Result<String, String> {
         let from = self.send(line)?;
-        self.wait_for(
-            from,
-            &format!("prompt after {line:?}"),
-            COMMAND_TIMEOUT,
-            |t| {
-                // The echoed command is followed by its output, then the prompt.
-                t.find(PROMPT).map(|_| t.to_string())
-            },
-        )
+        self.wait_for(from, &format!("prompt after {line:?}"), COMMAND_TIMEOUT, |t| {
+            // The echoed command is followed by its output, then the prompt.
+            t.find(PROMPT).map(|_| t.to_string())
+        })
     }
 
     /// `show port stats all`: the sum of TX-packets, stamped with the middle
@@ -159,15 +148,9 @@ impl Session {
         })?;
         let after = Instant::now();
         if stats.len() != PORTS {
-            return Err(format!(
-                "testpmd showed {} ports, expected {PORTS}: {stats:?}",
-                stats.len()
-            ));
+            return Err(format!("testpmd showed {} ports, expected {PORTS}: {stats:?}", stats.len()));
         }
-        Ok((
-            before + (after - before) / 2,
-            stats.iter().map(|(_, t)| t).sum(),
-        ))
+        Ok((before + (after - before) / 2, stats.iter().map(|(_, t)| t).sum()))
     }
 
     fn output_tail(&self) -> String {
@@ -205,11 +188,7 @@ pub fn run(testpmd: &Path, spec: &RunSpec, tag: &str) -> Result<Measurement, Str
     let result = measure(&mut s, spec);
     let clean = result.is_ok() && s.command("stop").is_ok() && s.send("quit").is_ok();
     s.stdin = None; // EOF: testpmd quits at the end of its input too
-    let status = if clean {
-        s.proc.finish(EXIT_TIMEOUT)
-    } else {
-        None
-    };
+    let status = if clean { s.proc.finish(EXIT_TIMEOUT) } else { None };
     s.proc.kill();
     s.out.join(Duration::from_secs(1));
     s.err.join(Duration::from_secs(1));
@@ -218,15 +197,10 @@ pub fn run(testpmd: &Path, spec: &RunSpec, tag: &str) -> Result<Measurement, Str
     drop(prefix);
     match result {
         Err(_) if proc::interrupted() => Err("interrupted".into()),
-        Err(e) => Err(format!(
-            "dpdk-testpmd run failed: {e}\n  {} output:\n{tail}",
-            testpmd.display()
-        )),
+        Err(e) => Err(format!("dpdk-testpmd run failed: {e}\n  {} output:\n{tail}", testpmd.display())),
         Ok(m) => {
             match status {
-                None => eprintln!(
-                    "weir-bench-fwd: warning: testpmd did not stop and quit cleanly; killed it"
-                ),
+                None => eprintln!("weir-bench-fwd: warning: testpmd did not stop and quit cleanly; killed it"),
                 Some(st) if !st.success() => {
                     eprintln!("weir-bench-fwd: warning: testpmd exited with {st}:\n{tail}")
                 }
@@ -238,30 +212,18 @@ pub fn run(testpmd: &Path, spec: &RunSpec, tag: &str) -> Result<Measurement, Str
 }
 
 fn measure(s: &mut Session, spec: &RunSpec) -> Result<Measurement, String> {
-    s.wait_for(0, "prompt", READY_TIMEOUT, |t| {
-        t.contains(PROMPT).then_some(())
-    })?;
+    s.wait_for(0, "prompt", READY_TIMEOUT, |t| t.contains(PROMPT).then_some(()))?;
     let out = s.command(start_command(spec.port_type))?;
     if !out.contains("packet forwarding") {
-        return Err(format!(
-            "`{}` did not start forwarding: {}",
-            start_command(spec.port_type),
-            out.trim()
-        ));
+        return Err(format!("`{}` did not start forwarding: {}", start_command(spec.port_type), out.trim()));
     }
     proc::sleep(spec.warmup)?;
     let (t0, a) = s.tx_total()?;
     proc::sleep(spec.seconds)?;
     let (t1, b) = s.tx_total()?;
-    let m = Measurement {
-        tx_packets: b.saturating_sub(a),
-        elapsed: t1 - t0,
-    };
+    let m = Measurement { tx_packets: b.saturating_sub(a), elapsed: t1 - t0 };
     if m.tx_packets == 0 {
-        return Err(format!(
-            "no packets forwarded in {:.1} s",
-            m.elapsed.as_secs_f64()
-        ));
+        return Err(format!("no packets forwarded in {:.1} s", m.elapsed.as_secs_f64()));
     }
     Ok(m)
 }

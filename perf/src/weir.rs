@@ -58,10 +58,7 @@ socket = {socket:?}
         socket = socket.display().to_string(),
     );
     for name in PORT_NAMES {
-        s.push_str(&format!(
-            "\n[[ports]]\nname = {name:?}\nkind = {:?}\n",
-            spec.port_type.as_str()
-        ));
+        s.push_str(&format!("\n[[ports]]\nname = {name:?}\nkind = {:?}\n", spec.port_type.as_str()));
     }
     s
 }
@@ -79,12 +76,8 @@ pub fn call(socket: &Path, req: Request, timeout: Duration) -> Result<Reply, Str
             let _ = tx.send(mgmt::call(&path, &req));
         })
         .map_err(|e| format!("cannot start a thread: {e}"))?;
-    rx.recv_timeout(timeout).map_err(|_| {
-        format!(
-            "{what} request to {} got no reply within {timeout:?}",
-            socket.display()
-        )
-    })?
+    rx.recv_timeout(timeout)
+        .map_err(|_| format!("{what} request to {} got no reply within {timeout:?}", socket.display()))?
 }
 
 fn stats(socket: &Path) -> Result<Stats, String> {
@@ -123,36 +116,22 @@ pub fn run(binary: &Path, spec: &RunSpec, dir: &Path, tag: &str) -> Result<Measu
     let config_path = dir.join(format!("{tag}.toml"));
     let log_path = dir.join(format!("{tag}.log"));
     let text = node_config(spec, prefix.name(), &socket);
-    NodeConfig::from_toml(&text).map_err(|e| {
-        format!("internal error: the benchmark's node config is refused: {e}\n{text}")
-    })?;
-    std::fs::write(&config_path, &text)
-        .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
-    let log = File::create(&log_path)
-        .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
-    let log2 = log
-        .try_clone()
-        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    NodeConfig::from_toml(&text)
+        .map_err(|e| format!("internal error: the benchmark's node config is refused: {e}\n{text}"))?;
+    std::fs::write(&config_path, &text).map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    let log = File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    let log2 = log.try_clone().map_err(|e| format!("{}: {e}", log_path.display()))?;
 
     let mut p = Proc::spawn(
         "weir-dataplane",
-        Command::new(binary)
-            .arg("-c")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2),
+        Command::new(binary).arg("-c").arg(&config_path).stdin(Stdio::null()).stdout(log).stderr(log2),
     )?;
     let result = measure(&mut p, spec, &socket);
     let shutdown = match &result {
         Ok(_) => call(&socket, Request::Shutdown, CALL_TIMEOUT).map(|_| ()),
         Err(_) => Err(String::new()),
     };
-    let status = if shutdown.is_ok() {
-        p.finish(EXIT_TIMEOUT)
-    } else {
-        None
-    };
+    let status = if shutdown.is_ok() { p.finish(EXIT_TIMEOUT) } else { None };
     p.kill();
     drop(p);
     drop(prefix);
@@ -162,14 +141,12 @@ pub fn run(binary: &Path, spec: &RunSpec, dir: &Path, tag: &str) -> Result<Measu
     };
     match result {
         Err(_) if proc::interrupted() => Err("interrupted".into()),
-        Err(e) => Err(format!(
-            "weir-dataplane run failed: {e}\n  {} (output):\n{}",
-            binary.display(),
-            log_tail()
-        )),
+        Err(e) => Err(format!("weir-dataplane run failed: {e}\n  {} (output):\n{}", binary.display(), log_tail())),
         Ok(m) => {
             match (shutdown, status) {
-                (Err(e), _) => eprintln!("weir-bench-fwd: warning: weir-dataplane shutdown request failed ({e}); killed it"),
+                (Err(e), _) => {
+                    eprintln!("weir-bench-fwd: warning: weir-dataplane shutdown request failed ({e}); killed it")
+                }
                 (Ok(()), Some(s)) if !s.success() => {
                     eprintln!("weir-bench-fwd: warning: weir-dataplane exited with {s} after shutdown:\n{}", log_tail())
                 }
@@ -189,10 +166,7 @@ fn measure(p: &mut Proc, spec: &RunSpec, socket: &Path) -> Result<Measurement, S
     alive(p)?;
     let (t1, s1) = stamped_stats(socket)?;
     let (a, b) = (tx_total(&s0)?, tx_total(&s1)?);
-    let m = Measurement {
-        tx_packets: b.saturating_sub(a),
-        elapsed: t1 - t0,
-    };
+    let m = Measurement { tx_packets: b.saturating_sub(a), elapsed: t1 - t0 };
     if m.tx_packets == 0 {
         let ports: Vec<String> = s1
             .ports
@@ -200,12 +174,7 @@ fn measure(p: &mut Proc, spec: &RunSpec, socket: &Path) -> Result<Measurement, S
             .map(|p| {
                 format!(
                     "{} ({}): rx {} tx {}, driver rx {} tx {}",
-                    p.name,
-                    p.driver,
-                    p.rx_packets,
-                    p.tx_packets,
-                    p.nic_rx_packets,
-                    p.nic_tx_packets
+                    p.name, p.driver, p.rx_packets, p.tx_packets, p.nic_rx_packets, p.nic_tx_packets
                 )
             })
             .collect();
@@ -238,9 +207,7 @@ fn wait_ready(p: &mut Proc, socket: &Path) -> Result<(), String> {
             match call(
                 socket,
                 Request::Hello,
-                READY_TIMEOUT
-                    .saturating_sub(start.elapsed())
-                    .max(Duration::from_millis(100)),
+                READY_TIMEOUT.saturating_sub(start.elapsed()).max(Duration::from_millis(100)),
             ) {
                 Ok(Reply::Hello { .. }) => return Ok(()),
                 Ok(other) => return Err(format!("hello answered {other:?}")),
@@ -250,10 +217,7 @@ fn wait_ready(p: &mut Proc, socket: &Path) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(100));
     }
     alive(p)?;
-    Err(format!(
-        "no answer to hello on {} within {READY_TIMEOUT:?} ({last_err})",
-        socket.display()
-    ))
+    Err(format!("no answer to hello on {} within {READY_TIMEOUT:?} ({last_err})", socket.display()))
 }
 
 /// EAL answers bad arguments with pages of usage text (buffered stdout, so
@@ -278,10 +242,7 @@ fn without_eal_usage(log: &str) -> String {
 
 /// The default binary: `weir-dataplane` next to the running executable.
 pub fn default_binary() -> Option<PathBuf> {
-    std::env::current_exe()
-        .ok()?
-        .parent()
-        .map(|d| d.join("weir-dataplane"))
+    std::env::current_exe().ok()?.parent().map(|d| d.join("weir-dataplane"))
 }
 
 #[cfg(test)]
@@ -304,23 +265,13 @@ mod tests {
     #[test]
     fn config_is_valid_for_both_port_types() {
         for pt in [PortType::Null] {
-            let text = node_config(
-                &spec(pt),
-                "weir-bench-1-w1",
-                Path::new("/tmp/weir-bench-x/w1.sock"),
-            );
+            let text = node_config(&spec(pt), "weir-bench-1-w1", Path::new("/tmp/weir-bench-x/w1.sock"));
             let c = NodeConfig::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
             assert_eq!(c.dpdk.forward_mode, weir_dataplane::config::ForwardMode::Io);
             assert!(c.dpdk.busy_poll && c.dpdk.hugepages);
-            assert_eq!(
-                (c.dpdk.main_core, c.dpdk.worker_cores.clone()),
-                (0, vec![1])
-            );
+            assert_eq!((c.dpdk.main_core, c.dpdk.worker_cores.clone()), (0, vec![1]));
             assert_eq!(c.file_prefix(), "weir-bench-1-w1");
-            assert_eq!(
-                c.management.socket,
-                PathBuf::from("/tmp/weir-bench-x/w1.sock")
-            );
+            assert_eq!(c.management.socket, PathBuf::from("/tmp/weir-bench-x/w1.sock"));
             assert_eq!(c.ports.len(), 2);
             assert!(c.ports.iter().all(|p| p.kind.as_str() == pt.as_str()));
         }

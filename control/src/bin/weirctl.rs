@@ -14,12 +14,7 @@ use weir_dataplane::mgmt;
 #[command(version, about = "Inspect and change a running weir-dataplane")]
 struct Cli {
     /// The dataplane's management socket.
-    #[arg(
-        short,
-        long,
-        default_value = "/run/weir/dataplane.sock",
-        env = "WEIR_SOCKET"
-    )]
+    #[arg(short, long, default_value = "/run/weir/dataplane.sock", env = "WEIR_SOCKET")]
     socket: PathBuf,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
@@ -63,6 +58,12 @@ enum Cmd {
         pod_ip: Option<Ipv4Addr>,
         #[arg(long, requires = "pod_ip")]
         pod_mac: Option<String>,
+        /// The pod's network (default: the node's pod network).
+        #[arg(long, requires = "pod_ip")]
+        pod_network: Option<String>,
+        /// This port is the node's uplink to the underlay.
+        #[arg(long)]
+        uplink: bool,
     },
     /// Remove a port; workers stop using it before it goes.
     RemovePort { name: String },
@@ -71,9 +72,8 @@ enum Cmd {
 }
 
 fn parse_kind(s: &str) -> Result<PortKind, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
-        format!("{s:?}: want pci, af_packet, tap, vhost_user, virtio_user, memif, ring or null")
-    })
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("{s:?}: want pci, af_packet, tap, vhost_user, virtio_user, memif, ring or null"))
 }
 
 fn main() -> ExitCode {
@@ -94,10 +94,12 @@ fn main() -> ExitCode {
             rx_queues,
             pod_ip,
             pod_mac,
+            pod_network,
+            uplink,
         } => {
             let pod = match (pod_ip, pod_mac) {
                 (Some(ip), Some(mac)) => match mac.parse() {
-                    Ok(mac) => Some(PodAttachment { ip, mac }),
+                    Ok(mac) => Some(PodAttachment { ip, mac, network: pod_network.clone() }),
                     Err(e) => {
                         eprintln!("weirctl: --pod-mac {mac:?}: {e}");
                         return ExitCode::from(2);
@@ -106,17 +108,7 @@ fn main() -> ExitCode {
                 _ => None,
             };
             Request::AddPort {
-                port: PortConfig {
-                    name,
-                    kind,
-                    iface,
-                    path,
-                    server,
-                    pci,
-                    devargs,
-                    rx_queues,
-                    pod,
-                },
+                port: PortConfig { name, kind, iface, path, server, pci, devargs, rx_queues, pod, uplink },
             }
         }
     };
@@ -128,22 +120,11 @@ fn main() -> ExitCode {
         }
     };
     if let Output::Json = cli.output {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&reply).unwrap_or_default()
-        );
-        return if matches!(reply, Reply::Error { .. }) {
-            ExitCode::from(1)
-        } else {
-            ExitCode::SUCCESS
-        };
+        println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_default());
+        return if matches!(reply, Reply::Error { .. }) { ExitCode::from(1) } else { ExitCode::SUCCESS };
     }
     match reply {
-        Reply::Hello {
-            version,
-            node,
-            dpdk,
-        } => println!("node {node}, protocol {version}, {dpdk}"),
+        Reply::Hello { version, node, dpdk } => println!("node {node}, protocol {version}, {dpdk}"),
         Reply::Stats(s) => print!("{}", weir_control::render::stats(&s)),
         Reply::Applied { generation } => println!("applied: tables generation {generation}"),
         Reply::Error { message } => {

@@ -47,10 +47,7 @@ fn main() -> ExitCode {
     let mut cfg = match NodeConfig::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!(
-                "weir-dataplane: config {} refused: {e}",
-                args.config.display()
-            );
+            eprintln!("weir-dataplane: config {} refused: {e}", args.config.display());
             return ExitCode::from(2);
         }
     };
@@ -68,14 +65,13 @@ fn main() -> ExitCode {
         println!("eal: {}", eal_argv[1..].join(" "));
         return ExitCode::SUCCESS;
     }
-    let cores: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .iter()
-        .map(|c| c.id)
-        .collect();
+    let cores: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
     for c in cfg.dpdk.worker_cores.iter().chain([&cfg.dpdk.main_core]) {
         if !cores.contains(c) {
-            eprintln!("weir-dataplane: config {} refused: dpdk core {c} is not available here (cores {cores:?})", args.config.display());
+            eprintln!(
+                "weir-dataplane: config {} refused: dpdk core {c} is not available here (cores {cores:?})",
+                args.config.display()
+            );
             return ExitCode::from(2);
         }
     }
@@ -91,16 +87,11 @@ fn main() -> ExitCode {
 fn run(cfg: NodeConfig, eal_argv: Vec<String>, stats_interval: u64) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| format!("signal handler: {e}"))?;
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| format!("signal handler: {e}"))?;
     }
     let eal = Eal::init(&eal_argv).map_err(|e| e.to_string())?;
-    let counters: Vec<SharedCounters> = cfg
-        .dpdk
-        .worker_cores
-        .iter()
-        .map(|_| Arc::new(CachePadded::new(WorkerCounters::default())))
-        .collect();
+    let counters: Vec<SharedCounters> =
+        cfg.dpdk.worker_cores.iter().map(|_| Arc::new(CachePadded::new(WorkerCounters::default()))).collect();
     let worker_cfgs: Vec<WorkerConfig> = (0..cfg.dpdk.worker_cores.len())
         .map(|id| WorkerConfig {
             id,
@@ -118,27 +109,22 @@ fn run(cfg: NodeConfig, eal_argv: Vec<String>, stats_interval: u64) -> Result<()
 
     let result = std::thread::scope(|s| -> Result<(), String> {
         let eal = &eal;
-        for (wc, (core, c)) in worker_cfgs
-            .into_iter()
-            .zip(cores.iter().copied().zip(counters.iter().cloned()))
-        {
+        for (wc, (core, c)) in worker_cfgs.into_iter().zip(cores.iter().copied().zip(counters.iter().cloned())) {
             let reader = node.snapshot().reader(wc.id);
+            let events = node.events();
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name(format!("weir-w{}", wc.id))
                 .spawn_scoped(s, move || {
                     if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                        eprintln!(
-                            "weir-dataplane: worker {} could not pin to core {core}",
-                            wc.id
-                        );
+                        eprintln!("weir-dataplane: worker {} could not pin to core {core}", wc.id);
                     }
                     if let Err(e) = eal.register_thread() {
                         eprintln!("weir-dataplane: worker {}: {e}", wc.id);
                         stop.store(true, Ordering::SeqCst);
                         return;
                     }
-                    worker::run(wc, reader, c, stop);
+                    worker::run(wc, reader, c, events, stop);
                     eal.unregister_thread();
                 })
                 .map_err(|e| format!("cannot start a worker: {e}"))?;
@@ -147,34 +133,23 @@ fn run(cfg: NodeConfig, eal_argv: Vec<String>, stats_interval: u64) -> Result<()
             stop.store(true, Ordering::SeqCst);
             return Err(e);
         }
-        println!(
-            "weir-dataplane: node {name} ready, {} workers, socket {}",
-            cores.len(),
-            socket.display()
-        );
+        println!("weir-dataplane: node {name} ready, {} workers, socket {}", cores.len(), socket.display());
         let mut last_stats = std::time::Instant::now();
         while !stop.load(Ordering::SeqCst) {
-            if let Ok((req, reply_to)) = calls.recv_timeout(Duration::from_millis(100)) {
+            if let Ok((req, reply_to)) = calls.recv_timeout(Duration::from_millis(5)) {
                 let shutdown = req == Request::Shutdown;
                 let _ = reply_to.send(node.handle(req));
                 if shutdown {
                     stop.store(true, Ordering::SeqCst);
                 }
             }
+            node.tick();
             if stats_interval > 0 && last_stats.elapsed() >= Duration::from_secs(stats_interval) {
                 last_stats = std::time::Instant::now();
                 let s = node.stats();
-                let ports: Vec<String> = s
-                    .ports
-                    .iter()
-                    .map(|p| format!("{} rx {} tx {}", p.name, p.rx_packets, p.tx_packets))
-                    .collect();
-                println!(
-                    "stats: gen {} | {} | drops {}",
-                    s.generation,
-                    ports.join(" | "),
-                    s.total_drops()
-                );
+                let ports: Vec<String> =
+                    s.ports.iter().map(|p| format!("{} rx {} tx {}", p.name, p.rx_packets, p.tx_packets)).collect();
+                println!("stats: gen {} | {} | drops {}", s.generation, ports.join(" | "), s.total_drops());
             }
         }
         Ok(())

@@ -76,11 +76,7 @@ impl Eal {
 
     pub fn version() -> String {
         // SAFETY: rte_version returns a pointer to a static string.
-        unsafe {
-            std::ffi::CStr::from_ptr(dpdk_sys::rte_version())
-                .to_string_lossy()
-                .into_owned()
-        }
+        unsafe { std::ffi::CStr::from_ptr(dpdk_sys::rte_version()).to_string_lossy().into_owned() }
     }
 }
 
@@ -130,9 +126,9 @@ impl Mempool {
                 dpdk_sys::SOCKET_ID_ANY,
             )
         };
-        NonNull::new(p).map(|ptr| Mempool { ptr }).ok_or_else(|| {
-            DpdkError::from_errno(format!("rte_pktmbuf_pool_create({name}, {mbufs} mbufs)"))
-        })
+        NonNull::new(p)
+            .map(|ptr| Mempool { ptr })
+            .ok_or_else(|| DpdkError::from_errno(format!("rte_pktmbuf_pool_create({name}, {mbufs} mbufs)")))
     }
 
     pub(crate) fn as_ptr(&self) -> *mut dpdk_sys::rte_mempool {

@@ -64,21 +64,14 @@ impl PacketBuf for Mbuf {
         // SAFETY: buf_addr + data_off is the start of data_len initialised
         // bytes inside this mbuf's buffer, which we own.
         unsafe {
-            std::slice::from_raw_parts(
-                (m.buf_addr as *const u8).add(usize::from(m.data_off)),
-                usize::from(m.data_len),
-            )
+            std::slice::from_raw_parts((m.buf_addr as *const u8).add(usize::from(m.data_off)), usize::from(m.data_len))
         }
     }
 
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         let m = self.raw();
-        let (addr, off, len) = (
-            m.buf_addr as *mut u8,
-            usize::from(m.data_off),
-            usize::from(m.data_len),
-        );
+        let (addr, off, len) = (m.buf_addr as *mut u8, usize::from(m.data_off), usize::from(m.data_len));
         // SAFETY: as in `data`; &mut self makes this the only reference.
         unsafe { std::slice::from_raw_parts_mut(addr.add(off), len) }
     }
@@ -138,11 +131,7 @@ pub struct RxBurst {
 
 impl Default for RxBurst {
     fn default() -> Self {
-        RxBurst {
-            pkts: [std::ptr::null_mut(); MAX_BURST],
-            next: 0,
-            len: 0,
-        }
+        RxBurst { pkts: [std::ptr::null_mut(); MAX_BURST], next: 0, len: 0 }
     }
 }
 
@@ -193,11 +182,7 @@ impl RxBurst {
             || u32::from(queue) >= dpdk_sys::RTE_MAX_QUEUES_PER_PORT
         {
             self.release();
-            return Flushed {
-                sent: 0,
-                bytes: 0,
-                dropped: n as u64,
-            };
+            return Flushed { sent: 0, bytes: 0, dropped: n as u64 };
         }
         // SAFETY: pkts[next..len] are mbufs we own; the tx queue belongs to
         // this worker alone; tx_burst takes ownership of the first `sent`.
@@ -206,11 +191,7 @@ impl RxBurst {
         });
         self.next += sent;
         self.release();
-        Flushed {
-            sent: sent as u64,
-            bytes: 0,
-            dropped: (n - sent) as u64,
-        }
+        Flushed { sent: sent as u64, bytes: 0, dropped: (n - sent) as u64 }
     }
 
     fn release(&mut self) {
@@ -253,11 +234,7 @@ pub struct TxBuffer {
 
 impl Default for TxBuffer {
     fn default() -> Self {
-        TxBuffer {
-            pkts: [std::ptr::null_mut(); MAX_BURST],
-            len: 0,
-            bytes: 0,
-        }
+        TxBuffer { pkts: [std::ptr::null_mut(); MAX_BURST], len: 0, bytes: 0 }
     }
 }
 
@@ -301,18 +278,13 @@ impl TxBuffer {
             || u32::from(queue) >= dpdk_sys::RTE_MAX_QUEUES_PER_PORT
         {
             let dropped = self.discard();
-            return Flushed {
-                sent: 0,
-                bytes: 0,
-                dropped,
-            };
+            return Flushed { sent: 0, bytes: 0, dropped };
         }
         // SAFETY: pkts[..len] are mbufs we own; the tx queue belongs to this
         // worker alone (one tx queue per worker per port). rte_eth_tx_burst
         // takes ownership of the first `sent` of them.
-        let sent = usize::from(unsafe {
-            dpdk_sys::rte_eth_tx_burst(port, queue, self.pkts.as_mut_ptr(), self.len as u16)
-        });
+        let sent =
+            usize::from(unsafe { dpdk_sys::rte_eth_tx_burst(port, queue, self.pkts.as_mut_ptr(), self.len as u16) });
         let mut bytes = self.bytes;
         for m in &self.pkts[sent..self.len] {
             // SAFETY: the queue refused these; we still own them.
@@ -321,11 +293,7 @@ impl TxBuffer {
                 dpdk_sys::rte_pktmbuf_free(*m);
             }
         }
-        let out = Flushed {
-            sent: sent as u64,
-            bytes,
-            dropped: (self.len - sent) as u64,
-        };
+        let out = Flushed { sent: sent as u64, bytes, dropped: (self.len - sent) as u64 };
         self.len = 0;
         self.bytes = 0;
         out

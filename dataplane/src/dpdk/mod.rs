@@ -32,22 +32,14 @@ impl DpdkError {
     /// From a negative-errno return value.
     pub(crate) fn from_ret(op: impl Into<String>, ret: i32) -> Self {
         let code = ret.abs();
-        DpdkError {
-            op: op.into(),
-            code,
-            message: strerror(code),
-        }
+        DpdkError { op: op.into(), code, message: strerror(code) }
     }
 
     /// From `rte_errno`, for calls that return NULL or -1.
     pub(crate) fn from_errno(op: impl Into<String>) -> Self {
         // SAFETY: reads the calling thread's rte_errno; no preconditions.
         let code = unsafe { dpdk_sys::weir_errno() };
-        DpdkError {
-            op: op.into(),
-            code,
-            message: strerror(code),
-        }
+        DpdkError { op: op.into(), code, message: strerror(code) }
     }
 }
 
@@ -66,11 +58,7 @@ fn strerror(code: i32) -> String {
 
 impl fmt::Display for DpdkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} failed: {} (errno {})",
-            self.op, self.message, self.code
-        )
+        write!(f, "{} failed: {} (errno {})", self.op, self.message, self.code)
     }
 }
 

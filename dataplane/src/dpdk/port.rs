@@ -20,10 +20,7 @@ pub fn attach(devargs: &str, dev_name: &str) -> Result<PortId, DpdkError> {
     // SAFETY: c is a valid C string; rte_dev_probe copies what it keeps.
     let ret = unsafe { dpdk_sys::rte_dev_probe(c.as_ptr()) };
     if ret < 0 {
-        return Err(DpdkError::from_ret(
-            format!("rte_dev_probe({devargs})"),
-            ret,
-        ));
+        return Err(DpdkError::from_ret(format!("rte_dev_probe({devargs})"), ret));
     }
     port_by_name(dev_name).ok_or_else(|| DpdkError {
         op: format!("rte_eth_dev_get_port_by_name({dev_name})"),
@@ -54,20 +51,13 @@ pub fn info(port: PortId) -> Result<PortInfo, DpdkError> {
     // SAFETY: di is a valid out-pointer; an invalid port id returns an error.
     let ret = unsafe { dpdk_sys::rte_eth_dev_info_get(port, &mut di) };
     if ret != 0 {
-        return Err(DpdkError::from_ret(
-            format!("rte_eth_dev_info_get({port})"),
-            ret,
-        ));
+        return Err(DpdkError::from_ret(format!("rte_eth_dev_info_get({port})"), ret));
     }
     let driver = if di.driver_name.is_null() {
         String::new()
     } else {
         // SAFETY: driver_name points at the driver's static name string.
-        unsafe {
-            CStr::from_ptr(di.driver_name)
-                .to_string_lossy()
-                .into_owned()
-        }
+        unsafe { CStr::from_ptr(di.driver_name).to_string_lossy().into_owned() }
     };
     Ok(PortInfo {
         driver,
@@ -111,19 +101,13 @@ pub fn setup(port: PortId, q: QueueConfig, pool: &Mempool) -> Result<bool, DpdkE
     // probed and stopped.
     let ret = unsafe { dpdk_sys::rte_eth_dev_configure(port, q.rx_queues, q.tx_queues, &conf) };
     if ret != 0 {
-        return Err(DpdkError::from_ret(
-            format!("rte_eth_dev_configure({port})"),
-            ret,
-        ));
+        return Err(DpdkError::from_ret(format!("rte_eth_dev_configure({port})"), ret));
     }
     let (mut nrx, mut ntx) = (q.rx_descriptors, q.tx_descriptors);
     // SAFETY: valid out-pointers; the driver clamps to what it supports.
     let ret = unsafe { dpdk_sys::rte_eth_dev_adjust_nb_rx_tx_desc(port, &mut nrx, &mut ntx) };
     if ret != 0 {
-        return Err(DpdkError::from_ret(
-            format!("rte_eth_dev_adjust_nb_rx_tx_desc({port})"),
-            ret,
-        ));
+        return Err(DpdkError::from_ret(format!("rte_eth_dev_adjust_nb_rx_tx_desc({port})"), ret));
     }
     // SAFETY: reads the port's NUMA socket; -1 (unknown) is accepted below.
     let socket = unsafe { dpdk_sys::rte_eth_dev_socket_id(port) };
@@ -132,41 +116,22 @@ pub fn setup(port: PortId, q: QueueConfig, pool: &Mempool) -> Result<bool, DpdkE
         // SAFETY: the port is configured with rx_queues queues; NULL conf
         // means the driver's defaults; the pool outlives the port (the binary
         // keeps it until after every port is removed).
-        let ret = unsafe {
-            dpdk_sys::rte_eth_rx_queue_setup(
-                port,
-                rxq,
-                nrx,
-                socket,
-                std::ptr::null(),
-                pool.as_ptr(),
-            )
-        };
+        let ret = unsafe { dpdk_sys::rte_eth_rx_queue_setup(port, rxq, nrx, socket, std::ptr::null(), pool.as_ptr()) };
         if ret != 0 {
-            return Err(DpdkError::from_ret(
-                format!("rte_eth_rx_queue_setup({port}, {rxq})"),
-                ret,
-            ));
+            return Err(DpdkError::from_ret(format!("rte_eth_rx_queue_setup({port}, {rxq})"), ret));
         }
     }
     for txq in 0..q.tx_queues {
         // SAFETY: as above, for tx.
-        let ret =
-            unsafe { dpdk_sys::rte_eth_tx_queue_setup(port, txq, ntx, socket, std::ptr::null()) };
+        let ret = unsafe { dpdk_sys::rte_eth_tx_queue_setup(port, txq, ntx, socket, std::ptr::null()) };
         if ret != 0 {
-            return Err(DpdkError::from_ret(
-                format!("rte_eth_tx_queue_setup({port}, {txq})"),
-                ret,
-            ));
+            return Err(DpdkError::from_ret(format!("rte_eth_tx_queue_setup({port}, {txq})"), ret));
         }
     }
     // SAFETY: every queue is set up.
     let ret = unsafe { dpdk_sys::rte_eth_dev_start(port) };
     if ret != 0 {
-        return Err(DpdkError::from_ret(
-            format!("rte_eth_dev_start({port})"),
-            ret,
-        ));
+        return Err(DpdkError::from_ret(format!("rte_eth_dev_start({port})"), ret));
     }
     // Frames for the gateway MAC must reach us whatever the port's own MAC is.
     // Some drivers cannot (and need not); that is not an error.
@@ -184,28 +149,19 @@ pub fn remove(port: PortId) -> Result<(), DpdkError> {
     // SAFETY: valid out-pointer.
     let ret = unsafe { dpdk_sys::rte_eth_dev_info_get(port, &mut di) };
     if ret != 0 {
-        return Err(DpdkError::from_ret(
-            format!("rte_eth_dev_info_get({port})"),
-            ret,
-        ));
+        return Err(DpdkError::from_ret(format!("rte_eth_dev_info_get({port})"), ret));
     }
     // SAFETY: no worker uses the port (caller's promise); stopping an already
     // stopped port is harmless.
     let ret = unsafe { dpdk_sys::rte_eth_dev_stop(port) };
     if ret != 0 {
-        return Err(DpdkError::from_ret(
-            format!("rte_eth_dev_stop({port})"),
-            ret,
-        ));
+        return Err(DpdkError::from_ret(format!("rte_eth_dev_stop({port})"), ret));
     }
     // SAFETY: di.device is the port's rte_device, valid until removed here;
     // removal closes the ethdev and frees its queues.
     let ret = unsafe { dpdk_sys::rte_dev_remove(di.device) };
     if ret != 0 {
-        return Err(DpdkError::from_ret(
-            format!("rte_dev_remove(port {port})"),
-            ret,
-        ));
+        return Err(DpdkError::from_ret(format!("rte_dev_remove(port {port})"), ret));
     }
     Ok(())
 }
@@ -215,12 +171,20 @@ pub fn mac_addr(port: PortId) -> Result<MacAddr, DpdkError> {
     // SAFETY: valid out-pointer.
     let ret = unsafe { dpdk_sys::rte_eth_macaddr_get(port, &mut a) };
     if ret != 0 {
-        return Err(DpdkError::from_ret(
-            format!("rte_eth_macaddr_get({port})"),
-            ret,
-        ));
+        return Err(DpdkError::from_ret(format!("rte_eth_macaddr_get({port})"), ret));
     }
     Ok(MacAddr(a.addr_bytes))
+}
+
+/// The port's MTU (IP MTU, bytes).
+pub fn mtu(port: PortId) -> Result<u16, DpdkError> {
+    let mut m: u16 = 0;
+    // SAFETY: valid out-pointer.
+    let ret = unsafe { dpdk_sys::rte_eth_dev_get_mtu(port, &mut m) };
+    if ret != 0 {
+        return Err(DpdkError::from_ret(format!("rte_eth_dev_get_mtu({port})"), ret));
+    }
+    Ok(m)
 }
 
 /// The driver's own counters.
@@ -241,10 +205,7 @@ pub fn stats(port: PortId) -> Result<NicStats, DpdkError> {
     // SAFETY: valid out-pointer; stats reads are safe alongside the datapath.
     let ret = unsafe { dpdk_sys::rte_eth_stats_get(port, &mut s) };
     if ret != 0 {
-        return Err(DpdkError::from_ret(
-            format!("rte_eth_stats_get({port})"),
-            ret,
-        ));
+        return Err(DpdkError::from_ret(format!("rte_eth_stats_get({port})"), ret));
     }
     Ok(NicStats {
         rx_packets: s.ipackets,

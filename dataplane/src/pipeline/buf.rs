@@ -43,11 +43,19 @@ impl TestBuf {
     pub fn new(bytes: &[u8]) -> Self {
         let mut storage = vec![0u8; TEST_CAPACITY.max(TEST_HEADROOM + bytes.len())];
         storage[TEST_HEADROOM..TEST_HEADROOM + bytes.len()].copy_from_slice(bytes);
-        TestBuf {
-            storage,
-            start: TEST_HEADROOM,
-            end: TEST_HEADROOM + bytes.len(),
+        TestBuf { storage, start: TEST_HEADROOM, end: TEST_HEADROOM + bytes.len() }
+    }
+
+    /// Makes the buffer hold `bytes` again, with full headroom, reusing its
+    /// storage (no allocation when it fits).
+    pub fn reset(&mut self, bytes: &[u8]) {
+        let need = TEST_HEADROOM + bytes.len();
+        if self.storage.len() < need {
+            self.storage.resize(need, 0);
         }
+        self.storage[TEST_HEADROOM..need].copy_from_slice(bytes);
+        self.start = TEST_HEADROOM;
+        self.end = need;
     }
 
     pub fn to_vec(&self) -> Vec<u8> {

@@ -6,21 +6,25 @@
 //! never allocates, locks or logs, and no input bytes make it panic: every
 //! header is checked once (`new_checked`) before it is read.
 //!
-//! Stages for now (the foundation): Ethernet → ARP (answer for the gateway and,
-//! as proxy, for every address routed to another port) or IPv4 (header checks,
-//! ping to the gateway, TTL with ICMP time-exceeded, longest-prefix route, MAC
-//! rewrite). Overlay, services and policy slot in between route lookup and
+//! Stages: Ethernet → ARP (on pod ports: answer for the network's gateway and,
+//! as proxy, for every address routed elsewhere; on the uplink: answer for the
+//! node IP and learn neighbours) or IPv4 (header checks, ping to the gateway,
+//! TTL with ICMP time-exceeded, longest-prefix route in the port's network,
+//! MAC rewrite). A route to another node encapsulates in VXLAN for the uplink
+//! (`overlay`); VXLAN arriving on the uplink is checked, decapsulated and
+//! routed to a local pod. Services and policy slot in between route lookup and
 //! rewrite in later stages.
 
 pub mod buf;
+pub mod overlay;
 pub mod reason;
 
 use std::net::Ipv4Addr;
 
 pub use buf::{NoRoom, PacketBuf, TestBuf};
-pub use reason::{DropReason, ReplyKind};
+pub use reason::{Consumed, DropReason, ReplyKind};
 
-use crate::tables::{PortId, Tables};
+use crate::tables::{Hop, NetId, Network, PortId, Tables};
 use crate::wire::{arp, ethernet, icmp, ipv4, tcp, udp, MacAddr, WireError};
 
 /// What the worker does with a packet once `process` returns.
@@ -32,23 +36,58 @@ pub enum Action {
     Reply(ReplyKind),
     /// Free it and count the reason.
     Drop(DropReason),
+    /// Used up by weir itself (e.g. an ARP reply it asked for); free it.
+    Consumed(Consumed),
+    /// Encapsulated for `port` (the uplink), but the MAC of `next_hop` is not
+    /// known yet: hold it until the neighbour is resolved
+    /// ([`overlay::set_outer_dst`]), or drop it when that times out.
+    Resolve { port: PortId, next_hop: Ipv4Addr },
 }
 
 use Action::{Drop, Forward, Reply};
 
+/// Side effects the pipeline reports to the worker.
+pub trait Events {
+    /// ARP on the uplink showed `ip` at `mac`, and the tables do not say so yet.
+    fn neighbour(&mut self, ip: Ipv4Addr, mac: MacAddr);
+}
+
+/// Ignores events.
+pub struct NoEvents;
+
+impl Events for NoEvents {
+    fn neighbour(&mut self, _: Ipv4Addr, _: MacAddr) {}
+}
+
+/// Records events (tests).
+impl Events for Vec<(Ipv4Addr, MacAddr)> {
+    fn neighbour(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+        self.push((ip, mac));
+    }
+}
+
 /// TTL of packets weir originates.
 pub const LOCAL_TTL: u8 = 64;
 
-/// Runs the pipeline on one frame.
+/// Runs the pipeline on one frame, ignoring events.
 #[inline]
 pub fn process<B: PacketBuf>(t: &Tables, in_port: PortId, pkt: &mut B) -> Action {
+    process_events(t, in_port, pkt, &mut NoEvents)
+}
+
+/// Runs the pipeline on one frame.
+#[inline]
+pub fn process_events<B: PacketBuf, E: Events>(t: &Tables, in_port: PortId, pkt: &mut B, ev: &mut E) -> Action {
     let ethertype = match ethernet::Frame::new_checked(pkt.data()) {
         Ok(f) => f.ethertype(),
         Err(_) => return Drop(DropReason::RuntFrame),
     };
-    match ethertype {
-        ethernet::ethertype::IPV4 => ipv4_input(t, in_port, pkt),
-        ethernet::ethertype::ARP => arp_input(t, in_port, pkt.data_mut()),
+    let uplink = t.overlay.as_ref().filter(|o| o.uplink == in_port);
+    match (ethertype, uplink) {
+        (ethernet::ethertype::IPV4, None) => pod_ipv4_input(t, in_port, pkt),
+        (ethernet::ethertype::ARP, None) => arp_input(t, in_port, pkt.data_mut()),
+        (ethernet::ethertype::IPV4, Some(o)) => overlay::uplink_ipv4_input(t, o, pkt),
+        (ethernet::ethertype::ARP, Some(o)) => overlay::uplink_arp_input(t, o, pkt.data_mut(), ev),
         _ => Drop(DropReason::UnknownEthertype),
     }
 }
@@ -66,13 +105,18 @@ fn arp_input(t: &Tables, in_port: PortId, frame: &mut [u8]) -> Action {
     if req.operation() != arp::OP_REQUEST {
         return Drop(DropReason::ArpNotForUs);
     }
+    let Some(net) = t.network(t.port_network(in_port)) else {
+        return Drop(DropReason::PortGone);
+    };
     let (target, sender_ip, sender_mac) = (req.target_ip(), req.sender_ip(), req.sender_mac());
-    // Answer for the gateway, and as a proxy for every address routed out of
-    // another port, so pods on one subnet still reach each other through weir.
-    // Never for an address routed back to the asker: that is a pod probing its
-    // own address (duplicate-address detection) or a gratuitous ARP.
-    let ours = target == t.gateway_ip
-        || (target != sender_ip && t.routes.lookup(target).is_some_and(|r| r.port != in_port));
+    // Answer for the gateway, and as a proxy for every address of this
+    // network routed elsewhere (another port, another node), so pods on one
+    // subnet still reach each other through weir. Never for an address routed
+    // back to the asker: that is a pod probing its own address (duplicate-
+    // address detection) or a gratuitous ARP.
+    let back_to_asker = |h: &Hop| matches!(h, Hop::Local { port, .. } if *port == in_port);
+    let ours = target == net.gateway_ip
+        || (target != sender_ip && net.routes.lookup(target).is_some_and(|h| !back_to_asker(h)));
     if !ours || !sender_mac.is_unicast() {
         return Drop(DropReason::ArpNotForUs);
     }
@@ -116,52 +160,82 @@ fn l4_ok(protocol: u8, payload: &[u8], whole: bool) -> bool {
     }
 }
 
-fn ipv4_input<B: PacketBuf>(t: &Tables, in_port: PortId, pkt: &mut B) -> Action {
-    let frame = pkt.data_mut();
-    let (eth, body) = frame.split_at_mut(ethernet::HEADER_LEN);
-    if ethernet::Frame::new_unchecked(&*eth).dst() != t.gateway_mac {
-        return Drop(DropReason::NotForUs);
+/// What the checks of an IPv4 frame found: the header fields routing needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ipv4Meta {
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+}
+
+/// The checks every IPv4 packet passes before it is routed: destination MAC
+/// `mac`, header lengths, checksum, addresses, and the L4 header of first
+/// fragments.
+pub(crate) fn check_ipv4(frame: &[u8], mac: MacAddr) -> Result<Ipv4Meta, DropReason> {
+    let (eth, body) = frame.split_at(ethernet::HEADER_LEN);
+    if ethernet::Frame::new_unchecked(eth).dst() != mac {
+        return Err(DropReason::NotForUs);
     }
-    let mut ip = match ipv4::Packet::new_checked(body) {
-        Ok(ip) => ip,
-        Err(e) => return Drop(ip_error(e)),
-    };
+    let ip = ipv4::Packet::new_checked(body).map_err(ip_error)?;
     if !ip.verify_checksum() {
-        return Drop(DropReason::Ipv4BadChecksum);
+        return Err(DropReason::Ipv4BadChecksum);
     }
     let (src, dst, ttl) = (ip.src_addr(), ip.dst_addr(), ip.ttl());
     if bad_source(src) {
-        return Drop(DropReason::Ipv4BadSource);
+        return Err(DropReason::Ipv4BadSource);
     }
     if dst.is_multicast() || dst.is_broadcast() || dst.is_loopback() || dst.is_unspecified() {
-        return Drop(DropReason::Ipv4BadDestination);
+        return Err(DropReason::Ipv4BadDestination);
     }
-    let first_fragment = ip.frag_offset() == 0;
-    if first_fragment && !l4_ok(ip.protocol(), ip.payload(), !ip.more_frags()) {
-        return Drop(DropReason::L4Malformed);
+    if ip.frag_offset() == 0 && !l4_ok(ip.protocol(), ip.payload(), !ip.more_frags()) {
+        return Err(DropReason::L4Malformed);
     }
-    if dst == t.gateway_ip {
-        return local_input(t, pkt);
-    }
-    if ttl <= 1 {
-        return time_exceeded(t, pkt);
-    }
-    let Some(route) = t.routes.lookup(dst) else {
-        return Drop(DropReason::NoRoute);
-    };
-    if t.port(route.port).is_none() {
-        return Drop(DropReason::PortGone);
-    }
-    let _ = in_port;
-    ip.decrement_ttl();
-    let mut eth = ethernet::Frame::new_unchecked(eth);
-    eth.set_dst(route.next_hop_mac);
-    eth.set_src(t.gateway_mac);
-    Forward(route.port)
+    Ok(Ipv4Meta { dst, ttl })
 }
 
-/// Packets for the gateway address: weir answers ping, nothing else.
-fn local_input<B: PacketBuf>(t: &Tables, pkt: &mut B) -> Action {
+fn pod_ipv4_input<B: PacketBuf>(t: &Tables, in_port: PortId, pkt: &mut B) -> Action {
+    let m = match check_ipv4(pkt.data(), t.gateway_mac) {
+        Ok(m) => m,
+        Err(r) => return Drop(r),
+    };
+    let Some(net) = t.network(t.port_network(in_port)) else {
+        return Drop(DropReason::PortGone);
+    };
+    if m.dst == net.gateway_ip {
+        return local_input(t, net, pkt);
+    }
+    if m.ttl <= 1 {
+        return time_exceeded(t, net, pkt);
+    }
+    let Some(hop) = net.routes.lookup(m.dst) else {
+        return Drop(DropReason::NoRoute);
+    };
+    match *hop {
+        Hop::Local { port, mac } => forward_local(t, pkt.data_mut(), port, mac),
+        Hop::Remote { vtep, vtep_mac, net: to } => {
+            let Some(vni) = t.network(to).map(|n| n.vni) else {
+                return Drop(DropReason::NoRoute);
+            };
+            overlay::encap(t, net, pkt, vtep, vtep_mac, vni)
+        }
+    }
+}
+
+/// Routes a checked IPv4 frame out of a local port: TTL down by one, MACs
+/// rewritten.
+pub(crate) fn forward_local(t: &Tables, frame: &mut [u8], port: PortId, mac: MacAddr) -> Action {
+    if t.port(port).is_none() {
+        return Drop(DropReason::PortGone);
+    }
+    let (eth, body) = frame.split_at_mut(ethernet::HEADER_LEN);
+    ipv4::Packet::new_unchecked(body).decrement_ttl();
+    let mut eth = ethernet::Frame::new_unchecked(eth);
+    eth.set_dst(mac);
+    eth.set_src(t.gateway_mac);
+    Forward(port)
+}
+
+/// Packets for a gateway address: weir answers ping, nothing else.
+fn local_input<B: PacketBuf>(t: &Tables, net: &Network, pkt: &mut B) -> Action {
     let frame = pkt.data_mut();
     let (eth, body) = frame.split_at_mut(ethernet::HEADER_LEN);
     let mut ip = ipv4::Packet::new_unchecked(body);
@@ -186,7 +260,7 @@ fn local_input<B: PacketBuf>(t: &Tables, pkt: &mut B) -> Action {
         echo.fill_checksum();
     }
     ip.set_dst_addr(src);
-    ip.set_src_addr(t.gateway_ip);
+    ip.set_src_addr(net.gateway_ip);
     ip.set_ttl(LOCAL_TTL);
     ip.fill_checksum();
     let mut eth = ethernet::Frame::new_unchecked(eth);
@@ -203,16 +277,31 @@ fn is_icmp_error(msg_type: u8) -> bool {
 
 /// Turns the packet, in place, into an ICMP time-exceeded for its sender
 /// (RFC 792/1812: the IP header and the first 8 bytes of its payload are quoted).
-fn time_exceeded<B: PacketBuf>(t: &Tables, pkt: &mut B) -> Action {
+fn time_exceeded<B: PacketBuf>(t: &Tables, net: &Network, pkt: &mut B) -> Action {
+    icmp_error(t, net, pkt, icmp::msg::TIME_EXCEEDED, icmp::code::TTL_EXCEEDED_IN_TRANSIT, 0)
+        .unwrap_or(Drop(DropReason::TtlExceeded))
+}
+
+/// Turns the packet, in place, into an ICMP error from the network's gateway
+/// to its sender, quoting its IP header and 8 bytes. `None` when no error may
+/// be sent about it (an ICMP error itself, a non-first fragment): the caller
+/// drops it with its own reason.
+pub(crate) fn icmp_error<B: PacketBuf>(
+    t: &Tables,
+    net: &Network,
+    pkt: &mut B,
+    msg_type: u8,
+    code: u8,
+    rest_of_header: u32,
+) -> Option<Action> {
     let (client_mac, client_ip, quote) = {
         let frame = pkt.data();
         let eth = ethernet::Frame::new_unchecked(frame);
         let ip = ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
-        // Never an ICMP error about an ICMP error or about a non-first fragment.
-        let icmp_error = ip.protocol() == ipv4::protocol::ICMP
-            && ip.payload().first().is_some_and(|ty| is_icmp_error(*ty));
-        if ip.frag_offset() != 0 || icmp_error {
-            return Drop(DropReason::TtlExceeded);
+        let about_icmp_error =
+            ip.protocol() == ipv4::protocol::ICMP && ip.payload().first().is_some_and(|ty| is_icmp_error(*ty));
+        if ip.frag_offset() != 0 || about_icmp_error {
+            return None;
         }
         let quote = (ip.header_len() + 8).min(usize::from(ip.total_len()));
         (eth.src(), ip.src_addr(), quote)
@@ -220,46 +309,22 @@ fn time_exceeded<B: PacketBuf>(t: &Tables, pkt: &mut B) -> Action {
     const NEW: usize = ipv4::HEADER_LEN + icmp::HEADER_LEN;
     let want = ethernet::HEADER_LEN + NEW + quote;
     if pkt.prepend(NEW).is_err() {
-        return Drop(DropReason::NoBufferRoom);
+        return Some(Drop(DropReason::NoBufferRoom));
     }
     // The original IP header now starts right after the new ICMP header.
     let extra = pkt.len() - want;
     if pkt.trim(extra).is_err() {
-        return Drop(DropReason::NoBufferRoom);
+        return Some(Drop(DropReason::NoBufferRoom));
     }
-    write_icmp_error(
-        t,
-        pkt.data_mut(),
-        client_mac,
-        client_ip,
-        icmp::msg::TIME_EXCEEDED,
-        icmp::code::TTL_EXCEEDED_IN_TRANSIT,
-    );
-    Reply(ReplyKind::IcmpTimeExceeded)
-}
-
-/// Writes Ethernet, IPv4 and ICMP headers of an error from the gateway to
-/// `client` in front of the quoted bytes already at the end of `frame`.
-fn write_icmp_error(
-    t: &Tables,
-    frame: &mut [u8],
-    client_mac: MacAddr,
-    client: Ipv4Addr,
-    msg_type: u8,
-    code: u8,
-) {
+    let frame = pkt.data_mut();
     let (eth, rest) = frame.split_at_mut(ethernet::HEADER_LEN);
-    ethernet::Repr {
-        src: t.gateway_mac,
-        dst: client_mac,
-        ethertype: ethernet::ethertype::IPV4,
-    }
-    .emit(&mut ethernet::Frame::new_unchecked(eth));
+    ethernet::Repr { src: t.gateway_mac, dst: client_mac, ethertype: ethernet::ethertype::IPV4 }
+        .emit(&mut ethernet::Frame::new_unchecked(eth));
     let icmp_len = rest.len() - ipv4::HEADER_LEN;
     let (ip_hdr, icmp_bytes) = rest.split_at_mut(ipv4::HEADER_LEN);
     ipv4::Repr {
-        src: t.gateway_ip,
-        dst: client,
+        src: net.gateway_ip,
+        dst: client_ip,
         protocol: ipv4::protocol::ICMP,
         ttl: LOCAL_TTL,
         payload_len: icmp_len,
@@ -271,8 +336,18 @@ fn write_icmp_error(
     let mut m = icmp::Packet::new_unchecked(icmp_bytes);
     m.set_msg_type(msg_type);
     m.set_code(code);
-    m.set_rest_of_header(0);
+    m.set_rest_of_header(rest_of_header);
     m.fill_checksum();
+    Some(Reply(if msg_type == icmp::msg::TIME_EXCEEDED {
+        ReplyKind::IcmpTimeExceeded
+    } else {
+        ReplyKind::IcmpFragNeeded
+    }))
+}
+
+/// The network a decapsulated packet belongs to, for callers outside.
+pub fn network_of_vni(t: &Tables, vni: u32) -> Option<NetId> {
+    t.vni_index.get(&vni).copied()
 }
 
 #[cfg(test)]

@@ -76,6 +76,23 @@ numbered! {
         /// Destination is multicast, broadcast, loopback or unspecified (weir
         /// routes unicast only, and never answers such packets with an error).
         Ipv4BadDestination = 19, "ipv4_bad_destination";
+        /// VXLAN on the uplink shorter than its headers, or its inner frame.
+        VxlanMalformed = 20, "vxlan_malformed";
+        /// VXLAN without the I flag (no valid VNI).
+        VxlanBadFlags = 21, "vxlan_bad_flags";
+        /// VXLAN with a VNI no network of this node has.
+        VxlanUnknownVni = 22, "vxlan_unknown_vni";
+        /// A decapsulated packet whose route leads back into the overlay.
+        OverlayLoop = 23, "overlay_loop";
+        /// Too big for the tunnel and not allowed to say so (no DF: VXLAN
+        /// packets are never fragmented, RFC 7348).
+        TooBigForTunnel = 24, "too_big_for_tunnel";
+        /// The next hop on the underlay did not answer ARP in time.
+        NeighbourTimeout = 25, "neighbour_timeout";
+        /// Too many packets already wait for neighbours on this worker.
+        NeighbourQueueFull = 26, "neighbour_queue_full";
+        /// VXLAN from an address that is not one of the cluster's VTEPs.
+        VxlanUnknownVtep = 27, "vxlan_unknown_vtep";
     }
 }
 
@@ -85,6 +102,16 @@ numbered! {
         ArpReply = 1, "arp_reply";
         IcmpEchoReply = 2, "icmp_echo_reply";
         IcmpTimeExceeded = 3, "icmp_time_exceeded";
+        /// ICMP fragmentation-needed to a pod whose packet would not fit the tunnel.
+        IcmpFragNeeded = 4, "icmp_frag_needed";
+    }
+}
+
+numbered! {
+    /// Packets weir used up itself, sending nothing.
+    Consumed {
+        /// An ARP reply (or gratuitous ARP) on the uplink: a neighbour learned.
+        ArpOnUplink = 1, "arp_on_uplink";
     }
 }
 

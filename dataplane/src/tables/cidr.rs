@@ -18,10 +18,7 @@ impl Ipv4Cidr {
             return None;
         }
         let bits = u32::from(addr) & Self::mask_of(len);
-        Some(Ipv4Cidr {
-            addr: Ipv4Addr::from(bits),
-            len,
-        })
+        Some(Ipv4Cidr { addr: Ipv4Addr::from(bits), len })
     }
 
     pub fn host(addr: Ipv4Addr) -> Self {
@@ -65,17 +62,10 @@ impl FromStr for Ipv4Cidr {
     /// Accepts `a.b.c.d/len`; host bits must be zero (a typo in a prefix is
     /// refused, not silently masked).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (a, l) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a prefix (want a.b.c.d/len)"))?;
-        let addr: Ipv4Addr = a
-            .parse()
-            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
-        let len: u8 = l
-            .parse()
-            .map_err(|_| format!("{l:?} is not a prefix length"))?;
-        let cidr =
-            Ipv4Cidr::new(addr, len).ok_or_else(|| format!("prefix length {len} is over 32"))?;
+        let (a, l) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a prefix (want a.b.c.d/len)"))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let len: u8 = l.parse().map_err(|_| format!("{l:?} is not a prefix length"))?;
+        let cidr = Ipv4Cidr::new(addr, len).ok_or_else(|| format!("prefix length {len} is over 32"))?;
         if cidr.addr != addr {
             return Err(format!("{s} has host bits set (did you mean {cidr}?)"));
         }
@@ -112,10 +102,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_prefixes() {
-        assert!("10.1.0.1/24"
-            .parse::<Ipv4Cidr>()
-            .unwrap_err()
-            .contains("host bits"));
+        assert!("10.1.0.1/24".parse::<Ipv4Cidr>().unwrap_err().contains("host bits"));
         assert!("10.1.0.0/33".parse::<Ipv4Cidr>().is_err());
         assert!("10.1.0.0".parse::<Ipv4Cidr>().is_err());
         assert!("10.1.0/8".parse::<Ipv4Cidr>().is_err());

@@ -27,9 +27,7 @@ impl Hasher for U32Hasher {
         }
     }
     fn write_u32(&mut self, v: u32) {
-        self.0 = (u64::from(v) ^ 0x9e37_79b9_7f4a_7c15)
-            .wrapping_mul(0xff51_afd7_ed55_8ccd)
-            .rotate_left(29);
+        self.0 = (u64::from(v) ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(29);
     }
 }
 
@@ -44,10 +42,7 @@ pub struct RouteTable<V> {
 
 impl<V> Default for RouteTable<V> {
     fn default() -> Self {
-        RouteTable {
-            levels: Vec::new(),
-            len: 0,
-        }
+        RouteTable { levels: Vec::new(), len: 0 }
     }
 }
 
@@ -74,10 +69,7 @@ impl<V> RouteTable<V> {
     }
 
     pub fn remove(&mut self, prefix: Ipv4Cidr) -> Option<V> {
-        let pos = self
-            .levels
-            .binary_search_by(|(l, _)| prefix.len().cmp(l))
-            .ok()?;
+        let pos = self.levels.binary_search_by(|(l, _)| prefix.len().cmp(l)).ok()?;
         let old = self.levels[pos].1.remove(&u32::from(prefix.addr()));
         if old.is_some() {
             self.len -= 1;
@@ -93,11 +85,7 @@ impl<V> RouteTable<V> {
     pub fn lookup(&self, addr: Ipv4Addr) -> Option<&V> {
         let a = u32::from(addr);
         for (len, map) in &self.levels {
-            let mask = if *len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(*len))
-            };
+            let mask = if *len == 0 { 0 } else { u32::MAX << (32 - u32::from(*len)) };
             if let Some(v) = map.get(&(a & mask)) {
                 return Some(v);
             }
@@ -107,10 +95,7 @@ impl<V> RouteTable<V> {
 
     /// The exact entry for `prefix`.
     pub fn get(&self, prefix: Ipv4Cidr) -> Option<&V> {
-        let pos = self
-            .levels
-            .binary_search_by(|(l, _)| prefix.len().cmp(l))
-            .ok()?;
+        let pos = self.levels.binary_search_by(|(l, _)| prefix.len().cmp(l)).ok()?;
         self.levels[pos].1.get(&u32::from(prefix.addr()))
     }
 
@@ -125,12 +110,7 @@ impl<V> RouteTable<V> {
     /// All routes, longest prefixes first, in no particular order within a length.
     pub fn iter(&self) -> impl Iterator<Item = (Ipv4Cidr, &V)> {
         self.levels.iter().flat_map(|(len, map)| {
-            map.iter().map(move |(k, v)| {
-                (
-                    Ipv4Cidr::new(Ipv4Addr::from(*k), *len).expect("len <= 32"),
-                    v,
-                )
-            })
+            map.iter().map(move |(k, v)| (Ipv4Cidr::new(Ipv4Addr::from(*k), *len).expect("len <= 32"), v))
         })
     }
 }
@@ -183,11 +163,7 @@ mod tests {
         }
         for _ in 0..20_000 {
             let a = Ipv4Addr::from((rnd() as u32) & 0x0aff_ffff);
-            let want = all
-                .iter()
-                .filter(|(p, _)| p.contains(a))
-                .max_by_key(|(p, _)| p.len())
-                .map(|(_, v)| v);
+            let want = all.iter().filter(|(p, _)| p.contains(a)).max_by_key(|(p, _)| p.len()).map(|(_, v)| v);
             assert_eq!(t.lookup(a), want, "{a}");
         }
     }

@@ -2,10 +2,16 @@
 //!
 //! The management thread builds a whole new `Tables` and publishes it through
 //! [`crate::snapshot::Snapshot`]; workers never see a table being changed.
+//!
+//! Routing is per network: every pod port belongs to a [`Network`] (the
+//! node's default pod network, or a named one with its own subnet, gateway
+//! and VNI) and its packets are looked up in that network's routes only, so
+//! networks do not reach each other unless a route says so.
 
 pub mod cidr;
 pub mod lpm;
 
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use crate::config::{ForwardMode, NodeConfig};
@@ -17,19 +23,57 @@ use lpm::RouteTable;
 pub const MAX_PORTS: usize = 32;
 
 pub type PortId = u16;
+/// Index into [`Tables::networks`]; 0 is the node's default pod network.
+pub type NetId = u16;
 
-/// Where a route sends packets: out of `port`, to `next_hop_mac`.
+pub const DEFAULT_NETWORK: NetId = 0;
+
+/// Where a route sends packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteTarget {
-    pub port: PortId,
-    pub next_hop_mac: MacAddr,
+pub enum Hop {
+    /// Out of a local port, to this MAC (a pod, or a static next hop).
+    Local { port: PortId, mac: MacAddr },
+    /// Over VXLAN to another node's VTEP: the inner frame goes to `vtep_mac`
+    /// in network `net` (its VNI), the outer packet to `vtep`.
+    Remote { vtep: Ipv4Addr, vtep_mac: MacAddr, net: NetId },
+}
+
+/// Kept for callers that speak of local routes only.
+pub type RouteTarget = Hop;
+
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub name: String,
+    pub vni: u32,
+    pub subnet: Ipv4Cidr,
+    pub gateway_ip: Ipv4Addr,
+    pub routes: RouteTable<Hop>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodInfo {
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    pub net: NetId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortEntry {
     pub name: String,
     /// The pod behind the port, if any.
-    pub pod: Option<(Ipv4Addr, MacAddr)>,
+    pub pod: Option<PodInfo>,
+    /// The node's uplink to the underlay.
+    pub uplink: bool,
+}
+
+impl PortEntry {
+    pub fn plain(name: &str) -> Self {
+        PortEntry { name: name.to_string(), pod: None, uplink: false }
+    }
+
+    pub fn pod(name: &str, ip: Ipv4Addr, mac: MacAddr, net: NetId) -> Self {
+        PortEntry { name: name.to_string(), pod: Some(PodInfo { ip, mac, net }), uplink: false }
+    }
 }
 
 /// (port, rx queue) pairs a worker polls.
@@ -39,15 +83,40 @@ pub struct RxQueue {
     pub queue: u16,
 }
 
+/// The node's side of the VXLAN overlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    /// The node's underlay address: VXLAN source, ARP answered on the uplink.
+    pub node_ip: Ipv4Addr,
+    pub uplink: PortId,
+    /// The uplink port's own MAC: outer source, ARP answers.
+    pub uplink_mac: MacAddr,
+    /// IP MTU of the underlay; inner packets may be 50 bytes less.
+    pub mtu: u16,
+    pub vxlan_port: u16,
+    /// VTEPs inside it are resolved directly; others through `gateway`.
+    pub underlay: Ipv4Cidr,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// Outer Ethernet + IPv4 + UDP + VXLAN.
+pub const VXLAN_OVERHEAD: usize = 14 + 20 + 8 + 8;
+
 #[derive(Debug, Clone)]
 pub struct Tables {
     /// Bumped on every publication; reported back to the control side.
     pub generation: u64,
     pub mode: ForwardMode,
-    pub gateway_ip: Ipv4Addr,
+    /// The MAC weir uses as every pod network's gateway and as its VTEP MAC.
     pub gateway_mac: MacAddr,
-    pub pod_cidr: Ipv4Cidr,
-    pub routes: RouteTable<RouteTarget>,
+    pub networks: Vec<Network>,
+    /// VNI → network.
+    pub vni_index: HashMap<u32, NetId>,
+    pub overlay: Option<Overlay>,
+    /// Underlay neighbours (IP → MAC), resolved by ARP on the uplink.
+    pub neighbours: HashMap<Ipv4Addr, MacAddr>,
+    /// The VTEPs of the other nodes: VXLAN is accepted from these only.
+    pub vteps: HashSet<Ipv4Addr>,
     /// Indexed by DPDK port id; `None` where no port is (or no longer is).
     pub ports: Vec<Option<PortEntry>>,
     /// In io mode: the port each port forwards to.
@@ -57,15 +126,34 @@ pub struct Tables {
 }
 
 impl Tables {
-    /// Empty tables for a node: gateway known, no ports and no routes yet.
+    /// Tables for a node: its networks, no ports and no routes yet.
     pub fn new(cfg: &NodeConfig, workers: usize) -> Self {
+        let mut networks = vec![Network {
+            name: "default".into(),
+            vni: cfg.overlay.vni,
+            subnet: cfg.node.pod_cidr,
+            gateway_ip: cfg.gateway.ip,
+            routes: RouteTable::new(),
+        }];
+        for n in &cfg.networks {
+            networks.push(Network {
+                name: n.name.clone(),
+                vni: n.vni,
+                subnet: n.subnet,
+                gateway_ip: n.gateway,
+                routes: RouteTable::new(),
+            });
+        }
+        let vni_index = networks.iter().enumerate().map(|(i, n)| (n.vni, i as NetId)).collect();
         Tables {
             generation: 0,
             mode: cfg.dpdk.forward_mode,
-            gateway_ip: cfg.gateway.ip,
             gateway_mac: cfg.gateway.mac,
-            pod_cidr: cfg.node.pod_cidr,
-            routes: RouteTable::new(),
+            networks,
+            vni_index,
+            overlay: None,
+            neighbours: HashMap::new(),
+            vteps: HashSet::new(),
             ports: vec![None; MAX_PORTS],
             io_peer: vec![None; MAX_PORTS],
             rx_plan: vec![Vec::new(); workers],
@@ -75,19 +163,13 @@ impl Tables {
     /// Adds a port: its pod route (if it has a pod) and its rx queues, spread
     /// over the workers with the fewest queues.
     pub fn add_port(&mut self, id: PortId, entry: PortEntry, rx_queues: u16) {
-        if let Some((ip, mac)) = entry.pod {
-            self.routes.insert(
-                Ipv4Cidr::host(ip),
-                RouteTarget {
-                    port: id,
-                    next_hop_mac: mac,
-                },
-            );
+        if let Some(pod) = entry.pod {
+            if let Some(net) = self.networks.get_mut(usize::from(pod.net)) {
+                net.routes.insert(Ipv4Cidr::host(pod.ip), Hop::Local { port: id, mac: pod.mac });
+            }
         }
         for q in 0..rx_queues {
-            let w = (0..self.rx_plan.len())
-                .min_by_key(|w| self.rx_plan[*w].len())
-                .unwrap_or(0);
+            let w = (0..self.rx_plan.len()).min_by_key(|w| self.rx_plan[*w].len()).unwrap_or(0);
             if let Some(plan) = self.rx_plan.get_mut(w) {
                 plan.push(RxQueue { port: id, queue: q });
             }
@@ -97,19 +179,32 @@ impl Tables {
         }
     }
 
+    /// Routes `prefix` of network `net` to another node, and accepts VXLAN
+    /// from that node's VTEP.
+    pub fn add_remote_route(&mut self, net: NetId, prefix: Ipv4Cidr, hop: Hop) {
+        if let Hop::Remote { vtep, .. } = hop {
+            self.vteps.insert(vtep);
+        }
+        if let Some(n) = self.networks.get_mut(usize::from(net)) {
+            n.routes.insert(prefix, hop);
+        }
+    }
+
     /// Removes a port and every route and rx queue that points at it.
     pub fn remove_port(&mut self, id: PortId) {
         if let Some(slot) = self.ports.get_mut(usize::from(id)) {
             *slot = None;
         }
-        let gone: Vec<Ipv4Cidr> = self
-            .routes
-            .iter()
-            .filter(|(_, t)| t.port == id)
-            .map(|(p, _)| p)
-            .collect();
-        for p in gone {
-            self.routes.remove(p);
+        for net in &mut self.networks {
+            let gone: Vec<Ipv4Cidr> = net
+                .routes
+                .iter()
+                .filter(|(_, h)| matches!(h, Hop::Local { port, .. } if *port == id))
+                .map(|(p, _)| p)
+                .collect();
+            for p in gone {
+                net.routes.remove(p);
+            }
         }
         for plan in &mut self.rx_plan {
             plan.retain(|q| q.port != id);
@@ -119,8 +214,10 @@ impl Tables {
                 *peer = None;
             }
         }
-        if let Some(p) = self.io_peer.get_mut(usize::from(id)) {
-            *p = None;
+        if let Some(o) = &self.overlay {
+            if o.uplink == id {
+                self.overlay = None;
+            }
         }
     }
 
@@ -129,9 +226,21 @@ impl Tables {
     }
 
     pub fn port_by_name(&self, name: &str) -> Option<PortId> {
-        self.ports
-            .iter()
-            .position(|p| p.as_ref().is_some_and(|p| p.name == name))
-            .map(|i| i as PortId)
+        self.ports.iter().position(|p| p.as_ref().is_some_and(|p| p.name == name)).map(|i| i as PortId)
+    }
+
+    pub fn network(&self, id: NetId) -> Option<&Network> {
+        self.networks.get(usize::from(id))
+    }
+
+    pub fn network_by_name(&self, name: &str) -> Option<NetId> {
+        self.networks.iter().position(|n| n.name == name).map(|i| i as NetId)
+    }
+
+    /// The network a port's packets are routed in (pods: their network;
+    /// other ports: the default network).
+    #[inline]
+    pub fn port_network(&self, id: PortId) -> NetId {
+        self.port(id).and_then(|p| p.pod).map_or(DEFAULT_NETWORK, |p| p.net)
     }
 }

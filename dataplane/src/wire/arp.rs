@@ -213,16 +213,15 @@ mod tests {
     // Ethernet payload of a broadcast ARP request (who-has 10.0.0.2 tell
     // 10.0.0.1), with the 18 bytes of Ethernet padding it arrived with.
     static REQUEST_PADDED: [u8; 46] = [
-        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x0a,
-        0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x02, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00,
+        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x0a, 0x00, 0x00, 0x01,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
 
     // ARP reply: 10.0.0.2 is-at 02:00:00:00:00:02.
     static REPLY: [u8; 28] = [
-        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x0a,
-        0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x0a, 0x00, 0x00, 0x01,
+        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x0a, 0x00, 0x00, 0x02,
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x0a, 0x00, 0x00, 0x01,
     ];
 
     const M1: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
@@ -231,13 +230,7 @@ mod tests {
     const IP2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 
     fn request() -> Repr {
-        Repr {
-            operation: OP_REQUEST,
-            sender_mac: M1,
-            sender_ip: IP1,
-            target_mac: MacAddr::ZERO,
-            target_ip: IP2,
-        }
+        Repr { operation: OP_REQUEST, sender_mac: M1, sender_ip: IP1, target_mac: MacAddr::ZERO, target_ip: IP2 }
     }
 
     #[test]
@@ -248,15 +241,7 @@ mod tests {
         assert_eq!(p.sender_ip(), IP1);
         assert_eq!(p.target_mac(), MacAddr::ZERO);
         assert_eq!(p.target_ip(), IP2);
-        assert_eq!(
-            (
-                p.hardware_type(),
-                p.protocol_type(),
-                p.hardware_len(),
-                p.protocol_len()
-            ),
-            (1, 0x0800, 6, 4)
-        );
+        assert_eq!((p.hardware_type(), p.protocol_type(), p.hardware_len(), p.protocol_len()), (1, 0x0800, 6, 4));
         assert_eq!(Repr::parse(&p), request());
     }
 
@@ -300,10 +285,7 @@ mod tests {
     #[test]
     fn reject_truncated() {
         for len in 0..PACKET_LEN {
-            assert_eq!(
-                Packet::new_checked(&REPLY[..len]).unwrap_err(),
-                WireError::Truncated
-            );
+            assert_eq!(Packet::new_checked(&REPLY[..len]).unwrap_err(), WireError::Truncated);
         }
     }
 
@@ -312,10 +294,7 @@ mod tests {
         for (at, v) in [(1, 6u8), (2, 0x86), (3, 0x06), (4, 8), (5, 16)] {
             let mut b = REPLY;
             b[at] = v;
-            assert_eq!(
-                Packet::new_checked(&b[..]).unwrap_err(),
-                WireError::Unsupported
-            );
+            assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), WireError::Unsupported);
         }
     }
 }

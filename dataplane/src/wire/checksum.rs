@@ -90,11 +90,8 @@ pub fn update16(checksum: u16, old: u16, new: u16) -> u16 {
 /// As [`update16`], for a 32-bit field (e.g. an IPv4 address) that changed
 /// from `old` to `new`.
 pub fn update32(checksum: u16, old: u32, new: u32) -> u16 {
-    let s = u32::from(!checksum)
-        + u32::from(!(old >> 16) as u16)
-        + u32::from(!(old as u16))
-        + (new >> 16)
-        + (new & 0xffff);
+    let s =
+        u32::from(!checksum) + u32::from(!(old >> 16) as u16) + u32::from(!(old as u16)) + (new >> 16) + (new & 0xffff);
     !fold(s)
 }
 
@@ -139,8 +136,8 @@ mod tests {
     fn ipv4_header_example() {
         // Header of the PING fixture used in ipv4.rs, with its checksum zeroed.
         let mut h = [
-            0x45, 0x00, 0x00, 0x54, 0xbe, 0xef, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 0x0a, 0x00,
-            0x00, 0x01, 0x0a, 0x00, 0x00, 0x02,
+            0x45, 0x00, 0x00, 0x54, 0xbe, 0xef, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x01, 0x0a, 0x00,
+            0x00, 0x02,
         ];
         assert_eq!(checksum(&h), 0x67b7);
         h[10] = 0x67;
@@ -195,9 +192,7 @@ mod tests {
         let m = Ipv4Addr::new(255, 255, 255, 255);
         assert_eq!(
             fold(pseudo_header_v4(m, m, 255, 0xffff)),
-            fold(sum(&[
-                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0xff
-            ]))
+            fold(sum(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0xff]))
         );
     }
 
@@ -313,11 +308,7 @@ mod tests {
             let old = put32(&mut d, at, new);
             equivalent(update32(hc, old, new), checksum(&d), &d);
             // Same as two 16-bit updates.
-            let two = update16(
-                update16(hc, (old >> 16) as u16, (new >> 16) as u16),
-                old as u16,
-                new as u16,
-            );
+            let two = update16(update16(hc, (old >> 16) as u16, (new >> 16) as u16), old as u16, new as u16);
             equivalent(two, checksum(&d), &d);
         }
     }

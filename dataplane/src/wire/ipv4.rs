@@ -183,11 +183,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// `header_len..total_len`.
     pub fn payload(&self) -> &[u8] {
-        clamped(
-            self.buffer.as_ref(),
-            self.header_len(),
-            usize::from(self.total_len()),
-        )
+        clamped(self.buffer.as_ref(), self.header_len(), usize::from(self.total_len()))
     }
 }
 
@@ -336,29 +332,27 @@ mod tests {
     // IPv4/ICMP echo request 10.0.0.1 -> 10.0.0.2, ident 0xbeef, DF, TTL 64,
     // header checksum 0x67b7.
     static PING_IP: [u8; 84] = [
-        0x45, 0x00, 0x00, 0x54, 0xbe, 0xef, 0x40, 0x00, 0x40, 0x01, 0x67, 0xb7, 0x0a, 0x00, 0x00,
-        0x01, 0x0a, 0x00, 0x00, 0x02, 0x08, 0x00, 0xd0, 0x82, 0x12, 0x34, 0x00, 0x01, 0x5f, 0x1d,
-        0x0a, 0x67, 0x00, 0x00, 0x00, 0x00, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18,
-        0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27,
-        0x28, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36,
-        0x37, 0x38, 0x39, 0x3a, 0x3b, 0x3c, 0x3d, 0x3e, 0x3f,
+        0x45, 0x00, 0x00, 0x54, 0xbe, 0xef, 0x40, 0x00, 0x40, 0x01, 0x67, 0xb7, 0x0a, 0x00, 0x00, 0x01, 0x0a, 0x00,
+        0x00, 0x02, 0x08, 0x00, 0xd0, 0x82, 0x12, 0x34, 0x00, 0x01, 0x5f, 0x1d, 0x0a, 0x67, 0x00, 0x00, 0x00, 0x00,
+        0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x21,
+        0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f, 0x30, 0x31, 0x32, 0x33,
+        0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x3b, 0x3c, 0x3d, 0x3e, 0x3f,
     ];
 
     // IPv4 with IHL 6 (Router Alert option 94 04 00 00) carrying an IGMPv2
     // report for 239.1.2.3; TTL 1, DSCP/ECN 0xc0, checksum 0xe912.
     static IGMP_RA_IP: [u8; 32] = [
-        0x46, 0xc0, 0x00, 0x20, 0x00, 0x00, 0x40, 0x00, 0x01, 0x02, 0xe9, 0x12, 0x0a, 0x00, 0x00,
-        0x01, 0xef, 0x01, 0x02, 0x03, 0x94, 0x04, 0x00, 0x00, 0x16, 0x00, 0xf8, 0xfa, 0xef, 0x01,
-        0x02, 0x03,
+        0x46, 0xc0, 0x00, 0x20, 0x00, 0x00, 0x40, 0x00, 0x01, 0x02, 0xe9, 0x12, 0x0a, 0x00, 0x00, 0x01, 0xef, 0x01,
+        0x02, 0x03, 0x94, 0x04, 0x00, 0x00, 0x16, 0x00, 0xf8, 0xfa, 0xef, 0x01, 0x02, 0x03,
     ];
 
     // IPv4/UDP DNS query 192.168.1.2 -> 8.8.8.8 (57 bytes), followed by 3
     // bytes of Ethernet padding that are not part of the packet.
     static DNS_QUERY_PADDED: [u8; 60] = [
-        0x45, 0x00, 0x00, 0x39, 0x4d, 0x2e, 0x40, 0x00, 0x40, 0x11, 0x1b, 0xcc, 0xc0, 0xa8, 0x01,
-        0x02, 0x08, 0x08, 0x08, 0x08, 0xcf, 0x08, 0x00, 0x35, 0x00, 0x25, 0xe3, 0x70, 0xab, 0xcd,
-        0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, 0x65, 0x78, 0x61, 0x6d,
-        0x70, 0x6c, 0x65, 0x03, 0x63, 0x6f, 0x6d, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00,
+        0x45, 0x00, 0x00, 0x39, 0x4d, 0x2e, 0x40, 0x00, 0x40, 0x11, 0x1b, 0xcc, 0xc0, 0xa8, 0x01, 0x02, 0x08, 0x08,
+        0x08, 0x08, 0xcf, 0x08, 0x00, 0x35, 0x00, 0x25, 0xe3, 0x70, 0xab, 0xcd, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x07, 0x65, 0x78, 0x61, 0x6d, 0x70, 0x6c, 0x65, 0x03, 0x63, 0x6f, 0x6d, 0x00, 0x00,
+        0x01, 0x00, 0x01, 0x00, 0x00, 0x00,
     ];
 
     fn ping_repr() -> Repr {
@@ -483,10 +477,7 @@ mod tests {
         p.payload_mut().fill(0xab);
         let p = Packet::new_checked(&b[..]).unwrap();
         assert_eq!((p.version(), p.header_len(), p.dscp_ecn()), (4, 24, 0xb8));
-        assert_eq!(
-            (p.total_len(), p.ident(), p.ttl(), p.protocol()),
-            (40, 7, 9, 132)
-        );
+        assert_eq!((p.total_len(), p.ident(), p.ttl(), p.protocol()), (40, 7, 9, 132));
         assert_eq!(p.src_addr(), Ipv4Addr::new(1, 2, 3, 4));
         assert_eq!(p.dst_addr(), Ipv4Addr::new(5, 6, 7, 8));
         assert!(p.verify_checksum());
@@ -526,11 +517,7 @@ mod tests {
                 b[10] = 0;
                 b[11] = 0;
                 let s = checksum::fold(checksum::sum(&b[..hl]));
-                let adj = if i % 2 == 0 {
-                    !s
-                } else {
-                    (!s).wrapping_add(0x0100)
-                };
+                let adj = if i % 2 == 0 { !s } else { (!s).wrapping_add(0x0100) };
                 let t = u16::from_be_bytes([b[12], b[13]]);
                 let fixed = checksum::fold(u32::from(t) + u32::from(adj));
                 b[12..14].copy_from_slice(&fixed.to_be_bytes());
@@ -561,10 +548,7 @@ mod tests {
     #[test]
     fn reject_truncated() {
         for len in 0..HEADER_LEN {
-            assert_eq!(
-                Packet::new_checked(&PING_IP[..len]).unwrap_err(),
-                WireError::Truncated
-            );
+            assert_eq!(Packet::new_checked(&PING_IP[..len]).unwrap_err(), WireError::Truncated);
         }
     }
 
@@ -573,10 +557,7 @@ mod tests {
         for v in [0u8, 6, 15] {
             let mut b = PING_IP;
             b[0] = (v << 4) | 5;
-            assert_eq!(
-                Packet::new_checked(&b[..]).unwrap_err(),
-                WireError::BadVersion
-            );
+            assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), WireError::BadVersion);
         }
     }
 
@@ -585,24 +566,15 @@ mod tests {
         for ihl in 0u8..5 {
             let mut b = PING_IP;
             b[0] = 0x40 | ihl;
-            assert_eq!(
-                Packet::new_checked(&b[..]).unwrap_err(),
-                WireError::BadHeaderLength
-            );
+            assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), WireError::BadHeaderLength);
         }
         // IHL 6 with only 20 bytes of buffer; IHL 15 (60 bytes) in 32.
         let mut b = PING_IP;
         b[0] = 0x46;
-        assert_eq!(
-            Packet::new_checked(&b[..20]).unwrap_err(),
-            WireError::BadHeaderLength
-        );
+        assert_eq!(Packet::new_checked(&b[..20]).unwrap_err(), WireError::BadHeaderLength);
         let mut b = IGMP_RA_IP;
         b[0] = 0x4f;
-        assert_eq!(
-            Packet::new_checked(&b[..]).unwrap_err(),
-            WireError::BadHeaderLength
-        );
+        assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), WireError::BadHeaderLength);
     }
 
     #[test]
@@ -610,21 +582,12 @@ mod tests {
         // total_len < header_len
         let mut b = IGMP_RA_IP;
         b[2..4].copy_from_slice(&20u16.to_be_bytes());
-        assert_eq!(
-            Packet::new_checked(&b[..]).unwrap_err(),
-            WireError::BadTotalLength
-        );
+        assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), WireError::BadTotalLength);
         // total_len > buffer (a truncated capture)
-        assert_eq!(
-            Packet::new_checked(&PING_IP[..83]).unwrap_err(),
-            WireError::BadTotalLength
-        );
+        assert_eq!(Packet::new_checked(&PING_IP[..83]).unwrap_err(), WireError::BadTotalLength);
         let mut b = PING_IP;
         b[2..4].copy_from_slice(&0xffffu16.to_be_bytes());
-        assert_eq!(
-            Packet::new_checked(&b[..]).unwrap_err(),
-            WireError::BadTotalLength
-        );
+        assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), WireError::BadTotalLength);
         // total_len == header_len is fine: empty payload.
         let mut b = PING_IP;
         b[2..4].copy_from_slice(&20u16.to_be_bytes());

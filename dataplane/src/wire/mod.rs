@@ -140,11 +140,7 @@ impl From<[u8; 6]> for MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = &self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -157,11 +153,7 @@ pub struct MacAddrParseError {
 
 impl fmt::Display for MacAddrParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid MAC address {:?}: expected six colon-separated hex pairs like 02:00:00:00:00:01",
-            self.input
-        )
+        write!(f, "invalid MAC address {:?}: expected six colon-separated hex pairs like 02:00:00:00:00:01", self.input)
     }
 }
 
@@ -173,9 +165,7 @@ impl FromStr for MacAddr {
     /// Accepts exactly six two-digit hex groups separated by `:`
     /// (either case), e.g. `02:00:00:00:00:01`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || MacAddrParseError {
-            input: s.to_string(),
-        };
+        let err = || MacAddrParseError { input: s.to_string() };
         let mut out = [0u8; 6];
         let mut groups = s.split(':');
         for byte in out.iter_mut() {
@@ -239,30 +229,29 @@ mod tests {
     // Ethernet/IPv4/UDP 4789/VXLAN VNI 42/Ethernet/IPv4/ICMP echo request.
     // Outer IPv4 checksum 0xc055, UDP checksum 0x8295.
     static VXLAN_FRAME: [u8; 96] = [
-        0x02, 0x00, 0x00, 0x00, 0x00, 0x20, 0x02, 0x00, 0x00, 0x00, 0x00, 0x10, 0x08, 0x00, 0x45,
-        0x00, 0x00, 0x52, 0x22, 0x22, 0x40, 0x00, 0x40, 0x11, 0xc0, 0x55, 0xac, 0x10, 0x00, 0x01,
-        0xac, 0x10, 0x00, 0x02, 0xc0, 0x00, 0x12, 0xb5, 0x00, 0x3e, 0x82, 0x95, 0x08, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x2a, 0x00, 0x02, 0x00, 0x00, 0x00, 0x0a, 0x02, 0x02, 0x00, 0x00, 0x00,
-        0x0a, 0x01, 0x08, 0x00, 0x45, 0x00, 0x00, 0x20, 0x00, 0x42, 0x40, 0x00, 0x40, 0x01, 0xa5,
-        0x47, 0xc0, 0xa8, 0x0a, 0x01, 0xc0, 0xa8, 0x0a, 0x02, 0x08, 0x00, 0x17, 0x1e, 0x00, 0x07,
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x20, 0x02, 0x00, 0x00, 0x00, 0x00, 0x10, 0x08, 0x00, 0x45, 0x00, 0x00, 0x52,
+        0x22, 0x22, 0x40, 0x00, 0x40, 0x11, 0xc0, 0x55, 0xac, 0x10, 0x00, 0x01, 0xac, 0x10, 0x00, 0x02, 0xc0, 0x00,
+        0x12, 0xb5, 0x00, 0x3e, 0x82, 0x95, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2a, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x0a, 0x02, 0x02, 0x00, 0x00, 0x00, 0x0a, 0x01, 0x08, 0x00, 0x45, 0x00, 0x00, 0x20, 0x00, 0x42, 0x40, 0x00,
+        0x40, 0x01, 0xa5, 0x47, 0xc0, 0xa8, 0x0a, 0x01, 0xc0, 0xa8, 0x0a, 0x02, 0x08, 0x00, 0x17, 0x1e, 0x00, 0x07,
         0x00, 0x03, 0x77, 0x65, 0x69, 0x72,
     ];
 
     // Ethernet/IPv4/TCP SYN with options (no Ethernet padding).
     static TCP_SYN_FRAME: [u8; 74] = [
-        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x00, 0x45,
-        0x00, 0x00, 0x3c, 0x00, 0x00, 0x40, 0x00, 0x40, 0x06, 0x26, 0xac, 0x0a, 0x01, 0x00, 0x05,
-        0x0a, 0x02, 0x00, 0x09, 0x9c, 0x40, 0x01, 0xbb, 0x11, 0x22, 0x33, 0x44, 0x00, 0x00, 0x00,
-        0x00, 0xa0, 0x02, 0xfa, 0xf0, 0x40, 0x85, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x04, 0x02,
-        0x08, 0x0a, 0x0a, 0x0b, 0x0c, 0x0d, 0x00, 0x00, 0x00, 0x00, 0x01, 0x03, 0x03, 0x07,
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x00, 0x45, 0x00, 0x00, 0x3c,
+        0x00, 0x00, 0x40, 0x00, 0x40, 0x06, 0x26, 0xac, 0x0a, 0x01, 0x00, 0x05, 0x0a, 0x02, 0x00, 0x09, 0x9c, 0x40,
+        0x01, 0xbb, 0x11, 0x22, 0x33, 0x44, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0xfa, 0xf0, 0x40, 0x85, 0x00, 0x00,
+        0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x08, 0x0a, 0x0a, 0x0b, 0x0c, 0x0d, 0x00, 0x00, 0x00, 0x00, 0x01, 0x03,
+        0x03, 0x07,
     ];
 
     // Ethernet broadcast ARP request, padded to 60 bytes.
     static ARP_FRAME: [u8; 60] = [
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00,
-        0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x0a, 0x00,
-        0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x01, 0x08, 0x00,
+        0x06, 0x04, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x0a, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x0a, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
 
     #[test]
@@ -306,10 +295,7 @@ mod tests {
         assert!(ucast.is_local());
         assert!(MacAddr::ZERO.is_unicast() && MacAddr::ZERO.is_zero());
         assert_eq!(MacAddr::default(), MacAddr::ZERO);
-        assert_eq!(
-            MacAddr::from_bytes(&[1, 2, 3, 4, 5, 6, 7]),
-            Some(MacAddr([1, 2, 3, 4, 5, 6]))
-        );
+        assert_eq!(MacAddr::from_bytes(&[1, 2, 3, 4, 5, 6, 7]), Some(MacAddr([1, 2, 3, 4, 5, 6])));
         assert_eq!(MacAddr::from_bytes(&[1, 2, 3, 4, 5]), None);
         assert!(MacAddr::ZERO < MacAddr::BROADCAST);
     }
@@ -433,49 +419,16 @@ mod tests {
         }
         if let Ok(p) = arp::Packet::new_checked(buf) {
             ok |= 1 << 1;
-            let _ = (
-                p.operation(),
-                p.sender_mac(),
-                p.sender_ip(),
-                p.target_mac(),
-                p.target_ip(),
-            );
-            let _ = (
-                p.hardware_type(),
-                p.protocol_type(),
-                p.hardware_len(),
-                p.protocol_len(),
-            );
+            let _ = (p.operation(), p.sender_mac(), p.sender_ip(), p.target_mac(), p.target_ip());
+            let _ = (p.hardware_type(), p.protocol_type(), p.hardware_len(), p.protocol_len());
             let _ = arp::Repr::parse(&p);
         }
         if let Ok(p) = ipv4::Packet::new_checked(buf) {
             ok |= 1 << 2;
-            let _ = (
-                p.version(),
-                p.header_len(),
-                p.dscp_ecn(),
-                p.total_len(),
-                p.ident(),
-            );
-            let _ = (
-                p.dont_frag(),
-                p.more_frags(),
-                p.frag_offset(),
-                p.is_fragment(),
-            );
-            let _ = (
-                p.ttl(),
-                p.protocol(),
-                p.checksum(),
-                p.src_addr(),
-                p.dst_addr(),
-            );
-            let _ = (
-                p.verify_checksum(),
-                p.header().len(),
-                p.options().len(),
-                p.payload().len(),
-            );
+            let _ = (p.version(), p.header_len(), p.dscp_ecn(), p.total_len(), p.ident());
+            let _ = (p.dont_frag(), p.more_frags(), p.frag_offset(), p.is_fragment());
+            let _ = (p.ttl(), p.protocol(), p.checksum(), p.src_addr(), p.dst_addr());
+            let _ = (p.verify_checksum(), p.header().len(), p.options().len(), p.payload().len());
             let r = ipv4::Repr::parse(&p);
             assert_eq!(r.payload_len, p.payload().len());
             assert!(p.header_len() <= p.total_len() as usize);
@@ -483,47 +436,20 @@ mod tests {
         }
         if let Ok(p) = icmp::Packet::new_checked(buf) {
             ok |= 1 << 3;
-            let _ = (
-                p.msg_type(),
-                p.code(),
-                p.checksum(),
-                p.echo_ident(),
-                p.echo_seq(),
-            );
-            let _ = (
-                p.next_hop_mtu(),
-                p.rest_of_header(),
-                p.payload().len(),
-                p.verify_checksum(),
-            );
+            let _ = (p.msg_type(), p.code(), p.checksum(), p.echo_ident(), p.echo_seq());
+            let _ = (p.next_hop_mtu(), p.rest_of_header(), p.payload().len(), p.verify_checksum());
         }
         if let Ok(p) = udp::Packet::new_checked(buf) {
             ok |= 1 << 4;
-            let _ = (
-                p.src_port(),
-                p.dst_port(),
-                p.len(),
-                p.checksum(),
-                p.payload().len(),
-            );
+            let _ = (p.src_port(), p.dst_port(), p.len(), p.checksum(), p.payload().len());
             let _ = p.verify_checksum(a, b);
             assert_eq!(p.payload().len() + 8, p.len() as usize);
         }
         if let Ok(p) = tcp::Packet::new_checked(buf) {
             ok |= 1 << 5;
             let _ = (p.src_port(), p.dst_port(), p.seq_number(), p.ack_number());
-            let _ = (
-                p.header_len(),
-                p.flags(),
-                p.window(),
-                p.checksum(),
-                p.urgent(),
-            );
-            let _ = (
-                p.options().len(),
-                p.payload().len(),
-                p.verify_checksum(a, b),
-            );
+            let _ = (p.header_len(), p.flags(), p.window(), p.checksum(), p.urgent());
+            let _ = (p.options().len(), p.payload().len(), p.verify_checksum(a, b));
             assert_eq!(p.header_len() + p.payload().len(), buf.len());
         }
         if let Ok(p) = vxlan::Packet::new_checked(buf) {
@@ -548,12 +474,7 @@ mod tests {
             p.set_version_ihl(4, (r as usize) & 0x3f);
             p.set_total_len((r >> 8) as u16);
             p.set_flags_frag(r & 1 != 0, r & 2 != 0, (r >> 24) as u16);
-            let _ = (
-                p.payload_mut().len(),
-                p.header().len(),
-                p.payload().len(),
-                p.options().len(),
-            );
+            let _ = (p.payload_mut().len(), p.header().len(), p.payload().len(), p.options().len());
             p.fill_checksum();
             let _ = p.verify_checksum();
         }
@@ -664,10 +585,7 @@ mod tests {
         }
         // Every view must have been exercised past its checks many times.
         for (name, n) in VIEWS.iter().zip(accepted) {
-            assert!(
-                n >= 500,
-                "{name}: only {n} buffers accepted; fuzzing too shallow"
-            );
+            assert!(n >= 500, "{name}: only {n} buffers accepted; fuzzing too shallow");
         }
     }
 

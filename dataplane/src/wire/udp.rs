@@ -150,9 +150,9 @@ mod tests {
     // DNS query 192.168.1.2:53000 -> 8.8.8.8:53, A example.com, checksum
     // 0xe370, followed by 3 bytes that are not part of the datagram.
     static DNS_QUERY_PADDED: [u8; 40] = [
-        0xcf, 0x08, 0x00, 0x35, 0x00, 0x25, 0xe3, 0x70, 0xab, 0xcd, 0x01, 0x00, 0x00, 0x01, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x07, 0x65, 0x78, 0x61, 0x6d, 0x70, 0x6c, 0x65, 0x03, 0x63,
-        0x6f, 0x6d, 0x00, 0x00, 0x01, 0x00, 0x01, 0xaa, 0xbb, 0xcc,
+        0xcf, 0x08, 0x00, 0x35, 0x00, 0x25, 0xe3, 0x70, 0xab, 0xcd, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x07, 0x65, 0x78, 0x61, 0x6d, 0x70, 0x6c, 0x65, 0x03, 0x63, 0x6f, 0x6d, 0x00, 0x00, 0x01, 0x00,
+        0x01, 0xaa, 0xbb, 0xcc,
     ];
 
     #[test]
@@ -191,9 +191,7 @@ mod tests {
         assert!(p.verify_checksum(CLIENT, RESOLVER));
         assert!(p.verify_checksum(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST));
         b[7] = 1;
-        assert!(!Packet::new_checked(&b[..])
-            .unwrap()
-            .verify_checksum(CLIENT, RESOLVER));
+        assert!(!Packet::new_checked(&b[..]).unwrap().verify_checksum(CLIENT, RESOLVER));
     }
 
     #[test]
@@ -239,10 +237,7 @@ mod tests {
     #[test]
     fn reject_truncated() {
         for len in 0..HEADER_LEN {
-            assert_eq!(
-                Packet::new_checked(&DNS_QUERY_PADDED[..len]).unwrap_err(),
-                WireError::Truncated
-            );
+            assert_eq!(Packet::new_checked(&DNS_QUERY_PADDED[..len]).unwrap_err(), WireError::Truncated);
         }
     }
 
@@ -251,16 +246,10 @@ mod tests {
         for l in [0u16, 1, 7, 41, 0xffff] {
             let mut b = DNS_QUERY_PADDED;
             b[4..6].copy_from_slice(&l.to_be_bytes());
-            assert_eq!(
-                Packet::new_checked(&b[..]).unwrap_err(),
-                WireError::BadTotalLength
-            );
+            assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), WireError::BadTotalLength);
         }
         // Cut inside the datagram.
-        assert_eq!(
-            Packet::new_checked(&DNS_QUERY_PADDED[..36]).unwrap_err(),
-            WireError::BadTotalLength
-        );
+        assert_eq!(Packet::new_checked(&DNS_QUERY_PADDED[..36]).unwrap_err(), WireError::BadTotalLength);
         // Length exactly the buffer is fine.
         let mut b = DNS_QUERY_PADDED;
         b[4..6].copy_from_slice(&40u16.to_be_bytes());

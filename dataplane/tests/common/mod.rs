@@ -20,32 +20,18 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 /// A short tag unique to this test process and call: keeps interface names
 /// under 15 characters and apart from other runs.
 pub fn tag() -> String {
-    format!(
-        "{:x}{}",
-        std::process::id() % 0xffff,
-        SEQ.fetch_add(1, Ordering::SeqCst)
-    )
+    format!("{:x}{}", std::process::id() % 0xffff, SEQ.fetch_add(1, Ordering::SeqCst))
 }
 
 pub fn require_root() {
     // /proc/self/status tells the effective uid.
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("1");
-    assert_eq!(
-        euid, "0",
-        "namespace tests need root (run scripts/test.sh as root)"
-    );
+    let euid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)).unwrap_or("1");
+    assert_eq!(euid, "0", "namespace tests need root (run scripts/test.sh as root)");
 }
 
 pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
     assert!(
         out.status.success(),
         "{args:?} failed: {}{}",
@@ -66,11 +52,7 @@ pub fn sh_ok(args: &[&str]) -> bool {
 
 /// Runs `args` inside namespace `ns`.
 pub fn in_ns(ns: &str, args: &[&str]) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .output()
-        .expect("ip netns exec")
+    Command::new("ip").args(["netns", "exec", ns]).args(args).output().expect("ip netns exec")
 }
 
 pub struct Netns(pub String);
@@ -103,20 +85,12 @@ impl Pod {
         let out = in_ns(&self.ns.0, &["ip", "-s", "-j", "link", "show", "eth0"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
         let s = &v[0]["stats64"];
-        (
-            s["rx"]["packets"].as_u64().unwrap(),
-            s["tx"]["packets"].as_u64().unwrap(),
-        )
+        (s["rx"]["packets"].as_u64().unwrap(), s["tx"]["packets"].as_u64().unwrap())
     }
 
     pub fn ping(&self, dst: &str, count: u32) -> bool {
         let c = count.to_string();
-        in_ns(
-            &self.ns.0,
-            &["ping", "-c", &c, "-i", "0.2", "-W", "2", "-q", dst],
-        )
-        .status
-        .success()
+        in_ns(&self.ns.0, &["ping", "-c", &c, "-i", "0.2", "-W", "2", "-q", dst]).status.success()
     }
 }
 
@@ -146,57 +120,26 @@ impl Bed {
             let ip = Ipv4Addr::new(10, 1, 0, 2 + i as u8);
             let mac = format!("02:00:00:00:00:{:02x}", 2 + i);
             sh(&[
-                "ip", "link", "add", &host_if, "netns", &node.0, "type", "veth", "peer", "name",
-                "eth0", "netns", &ns.0,
+                "ip", "link", "add", &host_if, "netns", &node.0, "type", "veth", "peer", "name", "eth0", "netns", &ns.0,
             ]);
             let p = &ns.0;
             for (n, dev) in [(node.0.as_str(), host_if.as_str()), (p.as_str(), "eth0")] {
                 // No IPv6 on these links: no neighbour discovery noise in the counters.
-                in_ns(
-                    n,
-                    &[
-                        "sysctl",
-                        "-qw",
-                        &format!("net.ipv6.conf.{dev}.disable_ipv6=1"),
-                    ],
-                );
+                in_ns(n, &["sysctl", "-qw", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")]);
             }
             sh(&["ip", "-n", p, "link", "set", "eth0", "address", &mac]);
             // af_packet sees what the kernel hands the veth: with tx checksum
             // offload the TCP/UDP checksum is left for "the NIC" and would go
             // out wrong. Pods on veth + af_packet compute their own.
             let off = in_ns(p, &["ethtool", "-K", "eth0", "tx", "off"]);
-            assert!(
-                off.status.success(),
-                "ethtool -K eth0 tx off: {}",
-                String::from_utf8_lossy(&off.stderr)
-            );
-            sh(&[
-                "ip",
-                "-n",
-                p,
-                "addr",
-                "add",
-                &format!("{ip}/24"),
-                "dev",
-                "eth0",
-            ]);
+            assert!(off.status.success(), "ethtool -K eth0 tx off: {}", String::from_utf8_lossy(&off.stderr));
+            sh(&["ip", "-n", p, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
             sh(&["ip", "-n", p, "link", "set", "eth0", "up"]);
             sh(&["ip", "-n", p, "route", "add", "default", "via", GW_IP]);
             sh(&["ip", "-n", &node.0, "link", "set", &host_if, "up"]);
-            pods.push(Pod {
-                ns,
-                ip,
-                mac,
-                host_if,
-            });
+            pods.push(Pod { ns, ip, mac, host_if });
         }
-        Bed {
-            tag,
-            node,
-            pods,
-            dir,
-        }
+        Bed { tag, node, pods, dir }
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -229,31 +172,26 @@ impl Bed {
 
     /// Starts weir-dataplane in the node namespace with `config`.
     pub fn start(&self, config: &str) -> Dataplane {
-        let cfg = self.dir.join("node.toml");
-        std::fs::write(&cfg, config).unwrap();
-        let log = self.dir.join("dataplane.log");
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.node.0,
-                env!("CARGO_BIN_EXE_weir-dataplane"),
-                "-c",
-            ])
-            .arg(&cfg)
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(self.dir.join("dataplane.err")).unwrap())
-            .spawn()
-            .expect("start weir-dataplane");
-        let dp = Dataplane {
-            child: Some(child),
-            socket: self.socket(),
-            dir: self.dir.clone(),
-            prefix: format!("wt{}", self.tag),
-        };
-        dp.wait_ready();
-        dp
+        start_dataplane(&self.node.0, &self.dir, config)
     }
+}
+
+/// Starts weir-dataplane in namespace `ns` with `config` (files in `dir`, whose
+/// `dp.sock` must be the config's management socket).
+pub fn start_dataplane(ns: &str, dir: &Path, config: &str) -> Dataplane {
+    let cfg = dir.join("node.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let log = dir.join("dataplane.log");
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_weir-dataplane"), "-c"])
+        .arg(&cfg)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.join("dataplane.err")).unwrap())
+        .spawn()
+        .expect("start weir-dataplane");
+    let dp = Dataplane { child: Some(child), socket: dir.join("dp.sock"), dir: dir.to_path_buf() };
+    dp.wait_ready();
+    dp
 }
 
 impl Drop for Bed {
@@ -267,7 +205,6 @@ pub struct Dataplane {
     child: Option<Child>,
     pub socket: PathBuf,
     dir: PathBuf,
-    prefix: String,
 }
 
 impl Dataplane {
@@ -284,11 +221,7 @@ impl Dataplane {
 
     pub fn logs(&self) -> String {
         let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
-        format!(
-            "stdout:\n{}\nstderr:\n{}",
-            read("dataplane.log"),
-            read("dataplane.err")
-        )
+        format!("stdout:\n{}\nstderr:\n{}", read("dataplane.log"), read("dataplane.err"))
     }
 
     pub fn call(&self, req: Request) -> Reply {
@@ -344,7 +277,6 @@ impl Drop for Dataplane {
             }
             let _ = c.wait();
         }
-        let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(&self.prefix));
     }
 }
 
@@ -352,49 +284,22 @@ impl Drop for Dataplane {
 /// (sent sha256, received sha256, received length).
 pub fn tcp_stream(from: &Pod, to: &Pod, bytes: usize) -> (String, String, usize) {
     let server = Command::new("ip")
-        .args([
-            "netns", "exec", &to.ns.0, "timeout", "60", "python3", "-c", TCP_SERVER,
-        ])
+        .args(["netns", "exec", &to.ns.0, "timeout", "60", "python3", "-c", TCP_SERVER])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Wait until it listens.
     let t0 = Instant::now();
-    while !in_ns(&to.ns.0, &["ss", "-ltn", "sport", "= :5001"])
-        .stdout
-        .windows(5)
-        .any(|w| w == b":5001")
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "server did not listen"
-        );
+    while !in_ns(&to.ns.0, &["ss", "-ltn", "sport", "= :5001"]).stdout.windows(5).any(|w| w == b":5001") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "server did not listen");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let client = in_ns(
-        &from.ns.0,
-        &[
-            "timeout",
-            "60",
-            "python3",
-            "-c",
-            TCP_CLIENT,
-            &to.ip.to_string(),
-            &bytes.to_string(),
-        ],
-    );
+    let client =
+        in_ns(&from.ns.0, &["timeout", "60", "python3", "-c", TCP_CLIENT, &to.ip.to_string(), &bytes.to_string()]);
     let srv = server.wait_with_output().unwrap();
-    assert!(
-        client.status.success(),
-        "client: {}",
-        String::from_utf8_lossy(&client.stderr)
-    );
-    assert!(
-        srv.status.success(),
-        "server: {}",
-        String::from_utf8_lossy(&srv.stderr)
-    );
+    assert!(client.status.success(), "client: {}", String::from_utf8_lossy(&client.stderr));
+    assert!(srv.status.success(), "server: {}", String::from_utf8_lossy(&srv.stderr));
     let c = String::from_utf8_lossy(&client.stdout).trim().to_string();
     let s = String::from_utf8_lossy(&srv.stdout).trim().to_string();
     let (slen, sh) = s.split_once(' ').unwrap();
@@ -423,10 +328,7 @@ print(hashlib.sha256(data).hexdigest())
 
 /// Sends raw frames (hex, one per line) out of `pod`'s eth0 with an AF_PACKET socket.
 pub fn inject(pod: &Pod, frames: &[Vec<u8>]) {
-    let hex: String = frames
-        .iter()
-        .map(|f| f.iter().map(|b| format!("{b:02x}")).collect::<String>() + "\n")
-        .collect();
+    let hex: String = frames.iter().map(|f| f.iter().map(|b| format!("{b:02x}")).collect::<String>() + "\n").collect();
     let mut child = Command::new("ip")
         .args(["netns", "exec", &pod.ns.0, "python3", "-c", INJECT])
         .stdin(Stdio::piped())
@@ -434,18 +336,9 @@ pub fn inject(pod: &Pod, frames: &[Vec<u8>]) {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(hex.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(hex.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "inject: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "inject: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 const INJECT: &str = r#"

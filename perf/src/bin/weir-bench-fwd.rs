@@ -100,11 +100,7 @@ enum Outcome {
 impl Outcome {
     fn from_result(r: &Result<Measurement, String>) -> Outcome {
         match r {
-            Ok(m) => Outcome::Measured {
-                mpps: m.mpps(),
-                tx_packets: m.tx_packets,
-                elapsed_s: m.elapsed.as_secs_f64(),
-            },
+            Ok(m) => Outcome::Measured { mpps: m.mpps(), tx_packets: m.tx_packets, elapsed_s: m.elapsed.as_secs_f64() },
             Err(e) => Outcome::Failed { error: e.clone() },
         }
     }
@@ -166,14 +162,9 @@ fn main() -> ExitCode {
 
 /// Seconds as a decimal number, more than 0, or at least 0 with `allow_zero`.
 fn parse_secs(v: &str, allow_zero: bool) -> Result<Duration, String> {
-    let f: f64 = v
-        .parse()
-        .map_err(|e| format!("{v:?} is not a number of seconds: {e}"))?;
+    let f: f64 = v.parse().map_err(|e| format!("{v:?} is not a number of seconds: {e}"))?;
     if !f.is_finite() || f < 0.0 || (f == 0.0 && !allow_zero) || f > 3600.0 {
-        return Err(format!(
-            "want {} up to 3600 seconds",
-            if allow_zero { "0" } else { "more than 0" }
-        ));
+        return Err(format!("want {} up to 3600 seconds", if allow_zero { "0" } else { "more than 0" }));
     }
     Ok(Duration::from_secs_f64(f))
 }
@@ -190,9 +181,7 @@ fn parse_burst(v: &str) -> Result<usize, String> {
     let max = weir_dataplane::config::MAX_BURST;
     match v.parse::<usize>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "want a whole number in 1..={max} (weir-dataplane's limit)"
-        )),
+        _ => Err(format!("want a whole number in 1..={max} (weir-dataplane's limit)")),
     }
 }
 
@@ -200,9 +189,7 @@ fn run(args: Args) -> Result<(), String> {
     let (seconds, warmup) = (args.seconds, args.warmup);
     let weir_bin = match args.weir.clone().or_else(weir::default_binary) {
         Some(p) => p,
-        None => {
-            return Err("cannot find the current executable's directory; pass --weir PATH".into())
-        }
+        None => return Err("cannot find the current executable's directory; pass --weir PATH".into()),
     };
     if !weir_bin.is_file() {
         return Err(format!(
@@ -256,17 +243,11 @@ fn run(args: Args) -> Result<(), String> {
             Outcome::from_result(&res)
         };
         proc::check_interrupted()?;
-        results.push(RunResult {
-            run: r,
-            weir,
-            testpmd,
-        });
+        results.push(RunResult { run: r, weir, testpmd });
     }
     drop(dir);
 
-    let figures = |f: fn(&RunResult) -> &Outcome| -> Vec<f64> {
-        results.iter().filter_map(|r| f(r).mpps()).collect()
-    };
+    let figures = |f: fn(&RunResult) -> &Outcome| -> Vec<f64> { results.iter().filter_map(|r| f(r).mpps()).collect() };
     let wm = median(&figures(|r| &r.weir));
     let tm = median(&figures(|r| &r.testpmd));
     let ratio = match (wm, tm) {
@@ -283,17 +264,9 @@ fn run(args: Args) -> Result<(), String> {
         spec.burst,
         seconds.as_secs_f64()
     );
-    println!(
-        "  {:<8} {:>20} {:>18}",
-        "run", "weir-dataplane Mpps", "dpdk-testpmd Mpps"
-    );
+    println!("  {:<8} {:>20} {:>18}", "run", "weir-dataplane Mpps", "dpdk-testpmd Mpps");
     for r in &results {
-        println!(
-            "  {:<8} {:>20} {:>18}",
-            r.run,
-            r.weir.cell(),
-            r.testpmd.cell()
-        );
+        println!("  {:<8} {:>20} {:>18}", r.run, r.weir.cell(), r.testpmd.cell());
     }
     println!("  {:<8} {:>20} {:>18}", "median", opt(wm), opt(tm));
     println!("ratio weir/testpmd = {} (goal >= {GOAL:.2})", opt(ratio));
@@ -315,20 +288,15 @@ fn run(args: Args) -> Result<(), String> {
             ratio,
             goal_ratio: GOAL,
         };
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| format!("cannot encode the JSON report: {e}"))?;
-        std::fs::write(path, text + "\n")
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let text = serde_json::to_string_pretty(&report).map_err(|e| format!("cannot encode the JSON report: {e}"))?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         eprintln!("weir-bench-fwd: wrote {}", path.display());
     }
     if weir_failed || testpmd_failed {
-        let which: Vec<&str> = [
-            (weir_failed, "weir-dataplane"),
-            (testpmd_failed, "dpdk-testpmd"),
-        ]
-        .iter()
-        .filter_map(|(f, n)| f.then_some(*n))
-        .collect();
+        let which: Vec<&str> = [(weir_failed, "weir-dataplane"), (testpmd_failed, "dpdk-testpmd")]
+            .iter()
+            .filter_map(|(f, n)| f.then_some(*n))
+            .collect();
         return Err(format!("{} failed (see above)", which.join(" and ")));
     }
     Ok(())

@@ -1,0 +1,297 @@
+//! The VXLAN overlay (RFC 7348): encapsulation of pod traffic for another
+//! node, and what arrives on the uplink — ARP for the node IP and from
+//! underlay neighbours, and VXLAN to decapsulate.
+//!
+//! Encapsulation writes, in front of the routed inner frame: Ethernet (uplink
+//! MAC → the next hop's MAC), IPv4 (node IP → remote VTEP, TTL 64, DF set so
+//! the underlay never fragments, DSCP/ECN copied from the inner header), UDP
+//! (source port from a hash of the inner flow in 49152-65535 so the underlay
+//! can spread flows; destination `overlay.vxlan_port`; checksum 0, allowed
+//! for VXLAN over IPv4) and VXLAN (I flag, the network's VNI). Inner packets
+//! longer than the underlay MTU minus 50 are refused: with DF the sender gets
+//! ICMP fragmentation-needed with that MTU; without DF they are dropped
+//! (VXLAN packets are never fragmented).
+//!
+//! Decapsulation accepts only IPv4/UDP to the node IP and the VXLAN port
+//! from a MAC-valid frame, sent by a known VTEP (another node of the
+//! cluster), with the I flag and a VNI of one of this node's networks; the inner frame is then checked like a pod's and routed to a
+//! local pod of that network.
+
+use std::net::Ipv4Addr;
+
+use super::{check_ipv4, forward_local, icmp_error, Action, DropReason, Events, PacketBuf, ReplyKind};
+use crate::tables::{Hop, Network, Overlay, Tables, VXLAN_OVERHEAD};
+use crate::wire::{arp, ethernet, icmp, ipv4, udp, vxlan, MacAddr};
+
+use Action::{Drop, Forward, Reply};
+
+/// The UDP source port range for VXLAN (RFC 7348 §5: dynamic ports).
+pub const SRC_PORT_MIN: u16 = 49152;
+
+/// A hash of the inner flow: addresses and protocol, and the ports of TCP and
+/// UDP first fragments. Same flow, same value; it picks the UDP source port.
+pub fn flow_hash(ip: &ipv4::Packet<&[u8]>) -> u32 {
+    let mut h = u64::from(u32::from(ip.src_addr())) << 32 | u64::from(u32::from(ip.dst_addr()));
+    h ^= u64::from(ip.protocol()) << 56;
+    if ip.frag_offset() == 0 && !ip.more_frags() {
+        let p = ip.payload();
+        if matches!(ip.protocol(), ipv4::protocol::TCP | ipv4::protocol::UDP) && p.len() >= 4 {
+            h ^= u64::from(u32::from_be_bytes([p[0], p[1], p[2], p[3]])).rotate_left(17);
+        }
+    }
+    // A 64-bit finaliser (splitmix64's) so every input bit reaches the low bits.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (h ^ (h >> 31)) as u32
+}
+
+pub fn src_port(hash: u32) -> u16 {
+    SRC_PORT_MIN + (hash % u32::from(u16::MAX - SRC_PORT_MIN + 1)) as u16
+}
+
+/// Routes a checked pod frame (network `net`) to a remote VTEP: inner MACs
+/// and TTL as a router hop, then the outer headers.
+pub(crate) fn encap<B: PacketBuf>(
+    t: &Tables,
+    net: &Network,
+    pkt: &mut B,
+    vtep: Ipv4Addr,
+    vtep_mac: MacAddr,
+    vni: u32,
+) -> Action {
+    let Some(o) = &t.overlay else {
+        return Drop(DropReason::NoRoute);
+    };
+    let (ip_len, dont_frag, dscp_ecn, hash) = {
+        let ip = ipv4::Packet::new_unchecked(&pkt.data()[ethernet::HEADER_LEN..]);
+        (usize::from(ip.total_len()), ip.dont_frag(), ip.dscp_ecn(), flow_hash(&ip))
+    };
+    // outer IPv4 = 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 + inner IPv4
+    let room = usize::from(o.mtu).saturating_sub(VXLAN_OVERHEAD);
+    if ip_len > room {
+        if !dont_frag {
+            return Drop(DropReason::TooBigForTunnel);
+        }
+        return icmp_error(t, net, pkt, icmp::msg::DEST_UNREACHABLE, icmp::code::FRAG_NEEDED, room as u32)
+            .unwrap_or(Drop(DropReason::TooBigForTunnel));
+    }
+    // Ethernet padding must not travel inside the tunnel.
+    let inner_len = ethernet::HEADER_LEN + ip_len;
+    let pad = pkt.len() - inner_len;
+    if pad > 0 && pkt.trim(pad).is_err() {
+        return Drop(DropReason::NoBufferRoom);
+    }
+    {
+        let (eth, body) = pkt.data_mut().split_at_mut(ethernet::HEADER_LEN);
+        ipv4::Packet::new_unchecked(body).decrement_ttl();
+        let mut eth = ethernet::Frame::new_unchecked(eth);
+        eth.set_dst(vtep_mac);
+        eth.set_src(t.gateway_mac);
+    }
+    let next_hop = if o.underlay.contains(vtep) {
+        vtep
+    } else {
+        match o.gateway {
+            Some(gw) => gw,
+            None => return Drop(DropReason::NoRoute),
+        }
+    };
+    if pkt.prepend(VXLAN_OVERHEAD).is_err() {
+        return Drop(DropReason::NoBufferRoom);
+    }
+    let dst_mac = t.neighbours.get(&next_hop).copied();
+    write_outer(pkt.data_mut(), o, dst_mac.unwrap_or(MacAddr::ZERO), vtep, vni, src_port(hash), dscp_ecn, inner_len);
+    match dst_mac {
+        Some(_) => Forward(o.uplink),
+        None => Action::Resolve { port: o.uplink, next_hop },
+    }
+}
+
+/// Writes the 50 bytes of outer headers at the front of `frame`.
+#[allow(clippy::too_many_arguments)]
+fn write_outer(
+    frame: &mut [u8],
+    o: &Overlay,
+    dst_mac: MacAddr,
+    vtep: Ipv4Addr,
+    vni: u32,
+    sport: u16,
+    dscp_ecn: u8,
+    inner_len: usize,
+) {
+    let (eth, rest) = frame.split_at_mut(ethernet::HEADER_LEN);
+    ethernet::Repr { src: o.uplink_mac, dst: dst_mac, ethertype: ethernet::ethertype::IPV4 }
+        .emit(&mut ethernet::Frame::new_unchecked(eth));
+    let (ip, rest) = rest.split_at_mut(ipv4::HEADER_LEN);
+    let udp_len = udp::HEADER_LEN + vxlan::HEADER_LEN + inner_len;
+    ipv4::Repr {
+        src: o.node_ip,
+        dst: vtep,
+        protocol: ipv4::protocol::UDP,
+        ttl: super::LOCAL_TTL,
+        payload_len: udp_len,
+        dscp_ecn,
+        ident: 0,
+        dont_frag: true,
+    }
+    .emit(&mut ipv4::Packet::new_unchecked(ip));
+    let (u, vx) = rest.split_at_mut(udp::HEADER_LEN);
+    let mut u = udp::Packet::new_unchecked(u);
+    u.set_src_port(sport);
+    u.set_dst_port(o.vxlan_port);
+    u.set_len(udp_len as u16);
+    u.set_checksum(0);
+    vxlan::Repr { vni }.emit(&mut vxlan::Packet::new_unchecked(&mut vx[..vxlan::HEADER_LEN]));
+}
+
+/// Length of an Ethernet/IPv4 ARP frame (without padding).
+pub const ARP_FRAME_LEN: usize = ethernet::HEADER_LEN + arp::PACKET_LEN;
+
+/// An ARP request from the node on the uplink: "who has `target`" (with
+/// `target == node_ip`, a gratuitous ARP announcing the node).
+pub fn arp_request(o: &Overlay, target: Ipv4Addr) -> [u8; ARP_FRAME_LEN] {
+    let mut f = [0u8; ARP_FRAME_LEN];
+    let (eth, body) = f.split_at_mut(ethernet::HEADER_LEN);
+    ethernet::Repr { src: o.uplink_mac, dst: MacAddr::BROADCAST, ethertype: ethernet::ethertype::ARP }
+        .emit(&mut ethernet::Frame::new_unchecked(eth));
+    arp::Repr {
+        operation: arp::OP_REQUEST,
+        sender_mac: o.uplink_mac,
+        sender_ip: o.node_ip,
+        target_mac: MacAddr::ZERO,
+        target_ip: target,
+    }
+    .emit(&mut arp::Packet::new_unchecked(body));
+    f
+}
+
+/// Fills in the outer destination MAC of a packet `encap` left waiting
+/// (`Action::Resolve`) once the neighbour is known.
+pub fn set_outer_dst<B: PacketBuf>(pkt: &mut B, mac: MacAddr) {
+    if let Ok(mut eth) = ethernet::Frame::new_checked(pkt.data_mut()) {
+        eth.set_dst(mac);
+    }
+}
+
+/// ARP on the uplink: answer requests for the node IP, and report what the
+/// sender's addresses say (requests and replies alike) when the tables do not
+/// know it yet.
+pub(crate) fn uplink_arp_input<E: Events>(t: &Tables, o: &Overlay, frame: &mut [u8], ev: &mut E) -> Action {
+    let (eth, body) = frame.split_at_mut(ethernet::HEADER_LEN);
+    let mut eth = ethernet::Frame::new_unchecked(eth);
+    let dst = eth.dst();
+    if !(dst.is_broadcast() || dst == o.uplink_mac) {
+        return Drop(DropReason::NotForUs);
+    }
+    let Ok(mut a) = arp::Packet::new_checked(body) else {
+        return Drop(DropReason::ArpMalformed);
+    };
+    let (sender_ip, sender_mac, target) = (a.sender_ip(), a.sender_mac(), a.target_ip());
+    // Report what the tables do not know yet, and every reply addressed to the
+    // node: those answer the management thread's own requests (refreshes of
+    // known neighbours included).
+    let answer_to_us = a.operation() == arp::OP_REPLY && target == o.node_ip;
+    if sender_mac.is_unicast()
+        && sender_ip != o.node_ip
+        && o.underlay.contains(sender_ip)
+        && (answer_to_us || t.neighbours.get(&sender_ip) != Some(&sender_mac))
+    {
+        ev.neighbour(sender_ip, sender_mac);
+    }
+    match a.operation() {
+        arp::OP_REQUEST if target == o.node_ip && sender_mac.is_unicast() && sender_ip != target => {
+            arp::Repr {
+                operation: arp::OP_REPLY,
+                sender_mac: o.uplink_mac,
+                sender_ip: o.node_ip,
+                target_mac: sender_mac,
+                target_ip: sender_ip,
+            }
+            .emit(&mut a);
+            let src = eth.src();
+            eth.set_dst(src);
+            eth.set_src(o.uplink_mac);
+            Reply(ReplyKind::ArpReply)
+        }
+        arp::OP_REPLY if dst == o.uplink_mac || target == o.node_ip || sender_ip == target => {
+            Action::Consumed(super::Consumed::ArpOnUplink)
+        }
+        arp::OP_REQUEST if sender_ip == target => Action::Consumed(super::Consumed::ArpOnUplink),
+        _ => Drop(DropReason::ArpNotForUs),
+    }
+}
+
+/// IPv4 on the uplink: VXLAN for this node is decapsulated and routed to a
+/// local pod; anything else is not (yet) weir's.
+pub(crate) fn uplink_ipv4_input<B: PacketBuf>(t: &Tables, o: &Overlay, pkt: &mut B) -> Action {
+    let m = match check_ipv4(pkt.data(), o.uplink_mac) {
+        Ok(m) => m,
+        Err(r) => return Drop(r),
+    };
+    if m.dst != o.node_ip {
+        return Drop(DropReason::NotForUs);
+    }
+    let (outer_len, inner_at, inner_len, vni) = {
+        let ip = ipv4::Packet::new_unchecked(&pkt.data()[ethernet::HEADER_LEN..]);
+        if ip.protocol() != ipv4::protocol::UDP || ip.is_fragment() {
+            return Drop(DropReason::LocalNotServed);
+        }
+        let u = udp::Packet::new_unchecked(ip.payload()); // checked by check_ipv4
+        if u.dst_port() != o.vxlan_port {
+            return Drop(DropReason::LocalNotServed);
+        }
+        // Only the cluster's nodes may put packets into a pod network.
+        if !t.vteps.contains(&ip.src_addr()) {
+            return Drop(DropReason::VxlanUnknownVtep);
+        }
+        let Ok(vx) = vxlan::Packet::new_checked(u.payload()) else {
+            return Drop(DropReason::VxlanMalformed);
+        };
+        if !vx.has_vni() {
+            return Drop(DropReason::VxlanBadFlags);
+        }
+        let inner_len = vx.payload().len();
+        if inner_len < ethernet::HEADER_LEN {
+            return Drop(DropReason::VxlanMalformed);
+        }
+        let inner_at = ethernet::HEADER_LEN + ip.header_len() + udp::HEADER_LEN + vxlan::HEADER_LEN;
+        (ethernet::HEADER_LEN + usize::from(ip.total_len()), inner_at, inner_len, vx.vni())
+    };
+    let Some(net_id) = t.vni_index.get(&vni).copied() else {
+        return Drop(DropReason::VxlanUnknownVni);
+    };
+    // Strip Ethernet padding after the outer packet, then the outer headers.
+    let pad = pkt.len() - outer_len;
+    if pkt.trim(pad).is_err() || pkt.adj(inner_at).is_err() || pkt.len() != inner_len {
+        return Drop(DropReason::VxlanMalformed);
+    }
+    decapped_input(t, net_id, pkt)
+}
+
+/// A decapsulated frame of network `net`: checked like a pod's, then routed to
+/// a local pod. No ICMP errors go back through the tunnel: a packet whose TTL
+/// runs out here is dropped.
+fn decapped_input<B: PacketBuf>(t: &Tables, net: crate::tables::NetId, pkt: &mut B) -> Action {
+    let Some(network) = t.network(net) else {
+        return Drop(DropReason::VxlanUnknownVni);
+    };
+    let ethertype = ethernet::Frame::new_unchecked(pkt.data()).ethertype();
+    if ethertype != ethernet::ethertype::IPV4 {
+        return Drop(DropReason::UnknownEthertype);
+    }
+    let m = match check_ipv4(pkt.data(), t.gateway_mac) {
+        Ok(m) => m,
+        Err(r) => return Drop(r),
+    };
+    if m.ttl <= 1 {
+        return Drop(DropReason::TtlExceeded);
+    }
+    match network.routes.lookup(m.dst) {
+        Some(Hop::Local { port, mac }) => forward_local(t, pkt.data_mut(), *port, *mac),
+        Some(Hop::Remote { .. }) => Drop(DropReason::OverlayLoop),
+        None => Drop(DropReason::NoRoute),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,300 @@
+//! Overlay namespace tests: two nodes, each a weir-dataplane in its own node
+//! namespace with a pod, joined by a veth underlay; and one weir node facing
+//! the Linux kernel's own VXLAN device as an independent peer. Root and
+//! hugepages needed; one at a time (`--test-threads=1`).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+
+const VTEP1_MAC: &str = "02:fe:00:00:00:01";
+const VTEP2_MAC: &str = "02:fe:00:00:00:02";
+
+/// A node namespace with one pod (veth + af_packet) and one uplink veth end.
+struct OverlayNode {
+    pod: Pod,
+    dir: PathBuf,
+    uplink_if: String,
+}
+
+impl OverlayNode {
+    /// Node `i` (1 or 2): pods in 10.i.0.0/24, node IP 192.168.50.i.
+    fn new(tag: &str, i: u8, node: &Netns, uplink_if: &str, pod_mtu: &str) -> OverlayNode {
+        let dir = std::env::temp_dir().join(format!("weir-ovl-{tag}-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ns = Netns::new(format!("wo{tag}-p{i}"));
+        let host_if = format!("wo{tag}p{i}");
+        let ip = format!("10.{i}.0.2");
+        let mac = format!("02:00:00:00:0{i}:02");
+        sh(&["ip", "link", "add", &host_if, "netns", &node.0, "type", "veth", "peer", "name", "eth0", "netns", &ns.0]);
+        in_ns(&node.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{host_if}.disable_ipv6=1")]);
+        pod_side(&ns.0, &ip, &mac, &format!("10.{i}.0.1"), pod_mtu);
+        sh(&["ip", "-n", &node.0, "link", "set", &host_if, "up"]);
+        let pod = Pod { ns, ip: ip.parse().unwrap(), mac, host_if };
+        OverlayNode { pod, dir, uplink_if: uplink_if.to_string() }
+    }
+
+    fn config(&self, i: u8, remote: &str) -> String {
+        format!(
+            r#"
+[node]
+name = "node{i}"
+pod_cidr = "10.{i}.0.0/24"
+node_ip = "192.168.50.{i}"
+underlay_cidr = "192.168.50.0/24"
+
+[gateway]
+ip = "10.{i}.0.1"
+mac = "02:fe:00:00:00:0{i}"
+
+[dpdk]
+worker_cores = [1]
+memory_mb = 256
+mbufs = 8191
+
+[management]
+socket = "{sock}"
+
+[[ports]]
+name = "pod"
+kind = "af_packet"
+iface = "{pod_if}"
+pod = {{ ip = "{pod_ip}", mac = "{pod_mac}" }}
+
+[[ports]]
+name = "uplink"
+kind = "af_packet"
+iface = "{up}"
+uplink = true
+
+{remote}
+"#,
+            sock = self.dir.join("dp.sock").display(),
+            pod_if = self.pod.host_if,
+            pod_ip = self.pod.ip,
+            pod_mac = self.pod.mac,
+            up = self.uplink_if,
+        )
+    }
+}
+
+impl Drop for OverlayNode {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Addresses, MAC, MTU and default route of a pod's eth0; no IPv6, no tx
+/// checksum offload (af_packet, see the README).
+fn pod_side(ns: &str, ip: &str, mac: &str, gw: &str, mtu: &str) {
+    in_ns(ns, &["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"]);
+    sh(&["ip", "-n", ns, "link", "set", "eth0", "address", mac, "mtu", mtu]);
+    assert!(in_ns(ns, &["ethtool", "-K", "eth0", "tx", "off"]).status.success());
+    sh(&["ip", "-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+    sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+    sh(&["ip", "-n", ns, "route", "add", "default", "via", gw]);
+}
+
+fn remote(name: &str, ip: &str, cidr: &str, mac: &str) -> String {
+    format!("[[remote_nodes]]\nname = \"{name}\"\nnode_ip = \"{ip}\"\npod_cidr = \"{cidr}\"\nvtep_mac = \"{mac}\"\n")
+}
+
+#[test]
+fn pods_on_two_weir_nodes_talk_over_vxlan() {
+    require_root();
+    let tag = tag();
+    let (n1ns, n2ns) = (Netns::new(format!("wo{tag}-n1")), Netns::new(format!("wo{tag}-n2")));
+    let (u1, u2) = (format!("wo{tag}u1"), format!("wo{tag}u2"));
+    sh(&["ip", "link", "add", &u1, "netns", &n1ns.0, "type", "veth", "peer", "name", &u2, "netns", &n2ns.0]);
+    for (ns, dev) in [(&n1ns.0, &u1), (&n2ns.0, &u2)] {
+        in_ns(ns, &["sysctl", "-qw", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")]);
+        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+    }
+    // Pod MTU = underlay MTU − 50, as the CNI sets it.
+    let n1 = OverlayNode::new(&tag, 1, &n1ns, &u1, "1450");
+    let n2 = OverlayNode::new(&tag, 2, &n2ns, &u2, "1450");
+    let dp1 =
+        start_dataplane(&n1ns.0, &n1.dir, &n1.config(1, &remote("node2", "192.168.50.2", "10.2.0.0/24", VTEP2_MAC)));
+    let dp2 =
+        start_dataplane(&n2ns.0, &n2.dir, &n2.config(2, &remote("node1", "192.168.50.1", "10.1.0.0/24", VTEP1_MAC)));
+
+    assert!(n1.pod.ping("10.2.0.2", 3), "node1's pod cannot ping node2's pod\n{}\n{}", dp1.logs(), dp2.logs());
+    assert!(n2.pod.ping("10.1.0.2", 3), "node2's pod cannot ping node1's pod");
+    let (sent, got, len) = tcp_stream(&n1.pod, &n2.pod, 4 * 1024 * 1024);
+    assert_eq!((sent, len), (got, 4 * 1024 * 1024), "node1 → node2 stream");
+    let (sent, got, len) = tcp_stream(&n2.pod, &n1.pod, 4 * 1024 * 1024);
+    assert_eq!((sent, len), (got, 4 * 1024 * 1024), "node2 → node1 stream");
+
+    for (dp, peer) in [(&dp1, "192.168.50.2"), (&dp2, "192.168.50.1")] {
+        let s = dp.settled_stats();
+        let nb = s.neighbours.iter().find(|n| n.ip.to_string() == peer).unwrap_or_else(|| panic!("{s:#?}"));
+        assert!(nb.mac.is_some(), "{peer} resolved: {nb:?}");
+        for r in
+            ["vxlan_malformed", "vxlan_bad_flags", "vxlan_unknown_vni", "overlay_loop", "neighbour_timeout", "no_route"]
+        {
+            assert_eq!(s.drop_count(r), 0, "{r}: {:?}", s.drops);
+        }
+        let up = s.port("uplink").unwrap();
+        assert!(up.rx_packets > 2000 && up.tx_packets > 2000, "{up:?}");
+    }
+    drop((dp1, dp2));
+    drop((n1, n2, n1ns, n2ns));
+}
+
+/// weir ↔ the Linux kernel's VXLAN device: a pod behind each, traffic both
+/// ways, and the outer packets weir sends decode as VXLAN.
+#[test]
+fn weir_interoperates_with_the_kernel_vxlan_device() {
+    require_root();
+    let tag = tag();
+    let n1ns = Netns::new(format!("wo{tag}-n1"));
+    let k = Netns::new(format!("wo{tag}-k"));
+    let kpod = Netns::new(format!("wo{tag}-kp"));
+    let (u1, uk) = (format!("wo{tag}u1"), format!("wo{tag}uk"));
+    sh(&["ip", "link", "add", &u1, "netns", &n1ns.0, "type", "veth", "peer", "name", &uk, "netns", &k.0]);
+    in_ns(&n1ns.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{u1}.disable_ipv6=1")]);
+    sh(&["ip", "-n", &n1ns.0, "link", "set", &u1, "up"]);
+    // The kernel node: underlay address, a VXLAN device flannel-style (a
+    // route to weir's pod CIDR via weir's VTEP address, a static neighbour
+    // and FDB entry for weir's VTEP MAC), and a pod routed behind it.
+    let kk = k.0.as_str();
+    in_ns(kk, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    in_ns(kk, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    sh(&["ip", "-n", kk, "addr", "add", "192.168.50.2/24", "dev", &uk]);
+    sh(&["ip", "-n", kk, "link", "set", &uk, "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        kk,
+        "link",
+        "add",
+        "vx0",
+        "address",
+        VTEP2_MAC,
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "dstport",
+        "4789",
+        "local",
+        "192.168.50.2",
+        "dev",
+        &uk,
+        "nolearning",
+    ]);
+    sh(&["ip", "-n", kk, "addr", "add", "10.2.0.0/32", "dev", "vx0"]);
+    sh(&["ip", "-n", kk, "link", "set", "vx0", "up"]);
+    sh(&["ip", "-n", kk, "neigh", "add", "10.1.0.0", "lladdr", VTEP1_MAC, "dev", "vx0"]);
+    sh(&["ip", "-n", kk, "route", "add", "10.1.0.0/24", "via", "10.1.0.0", "dev", "vx0", "onlink"]);
+    sh(&["bridge", "-n", kk, "fdb", "append", VTEP1_MAC, "dev", "vx0", "dst", "192.168.50.1"]);
+    sh(&["ip", "link", "add", "eth0", "netns", &kpod.0, "type", "veth", "peer", "name", "kp", "netns", kk]);
+    sh(&["ip", "-n", kk, "addr", "add", "10.2.0.1/24", "dev", "kp"]);
+    sh(&["ip", "-n", kk, "link", "set", "kp", "up"]);
+    pod_side(&kpod.0, "10.2.0.2", "02:00:00:00:02:02", "10.2.0.1", "1500");
+    let kernel_pod =
+        Pod { ns: kpod, ip: "10.2.0.2".parse().unwrap(), mac: "02:00:00:00:02:02".into(), host_if: "kp".into() };
+
+    // weir's pod keeps MTU 1500: weir's ICMP fragmentation-needed has to
+    // teach it the tunnel's MTU (path MTU discovery through weir).
+    let n1 = OverlayNode::new(&tag, 1, &n1ns, &u1, "1500");
+    let dp =
+        start_dataplane(&n1ns.0, &n1.dir, &n1.config(1, &remote("kernel", "192.168.50.2", "10.2.0.0/24", VTEP2_MAC)));
+
+    // Capture what arrives at the kernel node's underlay while traffic runs.
+    // (To a file, not a pipe: a pipe nobody reads would stall the capture.)
+    let cap_file = n1.dir.join("capture.hex");
+    let mut capture = Command::new("ip")
+        .args(["netns", "exec", kk, "timeout", "30", "python3", "-c", CAPTURE, &uk])
+        .stdout(std::fs::File::create(&cap_file).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    assert!(n1.pod.ping("10.2.0.2", 3), "weir pod → kernel pod\n{}", dp.logs());
+    assert!(kernel_pod.ping("10.1.0.2", 3), "kernel pod → weir pod\n{}", dp.logs());
+    // Path MTU discovery through weir: a full-size DF packet gets
+    // fragmentation-needed with the tunnel's MTU from the gateway.
+    let o = in_ns(&n1.pod.ns.0, &["ping", "-c", "1", "-M", "do", "-s", "1472", "-W", "1", "10.2.0.2"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("From 10.1.0.1") && text.contains("mtu = 1450"), "{text}");
+    let r =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tcp_stream(&n1.pod, &kernel_pod, 2 * 1024 * 1024)));
+    let (sent, got, len) = r.unwrap_or_else(|e| {
+        let s = dp.stats();
+        panic!(
+            "{:?}\n{:?}\n{:?}\n{:?}",
+            e.downcast_ref::<String>(),
+            s.replies,
+            s.drops.iter().filter(|d| *d.1 > 0).collect::<Vec<_>>(),
+            s.ports
+        )
+    });
+    assert_eq!((sent, len), (got, 2 * 1024 * 1024), "weir pod → kernel pod stream");
+    let (sent, got, len) = tcp_stream(&kernel_pod, &n1.pod, 2 * 1024 * 1024);
+    assert_eq!((sent, len), (got, 2 * 1024 * 1024), "kernel pod → weir pod stream");
+
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = Command::new("kill").arg(capture.id().to_string()).status();
+    let _ = capture.wait();
+    let text = std::fs::read_to_string(&cap_file).unwrap();
+    let frames: Vec<Vec<u8>> = text
+        .lines()
+        .filter_map(|l| (0..l.len()).step_by(2).map(|i| u8::from_str_radix(l.get(i..i + 2)?, 16).ok()).collect())
+        .collect();
+    let vxlan = frames.iter().filter(|f| decode_vxlan(f).is_some()).count();
+    assert!(vxlan > 100, "{vxlan} VXLAN frames of {} captured", frames.len());
+    for f in frames.iter().filter_map(|f| decode_vxlan(f)) {
+        assert_eq!(f, (1, "192.168.50.1".parse().unwrap()), "VNI and outer source");
+    }
+    let s = dp.settled_stats();
+    assert!(s.replies["icmp_frag_needed"] > 0, "the kernel pod learnt the tunnel MTU from weir: {:?}", s.replies);
+    assert_eq!(
+        s.drop_count("vxlan_unknown_vni") + s.drop_count("vxlan_bad_flags") + s.drop_count("vxlan_malformed"),
+        0
+    );
+}
+
+/// (VNI, outer source) of a frame that is Ethernet/IPv4/UDP 4789/VXLAN with
+/// the I flag and an inner Ethernet frame — decoded by hand, not with weir's
+/// own header views.
+fn decode_vxlan(f: &[u8]) -> Option<(u32, std::net::Ipv4Addr)> {
+    if f.len() < 14 + 20 + 8 + 8 + 14 || f[12..14] != [0x08, 0x00] || f[14] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    if f[14 + 9] != 17 {
+        return None;
+    }
+    let src = std::net::Ipv4Addr::new(f[26], f[27], f[28], f[29]);
+    let udp = &f[14 + ihl..];
+    if u16::from_be_bytes([udp[2], udp[3]]) != 4789 {
+        return None;
+    }
+    let ulen = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+    let vx = &udp[8..];
+    assert_eq!(vx[0], 0x08, "VXLAN flags");
+    assert_eq!([vx[1], vx[2], vx[3], vx[7]], [0, 0, 0, 0], "reserved bytes");
+    assert_eq!(ulen, udp.len().min(ulen), "UDP length within the frame");
+    Some((u32::from_be_bytes([0, vx[4], vx[5], vx[6]]), src))
+}
+
+const CAPTURE: &str = r#"
+import socket, sys, signal
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.bind((sys.argv[1], 0))
+out = sys.stdout
+try:
+    while True:
+        data, addr = s.recvfrom(65535)
+        if addr[2] != socket.PACKET_OUTGOING:
+            out.write(data.hex() + "\n")
+            out.flush()
+except SystemExit:
+    pass
+"#;
