@@ -314,6 +314,12 @@ pub struct PortConfig {
     /// This port is the node's uplink to the underlay (at most one).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub uplink: bool,
+    /// This port leads to the node's own kernel (at most one; a TAP, or a
+    /// veth): traffic for the node IP that is not VXLAN goes there, and the
+    /// node reaches pods and the underlay through it. The kernel side carries
+    /// node.node_ip.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host: bool,
 }
 
 fn one() -> u16 {
@@ -518,6 +524,31 @@ impl NodeConfig {
     fn validate_overlay(&self) -> Result<(), ConfigError> {
         let n = &self.node;
         let uplinks: Vec<usize> = self.ports.iter().enumerate().filter(|(_, p)| p.uplink).map(|(i, _)| i).collect();
+        let hosts: Vec<usize> = self.ports.iter().enumerate().filter(|(_, p)| p.host).map(|(i, _)| i).collect();
+        if hosts.len() > 1 {
+            return Err(ConfigError::invalid(
+                format!("ports[{}].host", hosts[1]),
+                "true",
+                format!("ports[{}] is the host port already", hosts[0]),
+            ));
+        }
+        if let Some(i) = hosts.first() {
+            let p = &self.ports[*i];
+            if p.uplink || p.pod.is_some() {
+                return Err(ConfigError::invalid(
+                    format!("ports[{i}].host"),
+                    "true",
+                    "a host port is not also an uplink or a pod port",
+                ));
+            }
+            if uplinks.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("ports[{i}].host"),
+                    "true",
+                    "the host path needs an uplink port",
+                ));
+            }
+        }
         if uplinks.len() > 1 {
             return Err(ConfigError::invalid(
                 format!("ports[{}].uplink", uplinks[1]),

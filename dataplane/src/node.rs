@@ -15,9 +15,10 @@ use crate::api::{NeighbourStats, PortStats, Reply, Request, Stats, WorkerStats, 
 use crate::config::{validate_port, ForwardMode, NodeConfig, PortConfig, PortKind};
 use crate::dpdk::{port, Eal, Mempool, TxBuffer};
 use crate::neighbour::{Effects, NeighEvent, Neighbours, Timers};
-use crate::pipeline::{overlay, Consumed, DropReason, PacketBuf, ReplyKind};
+use crate::pipeline::{host, overlay, Consumed, DropReason, PacketBuf, ReplyKind};
 use crate::snapshot::Snapshot;
 use crate::stats::SharedCounters;
+use crate::tables::cidr::Ipv4Cidr;
 use crate::tables::{Hop, Overlay, PortEntry, PortId, RxQueue, Tables, DEFAULT_NETWORK};
 
 /// Events workers may queue between two management ticks.
@@ -158,7 +159,7 @@ impl<'e> Node<'e> {
                     let net = pod.network.as_deref().and_then(|n| t.network_by_name(n)).unwrap_or(DEFAULT_NETWORK);
                     PortEntry::pod(&lp.cfg.name, pod.ip, pod.mac, net)
                 }
-                None => PortEntry { uplink: lp.cfg.uplink, ..PortEntry::plain(&lp.cfg.name) },
+                None => PortEntry { uplink: lp.cfg.uplink, host: lp.cfg.host, ..PortEntry::plain(&lp.cfg.name) },
             };
             t.add_port(lp.id, entry, 0);
             for (q, w) in lp.rx_owner.iter().enumerate() {
@@ -173,7 +174,14 @@ impl<'e> Node<'e> {
             }
         }
         t.overlay = self.overlay();
-        if t.overlay.is_some() {
+        if let Some(o) = &t.overlay {
+            if o.host.is_some() {
+                // Pods of every network reach the node IP (kubelet probes and
+                // their answers) through the host port.
+                for net in &mut t.networks {
+                    net.routes.insert(Ipv4Cidr::host(o.node_ip), Hop::Host);
+                }
+            }
             for r in &self.cfg.remote_nodes {
                 let hop = Hop::Remote { vtep: r.node_ip, vtep_mac: r.vtep_mac, net: DEFAULT_NETWORK };
                 t.add_remote_route(DEFAULT_NETWORK, r.pod_cidr, hop);
@@ -217,6 +225,7 @@ impl<'e> Node<'e> {
             vxlan_port: self.cfg.overlay.vxlan_port,
             underlay: n.underlay_cidr?,
             gateway: n.underlay_gateway,
+            host: self.ports.iter().find(|lp| lp.cfg.host).map(|lp| lp.id),
         })
     }
 
@@ -262,9 +271,14 @@ impl<'e> Node<'e> {
         }
         self.neighbours.tick(now, &mut fx);
         if !fx.ask.is_empty() {
-            if let Some(o) = self.snapshot.get().overlay.clone() {
+            let t = self.snapshot.get();
+            if let Some(o) = &t.overlay {
                 for ip in fx.ask {
-                    self.send(o.uplink, &overlay::arp_request(&o, ip));
+                    // The node IP is the kernel's, behind the host port.
+                    match o.host {
+                        Some(host) if ip == o.node_ip => self.send(host, &host::host_arp_request(&t, o)),
+                        _ => self.send(o.uplink, &overlay::arp_request(o, ip)),
+                    };
                 }
             }
         }

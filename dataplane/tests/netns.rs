@@ -221,6 +221,7 @@ fn ports_hot_plug_while_workers_run() {
         rx_queues: 1,
         pod: Some(PodAttachment { ip: b.ip, mac: mac(&b.mac), network: None }),
         uplink: false,
+        host: false,
     };
     let g1 = match dp.call(Request::AddPort { port: port.clone() }) {
         Reply::Applied { generation } => generation,
@@ -294,6 +295,7 @@ fn port(name: &str, kind: PortKind) -> PortConfig {
         rx_queues: 1,
         pod: None,
         uplink: false,
+        host: false,
     }
 }
 

@@ -298,3 +298,54 @@ try:
 except SystemExit:
     pass
 "#;
+
+/// The host path: the node's kernel sits behind a TAP port of weir's with the
+/// node IP. A process in the node namespace reaches a pod through weir, and a
+/// TCP service of the node is reachable from the underlay through the uplink.
+#[test]
+fn the_node_kernel_is_reached_through_the_host_port() {
+    require_root();
+    let tag = tag();
+    let n1ns = Netns::new(format!("wo{tag}-n1"));
+    let ext = Netns::new(format!("wo{tag}-x"));
+    let (u1, ux) = (format!("wo{tag}u1"), format!("wo{tag}ux"));
+    sh(&["ip", "link", "add", &u1, "netns", &n1ns.0, "type", "veth", "peer", "name", &ux, "netns", &ext.0]);
+    in_ns(&n1ns.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{u1}.disable_ipv6=1")]);
+    sh(&["ip", "-n", &n1ns.0, "link", "set", &u1, "up"]);
+    // An "external client" on the underlay.
+    in_ns(&ext.0, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    sh(&["ip", "-n", &ext.0, "addr", "add", "192.168.50.9/24", "dev", &ux]);
+    sh(&["ip", "-n", &ext.0, "link", "set", &ux, "up"]);
+    assert!(in_ns(&ext.0, &["ethtool", "-K", &ux, "tx", "off"]).status.success());
+
+    let n1 = OverlayNode::new(&tag, 1, &n1ns, &u1, "1450");
+    let tap = format!("wo{tag}h");
+    let host_port = format!("[[ports]]\nname = \"host\"\nkind = \"tap\"\niface = \"{tap}\"\nhost = true\n");
+    let dp = start_dataplane(&n1ns.0, &n1.dir, &n1.config(1, &host_port));
+    // The node's kernel side of the TAP: the node IP, and the pods behind weir.
+    let nn = n1ns.0.as_str();
+    in_ns(nn, &["sysctl", "-qw", &format!("net.ipv6.conf.{tap}.disable_ipv6=1")]);
+    assert!(in_ns(nn, &["ethtool", "-K", &tap, "tx", "off"]).status.success());
+    sh(&["ip", "-n", nn, "addr", "add", "192.168.50.1/24", "dev", &tap]);
+    sh(&["ip", "-n", nn, "link", "set", &tap, "up"]);
+    sh(&["ip", "-n", nn, "route", "add", "10.1.0.0/16", "dev", &tap]);
+
+    // The node reaches its pod (kubelet probes), and the pod the node.
+    let ok = in_ns(nn, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "-q", "10.1.0.2"]).status.success();
+    assert!(ok, "node → pod\n{}\n{:#?}", dp.logs(), dp.stats());
+    assert!(n1.pod.ping("192.168.50.1", 2), "pod → node IP");
+    let (sent, got, len) = tcp_stream_ns(nn, &n1.pod.ns.0, "10.1.0.2", 1024 * 1024);
+    assert_eq!((sent, len), (got, 1024 * 1024), "node → pod stream");
+    // A TCP service of the node, from the underlay, through the uplink.
+    let (sent, got, len) = tcp_stream_ns(&ext.0, nn, "192.168.50.1", 1024 * 1024);
+    assert_eq!((sent, len), (got, 1024 * 1024), "underlay client → node service");
+    let ok = in_ns(&ext.0, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "-q", "192.168.50.1"]).status.success();
+    assert!(ok, "underlay → node IP ping");
+
+    let s = dp.settled_stats();
+    let host = s.port("host").unwrap();
+    assert!(host.rx_packets > 500 && host.tx_packets > 500, "{host:?}");
+    assert!(s.consumed["arp_on_host"] > 0 || s.neighbours.iter().any(|n| n.ip.to_string() == "192.168.50.1"));
+    assert_eq!(s.drop_count("neighbour_timeout"), 0, "{:?}", s.drops);
+    drop(dp);
+}

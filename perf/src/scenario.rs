@@ -158,6 +158,7 @@ pub fn tables() -> Tables {
         vxlan_port: vxlan::DEFAULT_PORT,
         underlay: "192.168.50.0/24".parse().expect("cidr"),
         gateway: None,
+        host: None,
     });
     t.add_remote_route(
         0,

@@ -64,6 +64,9 @@ enum Cmd {
         /// This port is the node's uplink to the underlay.
         #[arg(long)]
         uplink: bool,
+        /// This port leads to the node's own kernel (the host path).
+        #[arg(long)]
+        host: bool,
     },
     /// Remove a port; workers stop using it before it goes.
     RemovePort { name: String },
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
             pod_mac,
             pod_network,
             uplink,
+            host,
         } => {
             let pod = match (pod_ip, pod_mac) {
                 (Some(ip), Some(mac)) => match mac.parse() {
@@ -108,7 +112,7 @@ fn main() -> ExitCode {
                 _ => None,
             };
             Request::AddPort {
-                port: PortConfig { name, kind, iface, path, server, pci, devargs, rx_queues, pod, uplink },
+                port: PortConfig { name, kind, iface, path, server, pci, devargs, rx_queues, pod, uplink, host },
             }
         }
     };

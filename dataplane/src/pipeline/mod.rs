@@ -16,6 +16,7 @@
 //! rewrite in later stages.
 
 pub mod buf;
+pub mod host;
 pub mod overlay;
 pub mod reason;
 
@@ -82,12 +83,14 @@ pub fn process_events<B: PacketBuf, E: Events>(t: &Tables, in_port: PortId, pkt:
         Ok(f) => f.ethertype(),
         Err(_) => return Drop(DropReason::RuntFrame),
     };
-    let uplink = t.overlay.as_ref().filter(|o| o.uplink == in_port);
-    match (ethertype, uplink) {
-        (ethernet::ethertype::IPV4, None) => pod_ipv4_input(t, in_port, pkt),
-        (ethernet::ethertype::ARP, None) => arp_input(t, in_port, pkt.data_mut()),
-        (ethernet::ethertype::IPV4, Some(o)) => overlay::uplink_ipv4_input(t, o, pkt),
-        (ethernet::ethertype::ARP, Some(o)) => overlay::uplink_arp_input(t, o, pkt.data_mut(), ev),
+    use ethernet::ethertype::{ARP, IPV4};
+    match (ethertype, t.overlay.as_ref()) {
+        (IPV4, Some(o)) if o.uplink == in_port => overlay::uplink_ipv4_input(t, o, pkt),
+        (ARP, Some(o)) if o.uplink == in_port => overlay::uplink_arp_input(t, o, pkt.data_mut(), ev),
+        (IPV4, Some(o)) if o.host == Some(in_port) => host::host_ipv4_input(t, o, pkt),
+        (ARP, Some(o)) if o.host == Some(in_port) => host::host_arp_input(t, o, pkt.data_mut(), ev),
+        (IPV4, _) => pod_ipv4_input(t, in_port, pkt),
+        (ARP, _) => arp_input(t, in_port, pkt.data_mut()),
         _ => Drop(DropReason::UnknownEthertype),
     }
 }
@@ -217,6 +220,7 @@ fn pod_ipv4_input<B: PacketBuf>(t: &Tables, in_port: PortId, pkt: &mut B) -> Act
             };
             overlay::encap(t, net, pkt, vtep, vtep_mac, vni)
         }
+        Hop::Host => host::forward_to_host(t, pkt),
     }
 }
 

@@ -150,18 +150,17 @@ pub const ARP_FRAME_LEN: usize = ethernet::HEADER_LEN + arp::PACKET_LEN;
 /// An ARP request from the node on the uplink: "who has `target`" (with
 /// `target == node_ip`, a gratuitous ARP announcing the node).
 pub fn arp_request(o: &Overlay, target: Ipv4Addr) -> [u8; ARP_FRAME_LEN] {
+    arp_request_from(o.uplink_mac, o.node_ip, target)
+}
+
+/// A broadcast ARP request "who has `target`? tell `sender_ip`".
+pub fn arp_request_from(sender_mac: MacAddr, sender_ip: Ipv4Addr, target: Ipv4Addr) -> [u8; ARP_FRAME_LEN] {
     let mut f = [0u8; ARP_FRAME_LEN];
     let (eth, body) = f.split_at_mut(ethernet::HEADER_LEN);
-    ethernet::Repr { src: o.uplink_mac, dst: MacAddr::BROADCAST, ethertype: ethernet::ethertype::ARP }
+    ethernet::Repr { src: sender_mac, dst: MacAddr::BROADCAST, ethertype: ethernet::ethertype::ARP }
         .emit(&mut ethernet::Frame::new_unchecked(eth));
-    arp::Repr {
-        operation: arp::OP_REQUEST,
-        sender_mac: o.uplink_mac,
-        sender_ip: o.node_ip,
-        target_mac: MacAddr::ZERO,
-        target_ip: target,
-    }
-    .emit(&mut arp::Packet::new_unchecked(body));
+    arp::Repr { operation: arp::OP_REQUEST, sender_mac, sender_ip, target_mac: MacAddr::ZERO, target_ip: target }
+        .emit(&mut arp::Packet::new_unchecked(body));
     f
 }
 
@@ -233,13 +232,14 @@ pub(crate) fn uplink_ipv4_input<B: PacketBuf>(t: &Tables, o: &Overlay, pkt: &mut
     }
     let (outer_len, inner_at, inner_len, vni) = {
         let ip = ipv4::Packet::new_unchecked(&pkt.data()[ethernet::HEADER_LEN..]);
-        if ip.protocol() != ipv4::protocol::UDP || ip.is_fragment() {
-            return Drop(DropReason::LocalNotServed);
+        let is_vxlan = ip.protocol() == ipv4::protocol::UDP
+            && !ip.is_fragment()
+            && udp::Packet::new_unchecked(ip.payload()).dst_port() == o.vxlan_port; // UDP checked by check_ipv4
+        if !is_vxlan {
+            // The node's own traffic (SSH, the kubelet, ...): its kernel's.
+            return super::host::to_host(t, o, pkt);
         }
-        let u = udp::Packet::new_unchecked(ip.payload()); // checked by check_ipv4
-        if u.dst_port() != o.vxlan_port {
-            return Drop(DropReason::LocalNotServed);
-        }
+        let u = udp::Packet::new_unchecked(ip.payload());
         // Only the cluster's nodes may put packets into a pod network.
         if !t.vteps.contains(&ip.src_addr()) {
             return Drop(DropReason::VxlanUnknownVtep);
@@ -289,6 +289,7 @@ fn decapped_input<B: PacketBuf>(t: &Tables, net: crate::tables::NetId, pkt: &mut
     match network.routes.lookup(m.dst) {
         Some(Hop::Local { port, mac }) => forward_local(t, pkt.data_mut(), *port, *mac),
         Some(Hop::Remote { .. }) => Drop(DropReason::OverlayLoop),
+        Some(Hop::Host) => super::host::forward_to_host(t, pkt),
         None => Drop(DropReason::NoRoute),
     }
 }

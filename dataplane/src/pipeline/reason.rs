@@ -112,6 +112,8 @@ numbered! {
     Consumed {
         /// An ARP reply (or gratuitous ARP) on the uplink: a neighbour learned.
         ArpOnUplink = 1, "arp_on_uplink";
+        /// ARP from the node's kernel on the host port: its MAC learned.
+        ArpOnHost = 2, "arp_on_host";
     }
 }
 

@@ -36,6 +36,9 @@ pub enum Hop {
     /// Over VXLAN to another node's VTEP: the inner frame goes to `vtep_mac`
     /// in network `net` (its VNI), the outer packet to `vtep`.
     Remote { vtep: Ipv4Addr, vtep_mac: MacAddr, net: NetId },
+    /// To the node's own kernel, through the host port (the kernel's MAC is
+    /// the resolved neighbour entry of the node IP).
+    Host,
 }
 
 /// Kept for callers that speak of local routes only.
@@ -64,15 +67,17 @@ pub struct PortEntry {
     pub pod: Option<PodInfo>,
     /// The node's uplink to the underlay.
     pub uplink: bool,
+    /// The port to the node's own kernel.
+    pub host: bool,
 }
 
 impl PortEntry {
     pub fn plain(name: &str) -> Self {
-        PortEntry { name: name.to_string(), pod: None, uplink: false }
+        PortEntry { name: name.to_string(), pod: None, uplink: false, host: false }
     }
 
     pub fn pod(name: &str, ip: Ipv4Addr, mac: MacAddr, net: NetId) -> Self {
-        PortEntry { name: name.to_string(), pod: Some(PodInfo { ip, mac, net }), uplink: false }
+        PortEntry { name: name.to_string(), pod: Some(PodInfo { ip, mac, net }), uplink: false, host: false }
     }
 }
 
@@ -97,6 +102,21 @@ pub struct Overlay {
     /// VTEPs inside it are resolved directly; others through `gateway`.
     pub underlay: Ipv4Cidr,
     pub gateway: Option<Ipv4Addr>,
+    /// The port to the node's kernel, if there is one (the host path).
+    pub host: Option<PortId>,
+}
+
+impl Overlay {
+    /// The next hop on the underlay for `dst`: itself when on-link, else the
+    /// underlay gateway.
+    #[inline]
+    pub fn next_hop(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        if self.underlay.contains(dst) {
+            Some(dst)
+        } else {
+            self.gateway
+        }
+    }
 }
 
 /// Outer Ethernet + IPv4 + UDP + VXLAN.

@@ -283,20 +283,25 @@ impl Drop for Dataplane {
 /// TCP: pod `from` streams `bytes` random bytes to pod `to` port 5001; returns
 /// (sent sha256, received sha256, received length).
 pub fn tcp_stream(from: &Pod, to: &Pod, bytes: usize) -> (String, String, usize) {
+    tcp_stream_ns(&from.ns.0, &to.ns.0, &to.ip.to_string(), bytes)
+}
+
+/// `tcp_stream` between any two namespaces: the server listens in `to_ns` on
+/// all addresses; the client in `from_ns` connects to `to_ip`.
+pub fn tcp_stream_ns(from_ns: &str, to_ns: &str, to_ip: &str, bytes: usize) -> (String, String, usize) {
     let server = Command::new("ip")
-        .args(["netns", "exec", &to.ns.0, "timeout", "60", "python3", "-c", TCP_SERVER])
+        .args(["netns", "exec", to_ns, "timeout", "60", "python3", "-c", TCP_SERVER])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Wait until it listens.
     let t0 = Instant::now();
-    while !in_ns(&to.ns.0, &["ss", "-ltn", "sport", "= :5001"]).stdout.windows(5).any(|w| w == b":5001") {
+    while !in_ns(to_ns, &["ss", "-ltn", "sport", "= :5001"]).stdout.windows(5).any(|w| w == b":5001") {
         assert!(t0.elapsed() < Duration::from_secs(10), "server did not listen");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let client =
-        in_ns(&from.ns.0, &["timeout", "60", "python3", "-c", TCP_CLIENT, &to.ip.to_string(), &bytes.to_string()]);
+    let client = in_ns(from_ns, &["timeout", "60", "python3", "-c", TCP_CLIENT, to_ip, &bytes.to_string()]);
     let srv = server.wait_with_output().unwrap();
     assert!(client.status.success(), "client: {}", String::from_utf8_lossy(&client.stderr));
     assert!(srv.status.success(), "server: {}", String::from_utf8_lossy(&srv.stderr));
