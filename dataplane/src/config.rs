@@ -340,6 +340,11 @@ pub struct PodAttachment {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// The network whose pods this route serves (default: the default pod
+    /// network). A route in one network to a port of another is how two
+    /// networks are allowed to talk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
     pub prefix: Ipv4Cidr,
     /// Name of the port the route leaves by.
     pub port: String,
@@ -488,6 +493,15 @@ impl NodeConfig {
                     format!("{:?}", r.port),
                     "no port has this name",
                 ));
+            }
+            if let Some(net) = r.network.as_deref() {
+                if net != "default" && !self.networks.iter().any(|n| n.name == net) {
+                    return Err(ConfigError::invalid(
+                        format!("routes[{i}].network"),
+                        format!("{net:?}"),
+                        "no network has this name",
+                    ));
+                }
             }
             if !r.next_hop_mac.is_unicast() {
                 return Err(ConfigError::invalid(

@@ -167,10 +167,9 @@ impl<'e> Node<'e> {
             }
         }
         for r in &self.cfg.routes {
+            let net = r.network.as_deref().and_then(|n| t.network_by_name(n)).unwrap_or(DEFAULT_NETWORK);
             if let Some(lp) = self.ports.iter().find(|lp| lp.cfg.name == r.port) {
-                t.networks[usize::from(DEFAULT_NETWORK)]
-                    .routes
-                    .insert(r.prefix, Hop::Local { port: lp.id, mac: r.next_hop_mac });
+                t.networks[usize::from(net)].routes.insert(r.prefix, Hop::Local { port: lp.id, mac: r.next_hop_mac });
             }
         }
         t.overlay = self.overlay();

@@ -25,15 +25,14 @@ impl OverlayNode {
     fn new(tag: &str, i: u8, node: &Netns, uplink_if: &str, pod_mtu: &str) -> OverlayNode {
         let dir = std::env::temp_dir().join(format!("weir-ovl-{tag}-{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let ns = Netns::new(format!("wo{tag}-p{i}"));
-        let host_if = format!("wo{tag}p{i}");
-        let ip = format!("10.{i}.0.2");
-        let mac = format!("02:00:00:00:0{i}:02");
-        sh(&["ip", "link", "add", &host_if, "netns", &node.0, "type", "veth", "peer", "name", "eth0", "netns", &ns.0]);
-        in_ns(&node.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{host_if}.disable_ipv6=1")]);
-        pod_side(&ns.0, &ip, &mac, &format!("10.{i}.0.1"), pod_mtu);
-        sh(&["ip", "-n", &node.0, "link", "set", &host_if, "up"]);
-        let pod = Pod { ns, ip: ip.parse().unwrap(), mac, host_if };
+        let pod = make_pod(
+            node,
+            &format!("{tag}-p{i}"),
+            &format!("10.{i}.0.2"),
+            &format!("02:00:00:00:0{i}:02"),
+            &format!("10.{i}.0.1"),
+            pod_mtu,
+        );
         OverlayNode { pod, dir, uplink_if: uplink_if.to_string() }
     }
 
@@ -87,6 +86,18 @@ impl Drop for OverlayNode {
     }
 }
 
+/// A pod namespace `wo<name>` whose eth0 is a veth to `node` (the node end
+/// named `wo<name>` without dashes).
+fn make_pod(node: &Netns, name: &str, ip: &str, mac: &str, gw: &str, mtu: &str) -> Pod {
+    let ns = Netns::new(format!("wo{name}"));
+    let host_if = format!("wo{}", name.replace('-', ""));
+    sh(&["ip", "link", "add", &host_if, "netns", &node.0, "type", "veth", "peer", "name", "eth0", "netns", &ns.0]);
+    in_ns(&node.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{host_if}.disable_ipv6=1")]);
+    pod_side(&ns.0, ip, mac, gw, mtu);
+    sh(&["ip", "-n", &node.0, "link", "set", &host_if, "up"]);
+    Pod { ns, ip: ip.parse().unwrap(), mac: mac.to_string(), host_if }
+}
+
 /// Addresses, MAC, MTU and default route of a pod's eth0; no IPv6, no tx
 /// checksum offload (af_packet, see the README).
 fn pod_side(ns: &str, ip: &str, mac: &str, gw: &str, mtu: &str) {
@@ -116,10 +127,22 @@ fn pods_on_two_weir_nodes_talk_over_vxlan() {
     // Pod MTU = underlay MTU − 50, as the CNI sets it.
     let n1 = OverlayNode::new(&tag, 1, &n1ns, &u1, "1450");
     let n2 = OverlayNode::new(&tag, 2, &n2ns, &u2, "1450");
-    let dp1 =
-        start_dataplane(&n1ns.0, &n1.dir, &n1.config(1, &remote("node2", "192.168.50.2", "10.2.0.0/24", VTEP2_MAC)));
-    let dp2 =
-        start_dataplane(&n2ns.0, &n2.dir, &n2.config(2, &remote("node1", "192.168.50.1", "10.1.0.0/24", VTEP1_MAC)));
+    // A second network on both nodes (Contiv's poc-net, VNI 21), one pod each.
+    let poc1 = make_pod(&n1ns, &format!("{tag}-q1"), "21.1.1.2", "02:00:00:00:21:02", "21.1.1.1", "1450");
+    let poc2 = make_pod(&n2ns, &format!("{tag}-q2"), "21.1.1.3", "02:00:00:00:21:03", "21.1.1.1", "1450");
+    let poc = |pod: &Pod, peer_ip: &str, peer_node: &str| {
+        format!(
+            "[[networks]]\nname = \"poc-net\"\nsubnet = \"21.1.1.0/24\"\ngateway = \"21.1.1.1\"\nvni = 21\n\n\
+             [[ports]]\nname = \"poc\"\nkind = \"af_packet\"\niface = \"{}\"\n\
+             pod = {{ ip = \"{}\", mac = \"{}\", network = \"poc-net\" }}\n\n\
+             [[remote_routes]]\nnetwork = \"poc-net\"\nprefix = \"{peer_ip}/32\"\nnode = \"{peer_node}\"\n",
+            pod.host_if, pod.ip, pod.mac
+        )
+    };
+    let extra1 = remote("node2", "192.168.50.2", "10.2.0.0/24", VTEP2_MAC) + &poc(&poc1, "21.1.1.3", "node2");
+    let extra2 = remote("node1", "192.168.50.1", "10.1.0.0/24", VTEP1_MAC) + &poc(&poc2, "21.1.1.2", "node1");
+    let dp1 = start_dataplane(&n1ns.0, &n1.dir, &n1.config(1, &extra1));
+    let dp2 = start_dataplane(&n2ns.0, &n2.dir, &n2.config(2, &extra2));
 
     assert!(n1.pod.ping("10.2.0.2", 3), "node1's pod cannot ping node2's pod\n{}\n{}", dp1.logs(), dp2.logs());
     assert!(n2.pod.ping("10.1.0.2", 3), "node2's pod cannot ping node1's pod");
@@ -128,20 +151,35 @@ fn pods_on_two_weir_nodes_talk_over_vxlan() {
     let (sent, got, len) = tcp_stream(&n2.pod, &n1.pod, 4 * 1024 * 1024);
     assert_eq!((sent, len), (got, 4 * 1024 * 1024), "node2 → node1 stream");
 
+    // poc-net across the nodes, over VNI 21; and no way between the networks.
+    assert!(poc1.ping("21.1.1.3", 3), "poc-net pod on node1 → poc-net pod on node2\n{}", dp1.logs());
+    assert!(poc2.ping("21.1.1.2", 2), "poc-net pod on node2 → poc-net pod on node1");
+    let (sent, got, len) = tcp_stream(&poc1, &poc2, 1024 * 1024);
+    assert_eq!((sent, len), (got, 1024 * 1024), "poc-net stream");
+    for (from, to) in [(&poc1, "10.1.0.2"), (&poc1, "10.2.0.2"), (&n1.pod, "21.1.1.2"), (&n1.pod, "21.1.1.3")] {
+        assert!(!from.ping(to, 1), "{} reached {to} across networks", from.ip);
+    }
+
     for (dp, peer) in [(&dp1, "192.168.50.2"), (&dp2, "192.168.50.1")] {
         let s = dp.settled_stats();
         let nb = s.neighbours.iter().find(|n| n.ip.to_string() == peer).unwrap_or_else(|| panic!("{s:#?}"));
         assert!(nb.mac.is_some(), "{peer} resolved: {nb:?}");
-        for r in
-            ["vxlan_malformed", "vxlan_bad_flags", "vxlan_unknown_vni", "overlay_loop", "neighbour_timeout", "no_route"]
-        {
+        for r in [
+            "vxlan_malformed",
+            "vxlan_bad_flags",
+            "vxlan_unknown_vni",
+            "vxlan_unknown_vtep",
+            "overlay_loop",
+            "neighbour_timeout",
+        ] {
             assert_eq!(s.drop_count(r), 0, "{r}: {:?}", s.drops);
         }
         let up = s.port("uplink").unwrap();
         assert!(up.rx_packets > 2000 && up.tx_packets > 2000, "{up:?}");
     }
+    assert!(dp1.stats().drop_count("no_route") >= 4, "the cross-network pings were refused by weir");
     drop((dp1, dp2));
-    drop((n1, n2, n1ns, n2ns));
+    drop((poc1, poc2, n1, n2, n1ns, n2ns));
 }
 
 /// weir ↔ the Linux kernel's VXLAN device: a pod behind each, traffic both
