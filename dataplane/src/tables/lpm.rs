@@ -7,31 +7,12 @@
 //! immutable snapshot. The table is immutable once built; lookups never allocate.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::net::Ipv4Addr;
 
 use super::cidr::Ipv4Cidr;
 
-/// A multiplicative hasher for the 32-bit keys of this table (SipHash is far
-/// more than a route lookup needs, and keys here are not attacker-chosen sets).
-#[derive(Default, Clone, Copy)]
-pub struct U32Hasher(u64);
-
-impl Hasher for U32Hasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.0 = (u64::from(v) ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(29);
-    }
-}
-
-type Map<V> = HashMap<u32, V, BuildHasherDefault<U32Hasher>>;
+type Map<V> = HashMap<u32, V, BuildHasherDefault<super::FastHasher>>;
 
 #[derive(Debug, Clone)]
 pub struct RouteTable<V> {

@@ -12,12 +12,63 @@ pub mod cidr;
 pub mod lpm;
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv4Addr;
 
 use crate::config::{ForwardMode, NodeConfig};
 use crate::wire::MacAddr;
 use cidr::Ipv4Cidr;
 use lpm::RouteTable;
+
+/// A fast hasher for the small fixed-size keys of the tables (addresses,
+/// VNIs): a multiply-rotate per word, as rustc's FxHash does. SipHash, the
+/// default, costs a hundred instructions or more per lookup, and the keys
+/// here come from the cluster's own configuration, not from packets an
+/// attacker can pick to collide.
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        // Final mix so the low bits (the bucket index) depend on every input bit.
+        let h = self.0 ^ (self.0 >> 29);
+        h.wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+    #[inline]
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+    #[inline]
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(SEED);
+    }
+    #[inline]
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+}
+
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+pub type FastSet<K> = HashSet<K, BuildHasherDefault<FastHasher>>;
 
 /// DPDK's port id space (RTE_MAX_ETHPORTS in Debian's build).
 pub const MAX_PORTS: usize = 32;
@@ -131,12 +182,12 @@ pub struct Tables {
     pub gateway_mac: MacAddr,
     pub networks: Vec<Network>,
     /// VNI → network.
-    pub vni_index: HashMap<u32, NetId>,
+    pub vni_index: FastMap<u32, NetId>,
     pub overlay: Option<Overlay>,
     /// Underlay neighbours (IP → MAC), resolved by ARP on the uplink.
-    pub neighbours: HashMap<Ipv4Addr, MacAddr>,
+    pub neighbours: FastMap<Ipv4Addr, MacAddr>,
     /// The VTEPs of the other nodes: VXLAN is accepted from these only.
-    pub vteps: HashSet<Ipv4Addr>,
+    pub vteps: FastSet<Ipv4Addr>,
     /// Indexed by DPDK port id; `None` where no port is (or no longer is).
     pub ports: Vec<Option<PortEntry>>,
     /// In io mode: the port each port forwards to.
@@ -172,8 +223,8 @@ impl Tables {
             networks,
             vni_index,
             overlay: None,
-            neighbours: HashMap::new(),
-            vteps: HashSet::new(),
+            neighbours: FastMap::default(),
+            vteps: FastSet::default(),
             ports: vec![None; MAX_PORTS],
             io_peer: vec![None; MAX_PORTS],
             rx_plan: vec![Vec::new(); workers],
