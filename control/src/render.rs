@@ -47,6 +47,23 @@ pub fn stats(s: &Stats) -> String {
             let _ = writeln!(o, "{r:<28} {n:>12}");
         }
     }
+    let consumed: Vec<_> = s.consumed.iter().filter(|(_, n)| **n > 0).collect();
+    if !consumed.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "{:<28} {:>12}", "USED BY WEIR", "PACKETS");
+        for (r, n) in consumed {
+            let _ = writeln!(o, "{r:<28} {n:>12}");
+        }
+    }
+    if !s.neighbours.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "{:<16} {:<18} STATE", "NEIGHBOUR", "MAC");
+        for n in &s.neighbours {
+            let state =
+                serde_json::to_value(n.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            let _ = writeln!(o, "{:<16} {:<18} {state}", n.ip.to_string(), n.mac.as_deref().unwrap_or("-"));
+        }
+    }
     let _ = writeln!(o);
     let _ = writeln!(
         o,
@@ -88,9 +105,15 @@ mod tests {
         s.drops.insert("no_route".into(), 5);
         s.drops.insert("runt_frame".into(), 0);
         s.workers.push(WorkerStats { id: 0, core: 1, generation: 3, rx_queues: vec![(0, 0)], ..Default::default() });
+        s.neighbours.push(weir_dataplane::api::NeighbourStats {
+            ip: "192.168.50.2".parse().unwrap(),
+            mac: Some("02:00:00:aa:00:02".into()),
+            state: weir_dataplane::neighbour::State::Reachable,
+        });
         let t = stats(&s);
         assert!(t.contains("pod-a") && t.contains("42"), "{t}");
         assert!(t.contains("no_route") && !t.contains("runt_frame"), "{t}");
         assert!(t.contains("0:0"), "{t}");
+        assert!(t.contains("192.168.50.2") && t.contains("02:00:00:aa:00:02") && t.contains("reachable"), "{t}");
     }
 }
