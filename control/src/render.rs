@@ -8,6 +8,18 @@ use weir_dataplane::api::Stats;
 pub fn stats(s: &Stats) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "node {}  tables generation {}  free mbufs {}", s.node, s.generation, s.mbufs_free);
+    if let Some(ov) = &s.overlay {
+        let _ = writeln!(
+            o,
+            "overlay: node IP {} on {}, underlay MTU {} (pods {}), VXLAN port {}{}",
+            ov.node_ip,
+            ov.uplink,
+            ov.mtu,
+            ov.pod_mtu,
+            ov.vxlan_port,
+            ov.host_port.as_ref().map(|h| format!(", host port {h}")).unwrap_or_default()
+        );
+    }
     let _ = writeln!(o);
     let _ = writeln!(
         o,

@@ -56,7 +56,23 @@ pub struct Stats {
     /// Underlay neighbours of the uplink.
     #[serde(default)]
     pub neighbours: Vec<NeighbourStats>,
+    /// The overlay, when the node has an uplink.
+    #[serde(default)]
+    pub overlay: Option<OverlayStats>,
     pub mbufs_free: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OverlayStats {
+    pub node_ip: std::net::Ipv4Addr,
+    pub uplink: String,
+    /// IP MTU of the underlay.
+    pub mtu: u16,
+    /// The MTU pods of this node should use: the underlay's less VXLAN's 50
+    /// bytes (what the CNI plugin configures on pod interfaces).
+    pub pod_mtu: u16,
+    pub vxlan_port: u16,
+    pub host_port: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::queue::ArrayQueue;
 
-use crate::api::{NeighbourStats, PortStats, Reply, Request, Stats, WorkerStats, PROTOCOL_VERSION};
+use crate::api::{NeighbourStats, OverlayStats, PortStats, Reply, Request, Stats, WorkerStats, PROTOCOL_VERSION};
 use crate::config::{validate_port, ForwardMode, NodeConfig, PortConfig, PortKind};
 use crate::dpdk::{port, Eal, Mempool, TxBuffer};
 use crate::neighbour::{Effects, NeighEvent, Neighbours, Timers};
@@ -363,6 +363,17 @@ impl<'e> Node<'e> {
         }
         for (ip, mac, state) in self.neighbours.list() {
             s.neighbours.push(NeighbourStats { ip, mac: mac.map(|m| m.to_string()), state });
+        }
+        if let Some(o) = &snap.overlay {
+            let name = |id: PortId| snap.port(id).map(|p| p.name.clone()).unwrap_or_default();
+            s.overlay = Some(OverlayStats {
+                node_ip: o.node_ip,
+                uplink: name(o.uplink),
+                mtu: o.mtu,
+                pod_mtu: o.mtu.saturating_sub(crate::tables::VXLAN_OVERHEAD as u16),
+                vxlan_port: o.vxlan_port,
+                host_port: o.host.map(name),
+            });
         }
         s.mbufs_free = u64::from(self.pool.available());
         s

@@ -174,6 +174,8 @@ fn pods_on_two_weir_nodes_talk_over_vxlan() {
         ] {
             assert_eq!(s.drop_count(r), 0, "{r}: {:?}", s.drops);
         }
+        let ov = s.overlay.as_ref().expect("overlay in stats");
+        assert_eq!((ov.mtu, ov.pod_mtu, ov.vxlan_port, ov.uplink.as_str()), (1500, 1450, 4789, "uplink"));
         let up = s.port("uplink").unwrap();
         assert!(up.rx_packets > 2000 && up.tx_packets > 2000, "{up:?}");
     }
