@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod config;
+pub mod flow;
 pub mod mgmt;
 pub mod neighbour;
 pub mod pipeline;

@@ -1,0 +1,449 @@
+//! The flow table (connection tracking for NAT), shared by every worker,
+//! lock-free for readers and writers.
+//!
+//! A flow has two entries, one per direction, each keyed by the 5-tuple as it
+//! arrives on the wire and holding the rewrite that direction needs (the
+//! original direction: destination VIP:port → backend; the reply direction:
+//! source backend → VIP:port). A reply that arrives on another worker than
+//! the original finds its entry like any other: the table is shared.
+//!
+//! Layout: a fixed array of slots (the capacity, a power of two, is chosen
+//! at start and never grows: a full table is a counted drop, not an
+//! allocation on the packet path). A key hashes to a slot and is looked for
+//! in the next [`PROBE`] slots. Every field of a slot is an `AtomicU64`, and
+//! a per-slot sequence number makes each slot a seqlock: a writer claims a
+//! slot by moving its sequence from even to odd with a compare-and-swap,
+//! writes, and makes it even again; a reader reads the sequence, the
+//! fields, and the sequence again, and retries if either was odd or they
+//! differ. No locks, no `unsafe`, no torn entries. The last-seen time is a
+//! plain atomic store outside the seqlock (readers tolerate it moving).
+//!
+//! Entries expire: a lookup treats an entry past its deadline as absent, and
+//! an insert may reuse its slot. Time is a caller-supplied `now` in
+//! milliseconds (workers use a coarse clock read once per burst).
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+/// Slots probed after the home slot of a key.
+pub const PROBE: usize = 16;
+
+/// A connection as it appears on the wire in one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+}
+
+impl FlowKey {
+    /// The key of the other direction of the same packet stream (no NAT).
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey { src: self.dst, dst: self.src, src_port: self.dst_port, dst_port: self.src_port, proto: self.proto }
+    }
+
+    fn words(&self) -> (u64, u64) {
+        let a = u64::from(u32::from(self.src)) << 32 | u64::from(u32::from(self.dst));
+        // Bit 63 marks a used key, so the all-zero word never matches a real key.
+        let b = 1 << 63 | u64::from(self.proto) << 32 | u64::from(self.src_port) << 16 | u64::from(self.dst_port);
+        (a, b)
+    }
+
+    fn from_words(a: u64, b: u64) -> FlowKey {
+        FlowKey {
+            src: Ipv4Addr::from((a >> 32) as u32),
+            dst: Ipv4Addr::from(a as u32),
+            src_port: (b >> 16) as u16,
+            dst_port: b as u16,
+            proto: (b >> 32) as u8,
+        }
+    }
+
+    /// A hash of the key (also what Maglev picks a backend with).
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        let (a, b) = self.words();
+        let mut h = a ^ b.rotate_left(23) ^ 0x9e37_79b9_7f4a_7c15;
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
+    }
+}
+
+/// What to do to packets of one direction of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowEntry {
+    /// Rewrite the destination (original direction) or the source (reply
+    /// direction) to this address and port.
+    pub nat_addr: Ipv4Addr,
+    pub nat_port: u16,
+    /// `true`: rewrite the destination; `false`: the source.
+    pub rewrite_dst: bool,
+    /// The service and backend the flow was given (opaque to the table).
+    pub service: u32,
+    pub backend: u16,
+    /// The table generation the backend was picked under.
+    pub generation: u32,
+    /// How long the entry lives without packets, ms.
+    pub timeout_ms: u32,
+}
+
+impl FlowEntry {
+    fn words(&self) -> (u64, u64) {
+        let a = u64::from(u32::from(self.nat_addr)) << 32 | u64::from(self.nat_port) << 16 | u64::from(self.backend);
+        let b =
+            u64::from(self.service) << 32 | u64::from(self.generation & 0x7fff_ffff) << 1 | u64::from(self.rewrite_dst);
+        (a, b)
+    }
+
+    fn from_words(a: u64, b: u64, timeout_ms: u32) -> FlowEntry {
+        FlowEntry {
+            nat_addr: Ipv4Addr::from((a >> 32) as u32),
+            nat_port: (a >> 16) as u16,
+            backend: a as u16,
+            service: (b >> 32) as u32,
+            generation: ((b >> 1) & 0x7fff_ffff) as u32,
+            rewrite_dst: b & 1 == 1,
+            timeout_ms,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Even: stable; odd: being written. 0: never used.
+    seq: AtomicU64,
+    key_a: AtomicU64,
+    key_b: AtomicU64,
+    val_a: AtomicU64,
+    val_b: AtomicU64,
+    /// timeout (ms) << 40 | last seen (ms, 40 bits: 34 years).
+    seen: AtomicU64,
+}
+
+const SEEN_BITS: u32 = 40;
+const SEEN_MASK: u64 = (1 << SEEN_BITS) - 1;
+
+fn pack_seen(now_ms: u64, timeout_ms: u32) -> u64 {
+    u64::from(timeout_ms) << SEEN_BITS | (now_ms & SEEN_MASK)
+}
+
+fn expired(seen: u64, now_ms: u64) -> bool {
+    let last = seen & SEEN_MASK;
+    let timeout = seen >> SEEN_BITS;
+    (now_ms & SEEN_MASK).wrapping_sub(last) & SEEN_MASK > timeout
+}
+
+/// Why an insert did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// Every slot the key may use holds a live flow.
+    Full,
+}
+
+pub struct FlowTable {
+    slots: Box<[Slot]>,
+    mask: usize,
+}
+
+impl FlowTable {
+    /// A table of at least `capacity` slots (rounded up to a power of two,
+    /// at least 2·PROBE). Two slots per flow.
+    pub fn new(capacity: usize) -> FlowTable {
+        let n = capacity.max(2 * PROBE).next_power_of_two();
+        FlowTable { slots: (0..n).map(|_| Slot::default()).collect(), mask: n - 1 }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn home(&self, key: &FlowKey) -> usize {
+        key.hash() as usize & self.mask
+    }
+
+    /// Reads slot `i` consistently: (key words, value words, seen), or None
+    /// when it is empty or being written.
+    #[inline]
+    fn read(&self, i: usize) -> Option<(u64, u64, u64, u64, u64)> {
+        let s = &self.slots[i];
+        for _ in 0..4 {
+            let s1 = s.seq.load(Ordering::Acquire);
+            if s1 == 0 {
+                return None;
+            }
+            if s1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let ka = s.key_a.load(Ordering::Relaxed);
+            let kb = s.key_b.load(Ordering::Relaxed);
+            let va = s.val_a.load(Ordering::Relaxed);
+            let vb = s.val_b.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if s.seq.load(Ordering::Relaxed) == s1 {
+                return Some((ka, kb, va, vb, s.seen.load(Ordering::Relaxed)));
+            }
+        }
+        None
+    }
+
+    /// The live entry for `key`, and marks it seen at `now_ms`.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey, now_ms: u64) -> Option<FlowEntry> {
+        let (ka, kb) = key.words();
+        let home = self.home(key);
+        for p in 0..PROBE {
+            let i = (home + p) & self.mask;
+            let Some((a, b, va, vb, seen)) = self.read(i) else { continue };
+            if a == ka && b == kb {
+                if expired(seen, now_ms) {
+                    return None;
+                }
+                let timeout = (seen >> SEEN_BITS) as u32;
+                // Refresh only when the clock moved: one store per ms, not per packet.
+                if seen & SEEN_MASK != now_ms & SEEN_MASK {
+                    self.slots[i].seen.store(pack_seen(now_ms, timeout), Ordering::Relaxed);
+                }
+                return Some(FlowEntry::from_words(va, vb, timeout));
+            }
+        }
+        None
+    }
+
+    /// Inserts or replaces the entry for `key`.
+    pub fn insert(&self, key: &FlowKey, entry: &FlowEntry, now_ms: u64) -> Result<(), InsertError> {
+        let (ka, kb) = key.words();
+        let (va, vb) = entry.words();
+        let home = self.home(key);
+        // An existing entry of this key is replaced in place; otherwise the
+        // first empty or expired slot is taken.
+        let mut free = None;
+        for p in 0..PROBE {
+            let i = (home + p) & self.mask;
+            match self.read(i) {
+                Some((a, b, ..)) if a == ka && b == kb => {
+                    free = Some(i);
+                    break;
+                }
+                Some((.., seen)) if expired(seen, now_ms) && free.is_none() => free = Some(i),
+                None if free.is_none() && self.slots[i].seq.load(Ordering::Relaxed) & 1 == 0 => free = Some(i),
+                _ => {}
+            }
+        }
+        let i = free.ok_or(InsertError::Full)?;
+        let s = &self.slots[i];
+        let cur = s.seq.load(Ordering::Relaxed);
+        if cur & 1 == 1 || s.seq.compare_exchange(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            // Another writer took it between our read and now: try again from the start.
+            return self.insert_slow(key, entry, now_ms);
+        }
+        s.key_a.store(ka, Ordering::Relaxed);
+        s.key_b.store(kb, Ordering::Relaxed);
+        s.val_a.store(va, Ordering::Relaxed);
+        s.val_b.store(vb, Ordering::Relaxed);
+        s.seen.store(pack_seen(now_ms, entry.timeout_ms), Ordering::Relaxed);
+        s.seq.store(cur + 2, Ordering::Release);
+        Ok(())
+    }
+
+    #[cold]
+    fn insert_slow(&self, key: &FlowKey, entry: &FlowEntry, now_ms: u64) -> Result<(), InsertError> {
+        for _ in 0..8 {
+            std::hint::spin_loop();
+            let home = self.home(key);
+            let (ka, kb) = key.words();
+            for p in 0..PROBE {
+                let i = (home + p) & self.mask;
+                let s = &self.slots[i];
+                let cur = s.seq.load(Ordering::Acquire);
+                if cur & 1 == 1 {
+                    continue;
+                }
+                let usable = match self.read(i) {
+                    Some((a, b, .., seen)) => (a == ka && b == kb) || expired(seen, now_ms),
+                    None => cur == s.seq.load(Ordering::Relaxed) && cur & 1 == 0,
+                };
+                if usable && s.seq.compare_exchange(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    let (va, vb) = entry.words();
+                    s.key_a.store(ka, Ordering::Relaxed);
+                    s.key_b.store(kb, Ordering::Relaxed);
+                    s.val_a.store(va, Ordering::Relaxed);
+                    s.val_b.store(vb, Ordering::Relaxed);
+                    s.seen.store(pack_seen(now_ms, entry.timeout_ms), Ordering::Relaxed);
+                    s.seq.store(cur + 2, Ordering::Release);
+                    return Ok(());
+                }
+            }
+        }
+        Err(InsertError::Full)
+    }
+
+    /// Forgets the entry for `key` (by expiring it now).
+    pub fn remove(&self, key: &FlowKey) -> bool {
+        let (ka, kb) = key.words();
+        let home = self.home(key);
+        for p in 0..PROBE {
+            let i = (home + p) & self.mask;
+            if let Some((a, b, ..)) = self.read(i) {
+                if a == ka && b == kb {
+                    // Timeout 0, last seen long ago: expired for every `now`.
+                    self.slots[i].seen.store(pack_seen(0, 0), Ordering::Relaxed);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Live entries at `now_ms` (for weirctl; walks the whole table).
+    pub fn entries(&self, now_ms: u64) -> Vec<(FlowKey, FlowEntry)> {
+        (0..self.slots.len())
+            .filter_map(|i| self.read(i))
+            .filter(|(.., seen)| !expired(*seen, now_ms))
+            .map(|(a, b, va, vb, seen)| {
+                (FlowKey::from_words(a, b), FlowEntry::from_words(va, vb, (seen >> SEEN_BITS) as u32))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn key(i: u32) -> FlowKey {
+        FlowKey {
+            src: Ipv4Addr::from(0x0a01_0000 + i),
+            dst: Ipv4Addr::new(10, 96, 0, 10),
+            src_port: 30000 + (i % 30000) as u16,
+            dst_port: 80,
+            proto: 6,
+        }
+    }
+
+    fn entry(i: u32) -> FlowEntry {
+        FlowEntry {
+            nat_addr: Ipv4Addr::from(0x0a02_0000 + i),
+            nat_port: 8080,
+            rewrite_dst: i % 2 == 0,
+            service: i,
+            backend: (i % 7) as u16,
+            generation: i.wrapping_mul(3),
+            timeout_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn insert_lookup_replace_remove() {
+        let t = FlowTable::new(1024);
+        assert_eq!(t.lookup(&key(1), 0), None);
+        t.insert(&key(1), &entry(1), 10).unwrap();
+        assert_eq!(t.lookup(&key(1), 20), Some(entry(1)));
+        assert_eq!(t.lookup(&key(1).reversed(), 20), None);
+        t.insert(&key(1), &entry(2), 30).unwrap();
+        assert_eq!(t.lookup(&key(1), 40), Some(entry(2)));
+        assert_eq!(t.entries(40).len(), 1, "replaced in place");
+        assert!(t.remove(&key(1)));
+        assert_eq!(t.lookup(&key(1), 41), None);
+        assert!(!t.remove(&key(9)));
+    }
+
+    #[test]
+    fn entries_expire_unless_seen() {
+        let t = FlowTable::new(64);
+        t.insert(&key(1), &entry(1), 0).unwrap();
+        // Seen within the timeout keeps it alive.
+        assert!(t.lookup(&key(1), 900).is_some());
+        assert!(t.lookup(&key(1), 1800).is_some());
+        assert!(t.lookup(&key(1), 2801).is_none(), "1001 ms without packets");
+        // Its slot can be reused.
+        t.insert(&key(2), &entry(2), 3000).unwrap();
+        assert!(t.lookup(&key(2), 3001).is_some());
+    }
+
+    #[test]
+    fn full_is_an_error_not_a_panic() {
+        let t = FlowTable::new(32);
+        let mut ok = 0;
+        let mut full = 0;
+        for i in 0..200 {
+            match t.insert(&key(i), &entry(i), 0) {
+                Ok(()) => ok += 1,
+                Err(InsertError::Full) => full += 1,
+            }
+        }
+        assert!(ok <= 32 && ok >= 16, "{ok} inserted");
+        assert_eq!(ok + full, 200);
+        // Everything inserted is found.
+        let live = t.entries(1);
+        assert_eq!(live.len(), ok);
+        for (k, e) in live {
+            assert_eq!(t.lookup(&k, 1), Some(e));
+        }
+    }
+
+    #[test]
+    fn keys_and_entries_round_trip() {
+        for i in [0u32, 1, 0xffff, 0xdead_beef] {
+            let k = FlowKey {
+                src: Ipv4Addr::from(i),
+                dst: Ipv4Addr::from(!i),
+                src_port: i as u16,
+                dst_port: !(i as u16),
+                proto: 17,
+            };
+            let (a, b) = k.words();
+            assert_eq!(FlowKey::from_words(a, b), k);
+            let e = FlowEntry { timeout_ms: 5, ..entry(i) };
+            let (a, b) = e.words();
+            assert_eq!(FlowEntry::from_words(a, b, 5), FlowEntry { generation: e.generation & 0x7fff_ffff, ..e });
+        }
+    }
+
+    /// Writers on two threads insert and replace while readers look up: a
+    /// reader never sees an entry that mixes two writes (each entry's fields
+    /// are derived from one number), and every key a writer finished is found.
+    /// (With the seqlock's checks taken out, this test fails on most runs.)
+    #[test]
+    fn concurrent_writers_and_readers_see_whole_entries() {
+        let t = Arc::new(FlowTable::new(1 << 12));
+        let mut handles = Vec::new();
+        for w in 0..2u32 {
+            let t = Arc::clone(&t);
+            handles.push(std::thread::spawn(move || {
+                for round in 0..200u32 {
+                    for i in 0..500u32 {
+                        let k = key(i);
+                        let v = w * 1_000_000 + round * 1000 + i;
+                        let e = FlowEntry { service: v, nat_addr: Ipv4Addr::from(v), backend: v as u16, ..entry(i) };
+                        let _ = t.insert(&k, &e, 1);
+                    }
+                }
+            }));
+        }
+        for _ in 0..2 {
+            let t = Arc::clone(&t);
+            handles.push(std::thread::spawn(move || {
+                for _ in 0..400 {
+                    for i in 0..500u32 {
+                        if let Some(e) = t.lookup(&key(i), 1) {
+                            assert_eq!(u32::from(e.nat_addr), e.service, "torn entry");
+                            assert_eq!(e.backend, e.service as u16, "torn entry");
+                        }
+                    }
+                }
+            }));
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
+        for i in 0..500 {
+            let e = t.lookup(&key(i), 2).expect("every key present after the writers finished");
+            assert_eq!(e.service % 1000, i);
+        }
+    }
+}
