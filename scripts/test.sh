@@ -32,6 +32,7 @@ cargo test -p weir-dataplane --no-default-features --lib
 step "namespace tests"
 cargo test -p weir-dataplane --test netns -- --test-threads=1
 cargo test -p weir-dataplane --test overlay -- --test-threads=1
+cargo test -p weir-dataplane --test services -- --test-threads=1
 
 step "demo"
 WEIR_DEMO_QUIET=1 scripts/demo.sh

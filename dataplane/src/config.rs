@@ -76,6 +76,63 @@ pub struct NodeConfig {
     pub remote_nodes: Vec<RemoteNodeConfig>,
     #[serde(default)]
     pub remote_routes: Vec<RemoteRouteConfig>,
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// L4 protocols of Service ports.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum L4Proto {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl L4Proto {
+    pub fn number(self) -> u8 {
+        match self {
+            L4Proto::Tcp => 6,
+            L4Proto::Udp => 17,
+            L4Proto::Sctp => 132,
+        }
+    }
+}
+
+/// A Service as the dataplane sees it (what weir-control will compute from
+/// Services and EndpointSlices; static in the node config for now).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// `namespace/name`.
+    pub name: String,
+    pub cluster_ips: Vec<Ipv4Addr>,
+    pub ports: Vec<ServicePortConfig>,
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePortConfig {
+    pub port: u16,
+    pub protocol: L4Proto,
+    /// The backends' port (default: `port`).
+    #[serde(default)]
+    pub target_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub ip: Ipv4Addr,
+    /// Relative share of new flows (Maglev weight); 0 takes none.
+    #[serde(default = "one_u32")]
+    pub weight: u32,
+}
+
+fn one_u32() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -203,6 +260,9 @@ pub struct DpdkSection {
     pub forward_mode: ForwardMode,
     /// Extra EAL arguments, appended as given (e.g. `--log-level=pmd.net.af_packet:debug`).
     pub eal_args: Vec<String>,
+    /// Flows the Service NAT table holds (two entries each; a full table is
+    /// a counted drop).
+    pub max_flows: u32,
 }
 
 impl Default for DpdkSection {
@@ -223,6 +283,7 @@ impl Default for DpdkSection {
             idle_sleep_max_us: 500,
             forward_mode: ForwardMode::L3,
             eal_args: Vec::new(),
+            max_flows: 65536,
         }
     }
 }
@@ -512,6 +573,7 @@ impl NodeConfig {
             }
         }
         self.validate_overlay()?;
+        self.validate_services()?;
         let d = &self.dpdk;
         // rx queues and one tx queue per worker (the management thread's own
         // tx queue sends a few ARP frames, not a ring's worth)
@@ -531,6 +593,69 @@ impl NodeConfig {
                 "\"io\"",
                 format!("io mode pairs ports, and there are {} ports", self.ports.len()),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_services(&self) -> Result<(), ConfigError> {
+        if !(1024..=(1 << 24)).contains(&self.dpdk.max_flows) {
+            return Err(ConfigError::invalid("dpdk.max_flows", self.dpdk.max_flows, "want 1024..=16777216"));
+        }
+        let mut frontends = HashSet::new();
+        let mut names = HashSet::new();
+        for (i, svc) in self.services.iter().enumerate() {
+            if svc.name.is_empty() || !names.insert(svc.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("services[{i}].name"),
+                    format!("{:?}", svc.name),
+                    "empty or used twice",
+                ));
+            }
+            if svc.cluster_ips.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("services[{i}].cluster_ips"),
+                    "[]",
+                    "a Service needs at least one address",
+                ));
+            }
+            if svc.ports.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("services[{i}].ports"),
+                    "[]",
+                    "a Service needs at least one port",
+                ));
+            }
+            if svc.backends.len() > crate::tables::service::MAX_BACKENDS {
+                return Err(ConfigError::invalid(
+                    format!("services[{i}].backends"),
+                    svc.backends.len(),
+                    format!("at most {} backends", crate::tables::service::MAX_BACKENDS),
+                ));
+            }
+            for (j, p) in svc.ports.iter().enumerate() {
+                if p.port == 0 || p.target_port == Some(0) {
+                    return Err(ConfigError::invalid(format!("services[{i}].ports[{j}]"), p.port, "ports are 1-65535"));
+                }
+                for ip in &svc.cluster_ips {
+                    if !frontends.insert((*ip, p.port, p.protocol)) {
+                        return Err(ConfigError::invalid(
+                            format!("services[{i}].ports[{j}]"),
+                            format!("{ip}:{}/{:?}", p.port, p.protocol),
+                            "another Service port has this address, port and protocol",
+                        ));
+                    }
+                }
+            }
+            let mut seen = HashSet::new();
+            for (j, b) in svc.backends.iter().enumerate() {
+                if !seen.insert(b.ip) || b.ip.is_unspecified() || b.ip.is_multicast() || b.ip.is_broadcast() {
+                    return Err(ConfigError::invalid(
+                        format!("services[{i}].backends[{j}].ip"),
+                        b.ip,
+                        "listed twice, or not a unicast address",
+                    ));
+                }
+            }
         }
         Ok(())
     }

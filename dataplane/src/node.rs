@@ -14,11 +14,13 @@ use crossbeam::queue::ArrayQueue;
 use crate::api::{NeighbourStats, OverlayStats, PortStats, Reply, Request, Stats, WorkerStats, PROTOCOL_VERSION};
 use crate::config::{validate_port, ForwardMode, NodeConfig, PortConfig, PortKind};
 use crate::dpdk::{port, Eal, Mempool, TxBuffer};
+use crate::flow::FlowTable;
 use crate::neighbour::{Effects, NeighEvent, Neighbours, Timers};
 use crate::pipeline::{host, overlay, Consumed, DropReason, PacketBuf, ReplyKind};
 use crate::snapshot::Snapshot;
 use crate::stats::SharedCounters;
 use crate::tables::cidr::Ipv4Cidr;
+use crate::tables::service::ServiceTable;
 use crate::tables::{Hop, Overlay, PortEntry, PortId, RxQueue, Tables, DEFAULT_NETWORK};
 
 /// Events workers may queue between two management ticks.
@@ -52,6 +54,8 @@ pub struct Node<'e> {
     mgmt_tx: TxBuffer,
     /// A gratuitous ARP announced the node on the current uplink.
     announced: Option<PortId>,
+    /// Service NAT's flows, shared by every worker.
+    flows: Arc<FlowTable>,
 }
 
 impl<'e> Node<'e> {
@@ -59,6 +63,7 @@ impl<'e> Node<'e> {
         let pool = Mempool::new(eal, "weir_mbufs", cfg.dpdk.mbufs, cfg.dpdk.mbuf_cache).map_err(|e| e.to_string())?;
         let workers = cfg.dpdk.worker_cores.len();
         let snapshot = Snapshot::new(Tables::new(&cfg, workers), workers);
+        let cfg_flows = cfg.dpdk.max_flows as usize * 2;
         Ok(Node {
             cfg,
             _eal: eal,
@@ -71,7 +76,13 @@ impl<'e> Node<'e> {
             events: Arc::new(ArrayQueue::new(EVENT_QUEUE)),
             mgmt_tx: TxBuffer::default(),
             announced: None,
+            flows: Arc::new(FlowTable::new(cfg_flows)),
         })
+    }
+
+    /// The flow table workers share.
+    pub fn flows(&self) -> Arc<FlowTable> {
+        Arc::clone(&self.flows)
     }
 
     /// Where workers report neighbour events.
@@ -153,6 +164,11 @@ impl<'e> Node<'e> {
         self.generation += 1;
         let mut t = Tables::new(&self.cfg, self.workers());
         t.generation = self.generation;
+        // Validated with the config: only an internal error can fail here.
+        match ServiceTable::build(&self.cfg.services) {
+            Ok(s) => t.services = s,
+            Err(e) => eprintln!("weir-dataplane: services not published: {e}"),
+        }
         for lp in &self.ports {
             let entry = match &lp.cfg.pod {
                 Some(pod) => {

@@ -18,7 +18,9 @@ use crossbeam::queue::ArrayQueue;
 
 use crate::config::ForwardMode;
 use crate::dpdk::{self, Mbuf, RxBurst, TxBuffer};
+use crate::flow::FlowTable;
 use crate::neighbour::NeighEvent;
+use crate::pipeline::nat::Nat;
 use crate::pipeline::{self, overlay, Action, DropReason, Events};
 use crate::snapshot::Reader;
 use crate::stats::{SharedCounters, WorkerCounters};
@@ -137,6 +139,7 @@ pub fn run(
     mut tables: Reader<Tables>,
     counters: SharedCounters,
     events: Arc<ArrayQueue<NeighEvent>>,
+    flows: Arc<FlowTable>,
     stop: Arc<AtomicBool>,
 ) {
     let txq = cfg.id as u16;
@@ -150,9 +153,11 @@ pub fn run(
     let mut backoff = Backoff { empty: 0, sleep_us: 1 };
     let c = &*counters;
     let mut ev = QueueEvents(&events);
+    let tsc_per_ms = (dpdk::tsc_hz() / 1000).max(1);
 
     while !stop.load(Ordering::Relaxed) {
         let t = tables.load();
+        let nat = Nat { flows: &flows, now_ms: dpdk::tsc() / tsc_per_ms };
         let mut got = 0usize;
         let plan = t.rx_plan.get(cfg.id).map(Vec::as_slice).unwrap_or(&[]);
         if !pending.slots.is_empty() {
@@ -183,7 +188,7 @@ pub fn run(
             }
             pc.rx_bytes.add(rx.bytes());
             for mut m in &mut rx {
-                let out = match pipeline::process_events(t, rq.port, &mut m, &mut ev) {
+                let out = match pipeline::process_full(t, Some(&nat), rq.port, &mut m, &mut ev) {
                     Action::Forward(p) => p,
                     Action::Reply(kind) => {
                         c.reply(kind, 1);

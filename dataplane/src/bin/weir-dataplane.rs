@@ -112,6 +112,7 @@ fn run(cfg: NodeConfig, eal_argv: Vec<String>, stats_interval: u64) -> Result<()
         for (wc, (core, c)) in worker_cfgs.into_iter().zip(cores.iter().copied().zip(counters.iter().cloned())) {
             let reader = node.snapshot().reader(wc.id);
             let events = node.events();
+            let flows = node.flows();
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name(format!("weir-w{}", wc.id))
@@ -124,7 +125,7 @@ fn run(cfg: NodeConfig, eal_argv: Vec<String>, stats_interval: u64) -> Result<()
                         stop.store(true, Ordering::SeqCst);
                         return;
                     }
-                    worker::run(wc, reader, c, events, stop);
+                    worker::run(wc, reader, c, events, flows, stop);
                     eal.unregister_thread();
                 })
                 .map_err(|e| format!("cannot start a worker: {e}"))?;

@@ -86,14 +86,26 @@ pub(crate) fn host_arp_input<E: Events>(t: &Tables, o: &Overlay, frame: &mut [u8
 }
 
 /// IPv4 from the kernel.
-pub(crate) fn host_ipv4_input<B: PacketBuf>(t: &Tables, o: &Overlay, pkt: &mut B) -> Action {
-    let m = match check_ipv4(pkt.data(), t.gateway_mac) {
+pub(crate) fn host_ipv4_input<B: PacketBuf>(
+    t: &Tables,
+    o: &Overlay,
+    pkt: &mut B,
+    nat: Option<&super::nat::Nat>,
+) -> Action {
+    let mut m = match check_ipv4(pkt.data(), t.gateway_mac) {
         Ok(m) => m,
         Err(r) => return Drop(r),
     };
     let Some(net) = t.network(DEFAULT_NETWORK) else {
         return Drop(DropReason::NoRoute);
     };
+    // The node reaches Services too (kubelet, host-network pods).
+    if let Some(n) = nat {
+        if let Some(done) = super::nat::nat_stage(t, n, net, pkt) {
+            return done;
+        }
+        m.dst = super::current_dst(pkt.data());
+    }
     match net.routes.lookup(m.dst).copied() {
         Some(_) if m.ttl <= 1 => Drop(DropReason::TtlExceeded),
         Some(Hop::Local { port, mac }) => forward_local(t, pkt.data_mut(), port, mac),

@@ -17,6 +17,7 @@
 
 pub mod buf;
 pub mod host;
+pub mod nat;
 pub mod overlay;
 pub mod reason;
 
@@ -76,20 +77,32 @@ pub fn process<B: PacketBuf>(t: &Tables, in_port: PortId, pkt: &mut B) -> Action
     process_events(t, in_port, pkt, &mut NoEvents)
 }
 
-/// Runs the pipeline on one frame.
+/// Runs the pipeline on one frame, without Service NAT.
 #[inline]
 pub fn process_events<B: PacketBuf, E: Events>(t: &Tables, in_port: PortId, pkt: &mut B, ev: &mut E) -> Action {
+    process_full(t, None, in_port, pkt, ev)
+}
+
+/// Runs the pipeline on one frame, with Service NAT when `nat` is given.
+#[inline]
+pub fn process_full<B: PacketBuf, E: Events>(
+    t: &Tables,
+    nat: Option<&nat::Nat>,
+    in_port: PortId,
+    pkt: &mut B,
+    ev: &mut E,
+) -> Action {
     let ethertype = match ethernet::Frame::new_checked(pkt.data()) {
         Ok(f) => f.ethertype(),
         Err(_) => return Drop(DropReason::RuntFrame),
     };
     use ethernet::ethertype::{ARP, IPV4};
     match (ethertype, t.overlay.as_ref()) {
-        (IPV4, Some(o)) if o.uplink == in_port => overlay::uplink_ipv4_input(t, o, pkt),
+        (IPV4, Some(o)) if o.uplink == in_port => overlay::uplink_ipv4_input(t, o, pkt, nat),
         (ARP, Some(o)) if o.uplink == in_port => overlay::uplink_arp_input(t, o, pkt.data_mut(), ev),
-        (IPV4, Some(o)) if o.host == Some(in_port) => host::host_ipv4_input(t, o, pkt),
+        (IPV4, Some(o)) if o.host == Some(in_port) => host::host_ipv4_input(t, o, pkt, nat),
         (ARP, Some(o)) if o.host == Some(in_port) => host::host_arp_input(t, o, pkt.data_mut(), ev),
-        (IPV4, _) => pod_ipv4_input(t, in_port, pkt),
+        (IPV4, _) => pod_ipv4_input(t, nat, in_port, pkt),
         (ARP, _) => arp_input(t, in_port, pkt.data_mut()),
         _ => Drop(DropReason::UnknownEthertype),
     }
@@ -195,14 +208,20 @@ pub(crate) fn check_ipv4(frame: &[u8], mac: MacAddr) -> Result<Ipv4Meta, DropRea
     Ok(Ipv4Meta { dst, ttl })
 }
 
-fn pod_ipv4_input<B: PacketBuf>(t: &Tables, in_port: PortId, pkt: &mut B) -> Action {
-    let m = match check_ipv4(pkt.data(), t.gateway_mac) {
+fn pod_ipv4_input<B: PacketBuf>(t: &Tables, nat: Option<&nat::Nat>, in_port: PortId, pkt: &mut B) -> Action {
+    let mut m = match check_ipv4(pkt.data(), t.gateway_mac) {
         Ok(m) => m,
         Err(r) => return Drop(r),
     };
     let Some(net) = t.network(t.port_network(in_port)) else {
         return Drop(DropReason::PortGone);
     };
+    if let Some(n) = nat {
+        if let Some(done) = nat::nat_stage(t, n, net, pkt) {
+            return done;
+        }
+        m.dst = current_dst(pkt.data());
+    }
     if m.dst == net.gateway_ip {
         return local_input(t, net, pkt);
     }
@@ -222,6 +241,12 @@ fn pod_ipv4_input<B: PacketBuf>(t: &Tables, in_port: PortId, pkt: &mut B) -> Act
         }
         Hop::Host => host::forward_to_host(t, pkt),
     }
+}
+
+/// The destination address of a checked IPv4 frame (after NAT).
+#[inline]
+pub(crate) fn current_dst(frame: &[u8]) -> Ipv4Addr {
+    ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]).dst_addr()
 }
 
 /// Routes a checked IPv4 frame out of a local port: TTL down by one, MACs
@@ -342,10 +367,10 @@ pub(crate) fn icmp_error<B: PacketBuf>(
     m.set_code(code);
     m.set_rest_of_header(rest_of_header);
     m.fill_checksum();
-    Some(Reply(if msg_type == icmp::msg::TIME_EXCEEDED {
-        ReplyKind::IcmpTimeExceeded
-    } else {
-        ReplyKind::IcmpFragNeeded
+    Some(Reply(match (msg_type, code) {
+        (icmp::msg::TIME_EXCEEDED, _) => ReplyKind::IcmpTimeExceeded,
+        (_, icmp::code::PORT_UNREACHABLE) => ReplyKind::IcmpPortUnreachable,
+        _ => ReplyKind::IcmpFragNeeded,
     }))
 }
 

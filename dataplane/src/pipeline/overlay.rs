@@ -222,7 +222,12 @@ pub(crate) fn uplink_arp_input<E: Events>(t: &Tables, o: &Overlay, frame: &mut [
 
 /// IPv4 on the uplink: VXLAN for this node is decapsulated and routed to a
 /// local pod; anything else is not (yet) weir's.
-pub(crate) fn uplink_ipv4_input<B: PacketBuf>(t: &Tables, o: &Overlay, pkt: &mut B) -> Action {
+pub(crate) fn uplink_ipv4_input<B: PacketBuf>(
+    t: &Tables,
+    o: &Overlay,
+    pkt: &mut B,
+    nat: Option<&super::nat::Nat>,
+) -> Action {
     let m = match check_ipv4(pkt.data(), o.uplink_mac) {
         Ok(m) => m,
         Err(r) => return Drop(r),
@@ -265,13 +270,18 @@ pub(crate) fn uplink_ipv4_input<B: PacketBuf>(t: &Tables, o: &Overlay, pkt: &mut
     if pkt.trim(pad).is_err() || pkt.adj(inner_at).is_err() || pkt.len() != inner_len {
         return Drop(DropReason::VxlanMalformed);
     }
-    decapped_input(t, net_id, pkt)
+    decapped_input(t, net_id, pkt, nat)
 }
 
 /// A decapsulated frame of network `net`: checked like a pod's, then routed to
 /// a local pod. No ICMP errors go back through the tunnel: a packet whose TTL
 /// runs out here is dropped.
-fn decapped_input<B: PacketBuf>(t: &Tables, net: crate::tables::NetId, pkt: &mut B) -> Action {
+fn decapped_input<B: PacketBuf>(
+    t: &Tables,
+    net: crate::tables::NetId,
+    pkt: &mut B,
+    nat: Option<&super::nat::Nat>,
+) -> Action {
     let Some(network) = t.network(net) else {
         return Drop(DropReason::VxlanUnknownVni);
     };
@@ -279,12 +289,20 @@ fn decapped_input<B: PacketBuf>(t: &Tables, net: crate::tables::NetId, pkt: &mut
     if ethertype != ethernet::ethertype::IPV4 {
         return Drop(DropReason::UnknownEthertype);
     }
-    let m = match check_ipv4(pkt.data(), t.gateway_mac) {
+    let mut m = match check_ipv4(pkt.data(), t.gateway_mac) {
         Ok(m) => m,
         Err(r) => return Drop(r),
     };
     if m.ttl <= 1 {
         return Drop(DropReason::TtlExceeded);
+    }
+    // Replies of flows a remote client's node translated come back here
+    // untranslated; flows this node translated find their reply entry.
+    if let Some(n) = nat {
+        if let Some(done) = super::nat::nat_stage(t, n, network, pkt) {
+            return done;
+        }
+        m.dst = super::current_dst(pkt.data());
     }
     match network.routes.lookup(m.dst) {
         Some(Hop::Local { port, mac }) => forward_local(t, pkt.data_mut(), *port, *mac),

@@ -93,6 +93,10 @@ numbered! {
         NeighbourQueueFull = 26, "neighbour_queue_full";
         /// VXLAN from an address that is not one of the cluster's VTEPs.
         VxlanUnknownVtep = 27, "vxlan_unknown_vtep";
+        /// A Service port with no backend, and no ICMP error may be sent.
+        ServiceNoBackend = 28, "service_no_backend";
+        /// The flow table had no free slot for a new flow.
+        FlowTableFull = 29, "flow_table_full";
     }
 }
 
@@ -104,6 +108,8 @@ numbered! {
         IcmpTimeExceeded = 3, "icmp_time_exceeded";
         /// ICMP fragmentation-needed to a pod whose packet would not fit the tunnel.
         IcmpFragNeeded = 4, "icmp_frag_needed";
+        /// ICMP port unreachable for a Service port with no backend.
+        IcmpPortUnreachable = 5, "icmp_port_unreachable";
     }
 }
 

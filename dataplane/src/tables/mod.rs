@@ -10,6 +10,8 @@
 
 pub mod cidr;
 pub mod lpm;
+pub mod maglev;
+pub mod service;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -188,6 +190,8 @@ pub struct Tables {
     pub neighbours: FastMap<Ipv4Addr, MacAddr>,
     /// The VTEPs of the other nodes: VXLAN is accepted from these only.
     pub vteps: FastSet<Ipv4Addr>,
+    /// Service frontends and their backends.
+    pub services: service::ServiceTable,
     /// Indexed by DPDK port id; `None` where no port is (or no longer is).
     pub ports: Vec<Option<PortEntry>>,
     /// In io mode: the port each port forwards to.
@@ -225,6 +229,7 @@ impl Tables {
             overlay: None,
             neighbours: FastMap::default(),
             vteps: FastSet::default(),
+            services: service::ServiceTable::default(),
             ports: vec![None; MAX_PORTS],
             io_peer: vec![None; MAX_PORTS],
             rx_plan: vec![Vec::new(); workers],

@@ -67,6 +67,14 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // Whatever a test left running in the namespace goes with it (a
+        // process would otherwise outlive the namespace, and hold the test
+        // run's output pipes open).
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
@@ -189,7 +197,7 @@ pub fn start_dataplane(ns: &str, dir: &Path, config: &str) -> Dataplane {
         .stderr(std::fs::File::create(dir.join("dataplane.err")).unwrap())
         .spawn()
         .expect("start weir-dataplane");
-    let dp = Dataplane { child: Some(child), socket: dir.join("dp.sock"), dir: dir.to_path_buf() };
+    let mut dp = Dataplane { child: Some(child), socket: dir.join("dp.sock"), dir: dir.to_path_buf() };
     dp.wait_ready();
     dp
 }
@@ -208,11 +216,14 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(30) {
             if let Ok(Reply::Hello { .. }) = mgmt::call(&self.socket, &Request::Hello) {
                 return;
+            }
+            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("weir-dataplane exited ({st}) before it came up: {}", self.logs());
             }
             std::thread::sleep(Duration::from_millis(100));
         }

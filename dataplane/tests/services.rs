@@ -1,0 +1,133 @@
+//! Service namespace tests: a ClusterIP in front of backend pods, real kernel
+//! TCP/UDP clients and servers, one node. Root and hugepages needed; one at a
+//! time (`--test-threads=1`).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+/// A server in `pod` answering every TCP connection on 8080, and every UDP
+/// datagram on 5353, with the pod's name. Killed on drop.
+struct NameServer(Child);
+
+impl NameServer {
+    fn start(pod: &Pod, name: &str) -> NameServer {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &pod.ns.0, "timeout", "120", "python3", "-c", NAME_SERVER, name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while !in_ns(&pod.ns.0, &["ss", "-ltn", "sport", "= :8080"]).stdout.windows(5).any(|w| w == b":8080") {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(10), "server in {name} did not listen");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        NameServer(child)
+    }
+}
+
+impl Drop for NameServer {
+    fn drop(&mut self) {
+        // SIGTERM to `timeout`, which passes it on to the server (a SIGKILL
+        // would leave the server running until its own timeout).
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+const NAME_SERVER: &str = r#"
+import socket, sys, threading
+name = sys.argv[1].encode()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 5353))
+def udp():
+    while True:
+        d, a = u.recvfrom(2048); u.sendto(name, a)
+threading.Thread(target=udp, daemon=True).start()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080)); s.listen(128)
+while True:
+    c, _ = s.accept(); c.sendall(name); c.close()
+"#;
+
+/// Opens `n` TCP connections to addr:port (and, with `udp`, sends n UDP
+/// datagrams to addr:53 from n ports) and prints what answered, one per line.
+const CLIENT: &str = r#"
+import socket, sys
+addr, port, n, proto = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+lost = 0
+for i in range(n):
+    if lost >= 5:
+        print("gave up"); break
+    try:
+        if proto == "tcp":
+            s = socket.create_connection((addr, port), timeout=2)
+            print(s.recv(64).decode()); s.close()
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+            s.sendto(b"who?", (addr, port)); print(s.recvfrom(64)[0].decode()); s.close()
+    except ConnectionRefusedError:
+        print("refused")
+    except socket.timeout:
+        print("timeout"); lost += 1
+"#;
+
+fn client(pod: &Pod, addr: &str, port: u16, n: usize, proto: &str) -> Vec<String> {
+    let out =
+        in_ns(&pod.ns.0, &["timeout", "120", "python3", "-c", CLIENT, addr, &port.to_string(), &n.to_string(), proto]);
+    assert!(out.status.success(), "client: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+}
+
+fn count(answers: &[String], name: &str) -> usize {
+    answers.iter().filter(|a| *a == name).count()
+}
+
+#[test]
+fn cluster_ip_spreads_connections_over_its_backends() {
+    let bed = Bed::new(4);
+    let services = r#"
+[[services]]
+name = "default/web"
+cluster_ips = ["10.96.0.10"]
+ports = [{ port = 80, protocol = "tcp", target_port = 8080 }, { port = 53, protocol = "udp", target_port = 5353 }]
+backends = [{ ip = "10.1.0.3" }, { ip = "10.1.0.4" }, { ip = "10.1.0.5" }]
+
+[[services]]
+name = "default/nobody"
+cluster_ips = ["10.96.0.11"]
+ports = [{ port = 80, protocol = "tcp" }]
+"#;
+    let config = bed.config(&[0, 1, 2, 3]).replace("mbufs = 8191", "mbufs = 16383") + services;
+    let dp = bed.start(&config);
+    let client_pod = &bed.pods[0];
+    // The pods reach the Service CIDR through their gateway like any address.
+    let _servers: Vec<NameServer> =
+        bed.pods[1..].iter().zip(["b1", "b2", "b3"]).map(|(p, n)| NameServer::start(p, n)).collect();
+
+    let n = 300;
+    let answers = client(client_pod, "10.96.0.10", 80, n, "tcp");
+    assert_eq!(answers.len(), n, "{answers:?}\n{}\n{:#?}", dp.logs(), dp.stats());
+    let counts: Vec<usize> = ["b1", "b2", "b3"].iter().map(|b| count(&answers, b)).collect();
+    assert_eq!(counts.iter().sum::<usize>(), n, "every connection answered by a backend: {answers:?}\n{}", dp.logs());
+    // Maglev gives each backend a third of the slots; 300 connections with
+    // random source ports land binomially (σ ≈ 8.2): ±40 is about 5σ.
+    for c in &counts {
+        assert!((60..=140).contains(c), "shares {counts:?}");
+    }
+
+    // UDP through the same Service: every datagram answered by a backend.
+    let udp = client(client_pod, "10.96.0.10", 53, 30, "udp");
+    assert_eq!(udp.iter().filter(|a| a.starts_with('b')).count(), 30, "{udp:?}");
+
+    // No endpoints: refused at once (ICMP port unreachable), not a timeout.
+    let refused = client(client_pod, "10.96.0.11", 80, 3, "tcp");
+    assert_eq!(refused, vec!["refused"; 3]);
+
+    let s = dp.settled_stats();
+    assert!(s.replies["icmp_port_unreachable"] >= 3, "{:?}", s.replies);
+    assert_eq!(s.drop_count("flow_table_full"), 0);
+    assert!(dp.shutdown().success());
+}
