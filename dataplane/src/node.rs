@@ -63,7 +63,8 @@ impl<'e> Node<'e> {
         let pool = Mempool::new(eal, "weir_mbufs", cfg.dpdk.mbufs, cfg.dpdk.mbuf_cache).map_err(|e| e.to_string())?;
         let workers = cfg.dpdk.worker_cores.len();
         let snapshot = Snapshot::new(Tables::new(&cfg, workers), workers);
-        let cfg_flows = cfg.dpdk.max_flows as usize * 2;
+        // Two entries per flow, and the table at most half full: probing stays short.
+        let cfg_flows = cfg.dpdk.max_flows as usize * 4;
         Ok(Node {
             cfg,
             _eal: eal,
