@@ -16,8 +16,16 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub enum Request {
     Hello,
     Stats,
-    AddPort { port: PortConfig },
-    RemovePort { name: String },
+    AddPort {
+        port: PortConfig,
+    },
+    /// Replaces the node's Services (all of them) and publishes them.
+    SetServices {
+        services: Vec<crate::config::ServiceConfig>,
+    },
+    RemovePort {
+        name: String,
+    },
     Shutdown,
 }
 

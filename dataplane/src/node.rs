@@ -317,6 +317,17 @@ impl<'e> Node<'e> {
         Ok(self.publish())
     }
 
+    /// Replaces the Services; refused whole (nothing changes) if any is bad.
+    pub fn set_services(&mut self, services: Vec<crate::config::ServiceConfig>) -> Result<u64, String> {
+        let mut with = self.cfg.clone();
+        with.ports = self.ports.iter().map(|lp| lp.cfg.clone()).collect();
+        with.services = services;
+        with.validate().map_err(|e| format!("services refused: {e}"))?;
+        ServiceTable::build(&with.services).map_err(|e| format!("services refused: {e}"))?;
+        self.cfg.services = with.services;
+        Ok(self.publish())
+    }
+
     pub fn remove_port(&mut self, name: &str) -> Result<u64, String> {
         let i =
             self.ports.iter().position(|lp| lp.cfg.name == name).ok_or_else(|| format!("no port named {name:?}"))?;
@@ -409,6 +420,7 @@ impl<'e> Node<'e> {
             Request::Stats => Reply::Stats(self.stats()),
             Request::AddPort { port } => applied(self.add_port(port)),
             Request::RemovePort { name } => applied(self.remove_port(&name)),
+            Request::SetServices { services } => applied(self.set_services(services)),
             Request::Shutdown => Reply::Applied { generation: self.generation },
         }
     }

@@ -131,3 +131,151 @@ ports = [{ port = 80, protocol = "tcp" }]
     assert_eq!(s.drop_count("flow_table_full"), 0);
     assert!(dp.shutdown().success());
 }
+
+/// A server that sends the pod's name on every TCP connection and then
+/// echoes what it receives (long-lived connections), and answers UDP with
+/// the name.
+const ECHO_SERVER: &str = r#"
+import socket, sys, threading
+name = sys.argv[1].encode()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 5353))
+def udp():
+    while True:
+        d, a = u.recvfrom(2048); u.sendto(name, a)
+def serve(c):
+    try:
+        c.sendall(name)
+        while True:
+            d = c.recv(64)
+            if not d: break
+            c.sendall(d)
+    except OSError:
+        pass
+threading.Thread(target=udp, daemon=True).start()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080)); s.listen(128)
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// Opens 30 TCP connections and one UDP socket to the Service, prints who
+/// answered, waits for a line on stdin, then uses each again and prints
+/// what happened.
+const HOLDING_CLIENT: &str = r#"
+import socket, sys
+conns = []
+for i in range(30):
+    c = socket.create_connection(("10.96.0.10", 80), timeout=5); conns.append((c, c.recv(64).decode()))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5); u.bind(("0.0.0.0", 40001))
+u.sendto(b"?", ("10.96.0.10", 53)); print("udp", u.recvfrom(64)[0].decode())
+for c, n in conns: print("tcp", n)
+sys.stdout.flush()
+sys.stdin.readline()
+u.sendto(b"?", ("10.96.0.10", 53)); print("udp", u.recvfrom(64)[0].decode())
+for c, n in conns:
+    try:
+        c.sendall(b"ping"); r = c.recv(64)
+        print("ok" if r == b"ping" else "closed", n)
+    except (ConnectionResetError, BrokenPipeError):
+        print("reset", n)
+    except socket.timeout:
+        print("timeout", n)
+sys.stdout.flush()
+"#;
+
+fn web(backends: &[&str]) -> Vec<weir_dataplane::config::ServiceConfig> {
+    let list: Vec<String> = backends.iter().map(|b| format!("{{ ip = \"{b}\" }}")).collect();
+    let text = format!(
+        "[[services]]\nname = \"default/web\"\ncluster_ips = [\"10.96.0.10\"]\n\
+         ports = [{{ port = 80, protocol = \"tcp\", target_port = 8080 }}, {{ port = 53, protocol = \"udp\", target_port = 5353 }}]\n\
+         backends = [{}]\n",
+        list.join(", ")
+    );
+    #[derive(serde::Deserialize)]
+    struct S {
+        services: Vec<weir_dataplane::config::ServiceConfig>,
+    }
+    toml::from_str::<S>(&text).unwrap().services
+}
+
+#[test]
+fn backend_changes_keep_live_flows_reset_dead_tcp_and_move_udp() {
+    use std::io::{BufRead, BufReader, Write};
+    use weir_dataplane::api::{Reply, Request};
+
+    let bed = Bed::new(4);
+    let dp = bed.start(&bed.config(&[0, 1, 2, 3]).replace("mbufs = 8191", "mbufs = 16383"));
+    let ips = ["10.1.0.3", "10.1.0.4", "10.1.0.5"];
+    match dp.call(Request::SetServices { services: web(&ips) }) {
+        Reply::Applied { .. } => {}
+        other => panic!("set_services: {other:?}"),
+    }
+    let names = ["b1", "b2", "b3"];
+    let _servers: Vec<Child> = bed.pods[1..]
+        .iter()
+        .zip(names)
+        .map(|(p, n)| {
+            let c = Command::new("ip")
+                .args(["netns", "exec", &p.ns.0, "timeout", "120", "python3", "-c", ECHO_SERVER, n])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            while !in_ns(&p.ns.0, &["ss", "-ltn", "sport", "= :8080"]).stdout.windows(5).any(|w| w == b":8080") {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            c
+        })
+        .collect();
+
+    let mut client = Command::new("ip")
+        .args(["netns", "exec", &bed.pods[0].ns.0, "timeout", "60", "python3", "-c", HOLDING_CLIENT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    let mut next = || {
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    };
+    let udp_before = next();
+    let tcp_before: Vec<String> = (0..30).map(|_| next()).collect();
+    // Remove the backend the UDP flow was given.
+    let gone = udp_before.strip_prefix("udp ").unwrap().to_string();
+    let idx = names.iter().position(|n| *n == gone).unwrap();
+    let left: Vec<&str> = ips.iter().enumerate().filter(|(i, _)| *i != idx).map(|(_, ip)| *ip).collect();
+    match dp.call(Request::SetServices { services: web(&left) }) {
+        Reply::Applied { .. } => {}
+        other => panic!("set_services: {other:?}"),
+    }
+    client.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let udp_after = next();
+    let tcp_after: Vec<String> = (0..30).map(|_| next()).collect();
+    let _ = client.wait();
+
+    assert_ne!(udp_after, udp_before, "the UDP flow moved to a live backend on its next packet");
+    assert!(udp_after.starts_with("udp b"), "{udp_after}");
+    let mut kept = 0;
+    for (before, after) in tcp_before.iter().zip(&tcp_after) {
+        let name = before.strip_prefix("tcp ").unwrap();
+        if name == gone {
+            assert_eq!(after, &format!("reset {name}"), "a connection to the removed backend is reset");
+        } else {
+            assert_eq!(after, &format!("ok {name}"), "a connection to a remaining backend lives on");
+            kept += 1;
+        }
+    }
+    assert!(kept > 0 && kept < 30, "connections spread over the backends: {tcp_before:?}");
+    // A bad Service list is refused whole, and changes nothing.
+    let mut bad = web(&left);
+    bad[0].cluster_ips.clear();
+    match dp.call(Request::SetServices { services: bad }) {
+        Reply::Error { message } => assert!(message.contains("cluster_ips"), "{message}"),
+        other => panic!("bad services accepted: {other:?}"),
+    }
+    let s = dp.settled_stats();
+    assert!(s.replies["tcp_reset"] > 0, "{:?}", s.replies);
+}

@@ -70,6 +70,12 @@ enum Cmd {
     },
     /// Remove a port; workers stop using it before it goes.
     RemovePort { name: String },
+    /// Replace the node's Services with those of a TOML file of
+    /// `[[services]]` tables (the node config's format).
+    SetServices {
+        #[arg(long, value_name = "FILE")]
+        file: std::path::PathBuf,
+    },
     /// Ask the dataplane to exit cleanly.
     Shutdown,
 }
@@ -85,6 +91,28 @@ fn main() -> ExitCode {
         Cmd::Hello => Request::Hello,
         Cmd::Stats => Request::Stats,
         Cmd::RemovePort { name } => Request::RemovePort { name },
+        Cmd::SetServices { file } => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Services {
+                #[serde(default)]
+                services: Vec<weir_dataplane::config::ServiceConfig>,
+            }
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("weirctl: {}: {e}", file.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match toml::from_str::<Services>(&text) {
+                Ok(s) => Request::SetServices { services: s.services },
+                Err(e) => {
+                    eprintln!("weirctl: {}: {e}", file.display());
+                    return ExitCode::from(2);
+                }
+            }
+        }
         Cmd::Shutdown => Request::Shutdown,
         Cmd::AddPort {
             name,

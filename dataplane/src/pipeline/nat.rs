@@ -9,13 +9,18 @@
 //! A Service port with no usable backend answers with ICMP port unreachable,
 //! which TCP clients see as "connection refused" at once.
 //!
+//! When tables with other backends are published, established flows keep
+//! their backend if it is still one of the Service's; if it is gone, a TCP
+//! flow's next packet is answered with a reset, and a UDP flow's next packet
+//! picks a live backend (no stale UDP flows, no table flush).
+//!
 //! Fragments and protocols other than TCP and UDP pass untranslated for now.
 
 use super::{icmp_error, Action, DropReason, PacketBuf};
 use crate::flow::{FlowEntry, FlowKey, FlowTable};
 use crate::tables::service::Frontend;
 use crate::tables::{Network, Tables};
-use crate::wire::{checksum, ethernet, icmp, ipv4};
+use crate::wire::{checksum, ethernet, icmp, ipv4, tcp};
 
 /// Idle timeouts of flows, by protocol.
 pub const TCP_TIMEOUT_MS: u32 = 2 * 3600 * 1000;
@@ -46,11 +51,44 @@ pub(crate) fn nat_stage<B: PacketBuf>(t: &Tables, nat: &Nat, net: &Network, pkt:
             proto,
         }
     };
+    let frontend = Frontend { vip: key.dst, port: key.dst_port, proto: key.proto };
     if let Some(e) = nat.flows.lookup(&key, nat.now_ms) {
+        // Tables published since the flow was given its backend: is that
+        // backend still one of the Service's? (Checked once per flow per
+        // publication: a flow that passes is stamped with the generation.)
+        if e.rewrite_dst && e.generation != t.generation as u32 {
+            let alive = t
+                .services
+                .lookup(&frontend)
+                .is_some_and(|(_, p)| p.backends.contains(&e.nat_addr) && p.target_port == e.nat_port);
+            if alive {
+                let _ = nat.flows.insert(&key, &FlowEntry { generation: t.generation as u32, ..e }, nat.now_ms);
+            } else if key.proto == ipv4::protocol::TCP {
+                // Its backend is gone: the client learns at once.
+                nat.flows.remove(&key);
+                return Some(tcp_reset(pkt));
+            } else {
+                // UDP moves to a live backend with its next packet.
+                nat.flows.remove(&key);
+                return new_flow(t, nat, net, pkt, key, frontend);
+            }
+        }
         rewrite(pkt.data_mut(), &e);
         return None;
     }
-    let (id, svc) = t.services.lookup(&Frontend { vip: key.dst, port: key.dst_port, proto: key.proto })?;
+    new_flow(t, nat, net, pkt, key, frontend)
+}
+
+/// A packet of no known flow: a Service's, or nobody's (`None`, untouched).
+fn new_flow<B: PacketBuf>(
+    t: &Tables,
+    nat: &Nat,
+    net: &Network,
+    pkt: &mut B,
+    key: FlowKey,
+    frontend: Frontend,
+) -> Option<Action> {
+    let (id, svc) = t.services.lookup(&frontend)?;
     let Some(b) = svc.maglev.lookup(key.hash() as u32) else {
         return Some(
             icmp_error(t, net, pkt, icmp::msg::DEST_UNREACHABLE, icmp::code::PORT_UNREACHABLE, 0)
@@ -80,6 +118,54 @@ pub(crate) fn nat_stage<B: PacketBuf>(t: &Tables, nat: &Nat, net: &Network, pkt:
     }
     rewrite(pkt.data_mut(), &orig);
     None
+}
+
+/// Turns a client's TCP segment, in place, into the reset the Service
+/// answers with when the flow's backend is gone (RFC 793: seq = the
+/// segment's ACK if it had one, else ACK of everything it carried).
+fn tcp_reset<B: PacketBuf>(pkt: &mut B) -> Action {
+    let (ihl, payload_len) = {
+        let ip = ipv4::Packet::new_unchecked(&pkt.data()[ethernet::HEADER_LEN..]);
+        let t = tcp::Packet::new_unchecked(ip.payload());
+        (ip.header_len(), ip.payload().len().saturating_sub(t.header_len()))
+    };
+    let want = ethernet::HEADER_LEN + ihl + tcp::HEADER_LEN;
+    let extra = pkt.len().saturating_sub(want);
+    if pkt.trim(extra).is_err() {
+        return Action::Drop(DropReason::NoBufferRoom);
+    }
+    let frame = pkt.data_mut();
+    let (eth, rest) = frame.split_at_mut(ethernet::HEADER_LEN);
+    let mut eth = ethernet::Frame::new_unchecked(eth);
+    let (src_mac, dst_mac) = (eth.src(), eth.dst());
+    eth.set_src(dst_mac);
+    eth.set_dst(src_mac);
+    let mut ip = ipv4::Packet::new_unchecked(rest);
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    ip.set_src_addr(dst);
+    ip.set_dst_addr(src);
+    ip.set_ttl(super::LOCAL_TTL);
+    ip.set_total_len((ihl + tcp::HEADER_LEN) as u16);
+    ip.fill_checksum();
+    let mut t = tcp::Packet::new_unchecked(ip.payload_mut());
+    let (sport, dport, seq, ack, flags) = (t.src_port(), t.dst_port(), t.seq_number(), t.ack_number(), t.flags());
+    t.set_src_port(dport);
+    t.set_dst_port(sport);
+    t.set_header_len(tcp::HEADER_LEN);
+    t.set_window(0);
+    t.set_urgent(0);
+    if flags & tcp::flags::ACK != 0 {
+        t.set_seq_number(ack);
+        t.set_ack_number(0);
+        t.set_flags(tcp::flags::RST);
+    } else {
+        let len = payload_len as u32 + u32::from(flags & (tcp::flags::SYN | tcp::flags::FIN) != 0);
+        t.set_seq_number(0);
+        t.set_ack_number(seq.wrapping_add(len));
+        t.set_flags(tcp::flags::RST | tcp::flags::ACK);
+    }
+    t.fill_checksum(dst, src);
+    Action::Reply(super::ReplyKind::TcpReset)
 }
 
 /// Applies an entry's rewrite to a TCP/UDP frame, with incremental checksums.
@@ -264,6 +350,47 @@ mod tests {
         let t2 = tables(r#"{ ip = "10.1.0.3", weight = 1 }, { ip = "10.1.0.4", weight = 10 }"#);
         for (i, sport) in (1000..1100).enumerate() {
             assert_eq!(run(&t2, &flows, 0, &l4(ipv4::protocol::TCP, A, sport, VIP, 80, true)).0, picked[i]);
+        }
+    }
+
+    #[test]
+    fn a_removed_backend_resets_tcp_and_moves_udp() {
+        let flows = FlowTable::new(1 << 12);
+        let t = both();
+        // Flows to both backends, TCP and UDP.
+        let mut tcp_to = Vec::new();
+        let mut udp_to = Vec::new();
+        for sport in 3000..3040 {
+            tcp_to.push(run(&t, &flows, 0, &l4(ipv4::protocol::TCP, A, sport, VIP, 80, true)).0);
+            udp_to.push(run(&t, &flows, 0, &l4(ipv4::protocol::UDP, A, sport, VIP, 53, true)).0);
+        }
+        assert!(tcp_to.contains(&Action::Forward(2)) && udp_to.contains(&Action::Forward(2)));
+        // C (port 2) goes away in the next tables.
+        let mut t2 = tables(r#"{ ip = "10.1.0.3" }"#);
+        t2.generation = t.generation + 1;
+        for (i, sport) in (3000..3040).enumerate() {
+            let syn = l4(ipv4::protocol::TCP, A, sport, VIP, 80, true);
+            let (a, out) = run(&t2, &flows, 0, &syn);
+            if tcp_to[i] == Action::Forward(1) {
+                assert_eq!(a, Action::Forward(1), "flows of the remaining backend stay");
+                continue;
+            }
+            assert_eq!(a, Action::Reply(ReplyKind::TcpReset));
+            let ip = ipv4::Packet::new_checked(&out[14..]).unwrap();
+            assert!(ip.verify_checksum());
+            assert_eq!((ip.src_addr(), ip.dst_addr()), (VIP, A.0));
+            let r = tcp::Packet::new_checked(ip.payload()).unwrap();
+            assert!(r.verify_checksum(VIP, A.0));
+            assert_eq!((r.src_port(), r.dst_port()), (80, sport));
+            // The SYN carried no ACK: RST+ACK of its sequence number + 1.
+            assert_eq!(r.flags(), tcp::flags::RST | tcp::flags::ACK);
+            assert_eq!(r.ack_number(), 1);
+            assert_eq!(&out[0..6], &A.1 .0);
+        }
+        for sport in 3000..3040 {
+            let (a, out) = run(&t2, &flows, 0, &l4(ipv4::protocol::UDP, A, sport, VIP, 53, true));
+            assert_eq!(a, Action::Forward(1), "UDP follows to a live backend at once");
+            assert_eq!(tuple(&out).1, B.0);
         }
     }
 

@@ -110,6 +110,8 @@ numbered! {
         IcmpFragNeeded = 4, "icmp_frag_needed";
         /// ICMP port unreachable for a Service port with no backend.
         IcmpPortUnreachable = 5, "icmp_port_unreachable";
+        /// TCP reset for a flow whose Service backend is gone.
+        TcpReset = 6, "tcp_reset";
     }
 }
 

@@ -857,7 +857,9 @@ fn every_reason_is_produced() {
     for r in DropReason::ALL.iter().filter(|r| !elsewhere.contains(r)) {
         assert!(drops.contains_key(r), "no case produces {}", r.name());
     }
-    for k in ReplyKind::ALL.iter().filter(|k| !matches!(k, ReplyKind::IcmpFragNeeded | ReplyKind::IcmpPortUnreachable))
+    for k in ReplyKind::ALL
+        .iter()
+        .filter(|k| !matches!(k, ReplyKind::IcmpFragNeeded | ReplyKind::IcmpPortUnreachable | ReplyKind::TcpReset))
     {
         assert!(replies.contains_key(k), "no case produces {}", k.name());
     }

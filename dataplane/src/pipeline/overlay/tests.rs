@@ -1638,7 +1638,7 @@ fn every_overlay_outcome_is_produced() {
     assert!(seen.iter().any(|a| matches!(a, Action::Resolve { .. })), "no case produces Resolve");
     for k in ReplyKind::ALL {
         // (echo replies: pipeline/tests.rs; port unreachable: pipeline/nat.rs)
-        let elsewhere = matches!(k, ReplyKind::IcmpEchoReply | ReplyKind::IcmpPortUnreachable);
+        let elsewhere = matches!(k, ReplyKind::IcmpEchoReply | ReplyKind::IcmpPortUnreachable | ReplyKind::TcpReset);
         assert!(seen.contains(&Reply(*k)) || elsewhere, "no case produces {}", k.name());
     }
     // (ArpOnHost: the host path's tests, pipeline/host.rs.)
