@@ -272,10 +272,8 @@ pub fn run(t: &Tables, s: Scenario, n: u64) -> u64 {
                 ok += u64::from(std::hint::black_box(&buf).len() == template.len());
                 continue;
             }
-            Scenario::Established(_) | Scenario::NewFlow => {
-                pipeline::process_full(t, Some(&nat), port, std::hint::black_box(&mut buf), &mut NoEvents)
-            }
-            _ => pipeline::process(t, port, std::hint::black_box(&mut buf)),
+            // As a worker runs it: with NAT (a Service exists on this node).
+            _ => pipeline::process_full(t, Some(&nat), port, std::hint::black_box(&mut buf), &mut NoEvents),
         };
         ok += u64::from(got == want);
     }

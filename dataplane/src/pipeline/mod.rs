@@ -380,4 +380,6 @@ pub fn network_of_vni(t: &Tables, vni: u32) -> Option<NetId> {
 }
 
 #[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
 mod tests;

@@ -39,7 +39,10 @@ pub(crate) fn nat_stage<B: PacketBuf>(t: &Tables, nat: &Nat, net: &Network, pkt:
         let frame = pkt.data();
         let ip = ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
         let proto = ip.protocol();
-        if !matches!(proto, ipv4::protocol::TCP | ipv4::protocol::UDP) || ip.is_fragment() {
+        if !matches!(proto, ipv4::protocol::TCP | ipv4::protocol::UDP)
+            || ip.is_fragment()
+            || !t.services.may_translate(ip.src_addr(), ip.dst_addr())
+        {
             return None;
         }
         let l4 = ip.payload(); // TCP/UDP header present: checked by check_ipv4

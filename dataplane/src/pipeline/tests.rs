@@ -12,25 +12,19 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use super::testkit::*;
 use super::*;
 use crate::config::NodeConfig;
 use crate::tables::{Hop, PortEntry};
 use crate::wire::ethernet::ethertype;
 use crate::wire::ipv4::protocol;
 
-const GW_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
-const GW_MAC: MacAddr = MacAddr([0x02, 0xfe, 0, 0, 0, 0x01]);
-const A_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
-const A_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
 const B_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 3);
 const B_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x03]);
 /// Next hop of the static route 192.168.7.0/24 (out of port 1).
 const NH_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x07, 0x01]);
 const REMOTE: Ipv4Addr = Ipv4Addr::new(192, 168, 7, 5);
-const UNROUTED: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
-const OTHER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x99]);
 
-const A: (MacAddr, Ipv4Addr) = (A_MAC, A_IP);
 const B: (MacAddr, Ipv4Addr) = (B_MAC, B_IP);
 
 fn tables() -> Tables {
@@ -54,116 +48,15 @@ fn tables() -> Tables {
 
 // ---------------------------------------------------------------- builders
 
-fn eth(dst: MacAddr, src: MacAddr, ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0; ethernet::HEADER_LEN + payload.len()];
-    ethernet::Repr { src, dst, ethertype }.emit(&mut ethernet::Frame::new_unchecked(&mut f[..]));
-    f[ethernet::HEADER_LEN..].copy_from_slice(payload);
-    f
-}
-
-/// An option-less IPv4 packet around `payload` (header checksum filled).
-fn ipv4_with(repr: ipv4::Repr, payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0; ipv4::HEADER_LEN + payload.len()];
-    p[ipv4::HEADER_LEN..].copy_from_slice(payload);
-    ipv4::Repr { payload_len: payload.len(), ..repr }.emit(&mut ipv4::Packet::new_unchecked(&mut p[..]));
-    p
-}
-
-/// The L4 part of a test packet; checksums are filled by [`pkt`].
-#[derive(Clone, Copy)]
-enum L4<'a> {
-    Udp(&'a [u8]),
-    Tcp(&'a [u8]),
-    /// type, code, rest of header, data
-    Icmp(u8, u8, u32, &'a [u8]),
-    /// Any protocol number, bytes as given.
-    Raw(u8, &'a [u8]),
-}
-
-fn ping(ident: u16, seq: u16, data: &[u8]) -> L4<'_> {
-    L4::Icmp(icmp::msg::ECHO_REQUEST, 0, u32::from(ident) << 16 | u32::from(seq), data)
-}
-
-/// (protocol, bytes) of an L4 segment from `src` to `dst`, checksum filled.
+/// (protocol, bytes) of an L4 segment from `src` to `dst`, checksum filled;
+/// UDP goes to port 53.
 fn l4_bytes(src: Ipv4Addr, dst: Ipv4Addr, l4: L4) -> (u8, Vec<u8>) {
-    match l4 {
-        L4::Udp(data) => {
-            let mut s = vec![0; udp::HEADER_LEN + data.len()];
-            s[udp::HEADER_LEN..].copy_from_slice(data);
-            let len = s.len() as u16;
-            let mut u = udp::Packet::new_unchecked(&mut s[..]);
-            u.set_src_port(40000);
-            u.set_dst_port(53);
-            u.set_len(len);
-            u.fill_checksum(src, dst);
-            (protocol::UDP, s)
-        }
-        L4::Tcp(data) => {
-            let mut s = vec![0; tcp::HEADER_LEN + data.len()];
-            s[tcp::HEADER_LEN..].copy_from_slice(data);
-            let mut t = tcp::Packet::new_unchecked(&mut s[..]);
-            t.set_src_port(40000);
-            t.set_dst_port(80);
-            t.set_seq_number(0x0102_0304);
-            t.set_header_len(tcp::HEADER_LEN);
-            t.set_flags(tcp::flags::PSH | tcp::flags::ACK);
-            t.set_window(65535);
-            t.fill_checksum(src, dst);
-            (protocol::TCP, s)
-        }
-        L4::Icmp(ty, code, rest, data) => {
-            let mut s = vec![0; icmp::HEADER_LEN + data.len()];
-            s[icmp::HEADER_LEN..].copy_from_slice(data);
-            let mut m = icmp::Packet::new_unchecked(&mut s[..]);
-            m.set_msg_type(ty);
-            m.set_code(code);
-            m.set_rest_of_header(rest);
-            m.fill_checksum();
-            (protocol::ICMP, s)
-        }
-        L4::Raw(proto, bytes) => (proto, bytes.to_vec()),
-    }
+    l4_bytes_to(53, src, dst, l4)
 }
 
 /// A frame from `from` (MAC, IP) to the gateway MAC, IPv4 to `dst`.
 fn pkt(from: (MacAddr, Ipv4Addr), dst: Ipv4Addr, ttl: u8, l4: L4) -> Vec<u8> {
-    let (protocol, seg) = l4_bytes(from.1, dst, l4);
-    let repr =
-        ipv4::Repr { src: from.1, dst, protocol, ttl, payload_len: 0, dscp_ecn: 0, ident: 0x1234, dont_frag: true };
-    eth(GW_MAC, from.0, ethertype::IPV4, &ipv4_with(repr, &seg))
-}
-
-/// Applies `f` to the IPv4 header of `frame`, then refills its checksum.
-fn edit_ip(mut frame: Vec<u8>, f: impl FnOnce(&mut ipv4::Packet<&mut [u8]>)) -> Vec<u8> {
-    let mut ip = ipv4::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]);
-    f(&mut ip);
-    ip.fill_checksum();
-    frame
-}
-
-/// Overwrites bytes of `frame` at `at` (no checksum refresh).
-fn poke(mut frame: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
-    frame[at..at + bytes.len()].copy_from_slice(bytes);
-    frame
-}
-
-fn padded(mut frame: Vec<u8>, to: usize) -> Vec<u8> {
-    frame.resize(to, 0);
-    frame
-}
-
-fn arp_frame(dst_mac: MacAddr, src_mac: MacAddr, r: arp::Repr) -> Vec<u8> {
-    let mut body = [0u8; arp::PACKET_LEN];
-    r.emit(&mut arp::Packet::new_unchecked(&mut body[..]));
-    eth(dst_mac, src_mac, ethertype::ARP, &body)
-}
-
-/// Broadcast "who has `target`? tell `from`".
-fn who_has(from: (MacAddr, Ipv4Addr), target: Ipv4Addr) -> Vec<u8> {
-    let (sender_mac, sender_ip) = from;
-    let r =
-        arp::Repr { operation: arp::OP_REQUEST, sender_mac, sender_ip, target_mac: MacAddr::ZERO, target_ip: target };
-    arp_frame(MacAddr::BROADCAST, sender_mac, r)
+    pkt_to(53, from, dst, ttl, l4)
 }
 
 /// The reply weir must send to `to`: "`ip` is at the gateway MAC".
@@ -234,17 +127,6 @@ impl Case {
     }
     fn reply(name: &'static str, port: PortId, frame: Vec<u8>, kind: ReplyKind, out: Vec<u8>) -> Case {
         Case { name, port, frame, want: Reply(kind), out: Some(out) }
-    }
-}
-
-fn assert_bytes(name: &str, got: &[u8], want: &[u8]) {
-    if got != want {
-        let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
-        panic!(
-            "{name}: output differs at byte {at} (len {} vs {})\n got: {got:02x?}\nwant: {want:02x?}",
-            got.len(),
-            want.len()
-        );
     }
 }
 
@@ -866,24 +748,6 @@ fn every_reason_is_produced() {
 }
 
 // ------------------------------------------------------------ the sweep
-
-/// xorshift64*: deterministic, no crates.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-    fn byte(&mut self) -> u8 {
-        self.next_u64() as u8
-    }
-}
 
 /// Random bytes, mostly addressed to the gateway as IPv4 or ARP so that the
 /// checks past Ethernet are reached.

@@ -41,6 +41,10 @@ impl Hasher for FastHasher {
     }
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
+        // Addresses hash as 4 bytes: one word, no loop.
+        if let Ok(w) = <[u8; 4]>::try_from(bytes) {
+            return self.write_u32(u32::from_le_bytes(w));
+        }
         for chunk in bytes.chunks(8) {
             let mut w = [0u8; 8];
             w[..chunk.len()].copy_from_slice(chunk);

@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 
 use super::maglev::{self, Backend, MaglevTable};
-use super::FastMap;
+use super::{FastMap, FastSet};
 use crate::config::ServiceConfig;
 
 /// Backends per Service port (Maglev indices are u16; the table size list
@@ -36,6 +36,10 @@ pub struct ServicePort {
 pub struct ServiceTable {
     frontends: FastMap<Frontend, u32>,
     ports: Vec<ServicePort>,
+    /// Every frontend address and every backend address: a packet that has
+    /// neither as its destination or source has no flow to look up.
+    vips: FastSet<Ipv4Addr>,
+    backend_ips: FastSet<Ipv4Addr>,
 }
 
 impl ServiceTable {
@@ -46,6 +50,7 @@ impl ServiceTable {
             let keys: Vec<String> = svc.backends.iter().map(|b| b.ip.to_string()).collect();
             let backends: Vec<Backend> =
                 svc.backends.iter().zip(&keys).map(|(b, k)| Backend { key: k.as_bytes(), weight: b.weight }).collect();
+            t.backend_ips.extend(svc.backends.iter().map(|b| b.ip));
             let m = maglev::table_size(backends.len());
             let table = maglev::build(&backends, m).map_err(|e| format!("service {}: {e}", svc.name))?;
             for p in &svc.ports {
@@ -60,10 +65,19 @@ impl ServiceTable {
                 });
                 for ip in &svc.cluster_ips {
                     t.frontends.insert(Frontend { vip: *ip, port: p.port, proto: p.protocol.number() }, id);
+                    t.vips.insert(*ip);
                 }
             }
         }
         Ok(t)
+    }
+
+    /// Whether a packet from `src` to `dst` can belong to a translated flow:
+    /// to a Service address (the original direction) or from a backend (the
+    /// reply). Everything else skips NAT: two set lookups, no flow probe.
+    #[inline]
+    pub fn may_translate(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        !self.ports.is_empty() && (self.vips.contains(&dst) || self.backend_ips.contains(&src))
     }
 
     /// The Service port a packet to (vip, port, proto) belongs to.
