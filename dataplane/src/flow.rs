@@ -90,9 +90,21 @@ pub struct FlowEntry {
     pub generation: u32,
     /// How long the entry lives without packets, ms.
     pub timeout_ms: u32,
+    /// A second rewrite on the other side of the packet (the source when
+    /// `rewrite_dst`, else the destination): double NAT, for hairpin and
+    /// source-translated flows.
+    pub other: Option<(Ipv4Addr, u16)>,
 }
 
 impl FlowEntry {
+    fn other_word(&self) -> u64 {
+        self.other.map_or(0, |(a, p)| 1 << 63 | u64::from(u32::from(a)) << 16 | u64::from(p))
+    }
+
+    fn other_from(c: u64) -> Option<(Ipv4Addr, u16)> {
+        (c >> 63 == 1).then(|| (Ipv4Addr::from((c >> 16) as u32), c as u16))
+    }
+
     fn words(&self) -> (u64, u64) {
         let a = u64::from(u32::from(self.nat_addr)) << 32 | u64::from(self.nat_port) << 16 | u64::from(self.backend);
         let b =
@@ -100,8 +112,9 @@ impl FlowEntry {
         (a, b)
     }
 
-    fn from_words(a: u64, b: u64, timeout_ms: u32) -> FlowEntry {
+    fn from_words(a: u64, b: u64, c: u64, timeout_ms: u32) -> FlowEntry {
         FlowEntry {
+            other: Self::other_from(c),
             nat_addr: Ipv4Addr::from((a >> 32) as u32),
             nat_port: (a >> 16) as u16,
             backend: a as u16,
@@ -121,8 +134,20 @@ struct Slot {
     key_b: AtomicU64,
     val_a: AtomicU64,
     val_b: AtomicU64,
+    val_c: AtomicU64,
     /// timeout (ms) << 40 | last seen (ms, 40 bits: 34 years).
     seen: AtomicU64,
+}
+
+/// A slot's words, read consistently.
+#[derive(Clone, Copy)]
+struct Raw {
+    ka: u64,
+    kb: u64,
+    va: u64,
+    vb: u64,
+    vc: u64,
+    seen: u64,
 }
 
 const SEEN_BITS: u32 = 40;
@@ -176,7 +201,7 @@ impl FlowTable {
     /// Reads slot `i` consistently: (key words, value words, seen), or None
     /// when it is empty or being written.
     #[inline]
-    fn read(&self, i: usize) -> Option<(u64, u64, u64, u64, u64)> {
+    fn read(&self, i: usize) -> Option<Raw> {
         let s = &self.slots[i];
         for _ in 0..4 {
             let s1 = s.seq.load(Ordering::Acquire);
@@ -191,9 +216,10 @@ impl FlowTable {
             let kb = s.key_b.load(Ordering::Relaxed);
             let va = s.val_a.load(Ordering::Relaxed);
             let vb = s.val_b.load(Ordering::Relaxed);
+            let vc = s.val_c.load(Ordering::Relaxed);
             fence(Ordering::Acquire);
             if s.seq.load(Ordering::Relaxed) == s1 {
-                return Some((ka, kb, va, vb, s.seen.load(Ordering::Relaxed)));
+                return Some(Raw { ka, kb, va, vb, vc, seen: s.seen.load(Ordering::Relaxed) });
             }
         }
         None
@@ -204,17 +230,17 @@ impl FlowTable {
     pub fn lookup(&self, key: &FlowKey, now_ms: u64) -> Option<FlowEntry> {
         let (ka, kb) = key.words();
         for i in self.candidates(key) {
-            let Some((a, b, va, vb, seen)) = self.read(i) else { continue };
-            if a == ka && b == kb {
-                if expired(seen, now_ms) {
+            let Some(r) = self.read(i) else { continue };
+            if r.ka == ka && r.kb == kb {
+                if expired(r.seen, now_ms) {
                     return None;
                 }
-                let timeout = (seen >> SEEN_BITS) as u32;
+                let timeout = (r.seen >> SEEN_BITS) as u32;
                 // Refresh only when the clock moved: one store per ms, not per packet.
-                if seen & SEEN_MASK != now_ms & SEEN_MASK {
+                if r.seen & SEEN_MASK != now_ms & SEEN_MASK {
                     self.slots[i].seen.store(pack_seen(now_ms, timeout), Ordering::Relaxed);
                 }
-                return Some(FlowEntry::from_words(va, vb, timeout));
+                return Some(FlowEntry::from_words(r.va, r.vb, r.vc, timeout));
             }
         }
         None
@@ -229,11 +255,11 @@ impl FlowTable {
         let mut free = None;
         for i in self.candidates(key) {
             match self.read(i) {
-                Some((a, b, ..)) if a == ka && b == kb => {
+                Some(r) if r.ka == ka && r.kb == kb => {
                     free = Some(i);
                     break;
                 }
-                Some((.., seen)) if expired(seen, now_ms) && free.is_none() => free = Some(i),
+                Some(r) if expired(r.seen, now_ms) && free.is_none() => free = Some(i),
                 None if free.is_none() && self.slots[i].seq.load(Ordering::Relaxed) & 1 == 0 => free = Some(i),
                 _ => {}
             }
@@ -249,6 +275,7 @@ impl FlowTable {
         s.key_b.store(kb, Ordering::Relaxed);
         s.val_a.store(va, Ordering::Relaxed);
         s.val_b.store(vb, Ordering::Relaxed);
+        s.val_c.store(entry.other_word(), Ordering::Relaxed);
         s.seen.store(pack_seen(now_ms, entry.timeout_ms), Ordering::Relaxed);
         s.seq.store(cur + 2, Ordering::Release);
         Ok(())
@@ -266,7 +293,7 @@ impl FlowTable {
                     continue;
                 }
                 let usable = match self.read(i) {
-                    Some((a, b, .., seen)) => (a == ka && b == kb) || expired(seen, now_ms),
+                    Some(r) => (r.ka == ka && r.kb == kb) || expired(r.seen, now_ms),
                     None => cur == s.seq.load(Ordering::Relaxed) && cur & 1 == 0,
                 };
                 if usable && s.seq.compare_exchange(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
@@ -275,6 +302,7 @@ impl FlowTable {
                     s.key_b.store(kb, Ordering::Relaxed);
                     s.val_a.store(va, Ordering::Relaxed);
                     s.val_b.store(vb, Ordering::Relaxed);
+                    s.val_c.store(entry.other_word(), Ordering::Relaxed);
                     s.seen.store(pack_seen(now_ms, entry.timeout_ms), Ordering::Relaxed);
                     s.seq.store(cur + 2, Ordering::Release);
                     return Ok(());
@@ -288,8 +316,8 @@ impl FlowTable {
     pub fn remove(&self, key: &FlowKey) -> bool {
         let (ka, kb) = key.words();
         for i in self.candidates(key) {
-            if let Some((a, b, ..)) = self.read(i) {
-                if a == ka && b == kb {
+            if let Some(r) = self.read(i) {
+                if r.ka == ka && r.kb == kb {
                     // Timeout 0, last seen long ago: expired for every `now`.
                     self.slots[i].seen.store(pack_seen(0, 0), Ordering::Relaxed);
                     return true;
@@ -303,9 +331,9 @@ impl FlowTable {
     pub fn entries(&self, now_ms: u64) -> Vec<(FlowKey, FlowEntry)> {
         (0..self.slots.len())
             .filter_map(|i| self.read(i))
-            .filter(|(.., seen)| !expired(*seen, now_ms))
-            .map(|(a, b, va, vb, seen)| {
-                (FlowKey::from_words(a, b), FlowEntry::from_words(va, vb, (seen >> SEEN_BITS) as u32))
+            .filter(|r| !expired(r.seen, now_ms))
+            .map(|r| {
+                (FlowKey::from_words(r.ka, r.kb), FlowEntry::from_words(r.va, r.vb, r.vc, (r.seen >> SEEN_BITS) as u32))
             })
             .collect()
     }
@@ -335,6 +363,7 @@ mod tests {
             backend: (i % 7) as u16,
             generation: i.wrapping_mul(3),
             timeout_ms: 1000,
+            other: (i % 3 == 0).then(|| (Ipv4Addr::from(i ^ 0x5a5a), i as u16)),
         }
     }
 
@@ -401,7 +430,8 @@ mod tests {
             assert_eq!(FlowKey::from_words(a, b), k);
             let e = FlowEntry { timeout_ms: 5, ..entry(i) };
             let (a, b) = e.words();
-            assert_eq!(FlowEntry::from_words(a, b, 5), FlowEntry { generation: e.generation & 0x7fff_ffff, ..e });
+            let c = e.other_word();
+            assert_eq!(FlowEntry::from_words(a, b, c, 5), FlowEntry { generation: e.generation & 0x7fff_ffff, ..e });
         }
     }
 

@@ -279,3 +279,23 @@ fn backend_changes_keep_live_flows_reset_dead_tcp_and_move_udp() {
     let s = dp.settled_stats();
     assert!(s.replies["tcp_reset"] > 0, "{:?}", s.replies);
 }
+
+/// Hairpin: a backend pod reaches its own Service and is answered by itself.
+#[test]
+fn a_pod_reaches_itself_through_its_service() {
+    let bed = Bed::new(2);
+    let services = r#"
+[[services]]
+name = "default/solo"
+cluster_ips = ["10.96.0.20"]
+ports = [{ port = 80, protocol = "tcp", target_port = 8080 }]
+backends = [{ ip = "10.1.0.3" }]
+"#;
+    let dp = bed.start(&(bed.config(&[0, 1]) + services));
+    let _server = NameServer::start(&bed.pods[1], "solo");
+    let own = client(&bed.pods[1], "10.96.0.20", 80, 5, "tcp");
+    assert_eq!(own, vec!["solo"; 5], "the backend through its own Service\n{}", dp.logs());
+    let other = client(&bed.pods[0], "10.96.0.20", 80, 5, "tcp");
+    assert_eq!(other, vec!["solo"; 5], "another pod through the Service");
+    assert!(dp.shutdown().success());
+}

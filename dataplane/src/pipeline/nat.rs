@@ -16,6 +16,8 @@
 //!
 //! Fragments and protocols other than TCP and UDP pass untranslated for now.
 
+use std::net::Ipv4Addr;
+
 use super::{icmp_error, Action, DropReason, PacketBuf};
 use crate::flow::{FlowEntry, FlowKey, FlowTable};
 use crate::tables::service::Frontend;
@@ -103,6 +105,12 @@ fn new_flow<B: PacketBuf>(
     };
     let timeout_ms = if key.proto == ipv4::protocol::TCP { TCP_TIMEOUT_MS } else { UDP_TIMEOUT_MS };
     let generation = t.generation as u32;
+    // Hairpin: a pod that reaches itself through its Service would see a
+    // packet from its own address, which its kernel drops; its source is
+    // translated to the network's gateway address, keeping the port (the
+    // pod's own ports tell its flows apart).
+    let client_seen_as = if backend == key.src { net.gateway_ip } else { key.src };
+    let snat = (client_seen_as != key.src).then_some((client_seen_as, key.src_port));
     let orig = FlowEntry {
         nat_addr: backend,
         nat_port: svc.target_port,
@@ -111,16 +119,34 @@ fn new_flow<B: PacketBuf>(
         backend: b,
         generation,
         timeout_ms,
+        other: snat,
     };
-    let reply_key =
-        FlowKey { src: backend, dst: key.src, src_port: svc.target_port, dst_port: key.src_port, proto: key.proto };
-    let reply = FlowEntry { nat_addr: key.dst, nat_port: key.dst_port, rewrite_dst: false, ..orig };
+    let reply_key = FlowKey {
+        src: backend,
+        dst: client_seen_as,
+        src_port: svc.target_port,
+        dst_port: key.src_port,
+        proto: key.proto,
+    };
+    let reply = FlowEntry {
+        nat_addr: key.dst,
+        nat_port: key.dst_port,
+        rewrite_dst: false,
+        other: snat.map(|_| (key.src, key.src_port)),
+        ..orig
+    };
     if nat.flows.insert(&key, &orig, nat.now_ms).is_err() || nat.flows.insert(&reply_key, &reply, nat.now_ms).is_err() {
         nat.flows.remove(&key);
         return Some(Action::Drop(DropReason::FlowTableFull));
     }
     rewrite(pkt.data_mut(), &orig);
     None
+}
+
+struct Side {
+    rewrite_dst: bool,
+    nat_addr: Ipv4Addr,
+    nat_port: u16,
 }
 
 /// Turns a client's TCP segment, in place, into the reset the Service
@@ -171,8 +197,17 @@ fn tcp_reset<B: PacketBuf>(pkt: &mut B) -> Action {
     Action::Reply(super::ReplyKind::TcpReset)
 }
 
-/// Applies an entry's rewrite to a TCP/UDP frame, with incremental checksums.
+/// Applies an entry's rewrites to a TCP/UDP frame, with incremental checksums.
 fn rewrite(frame: &mut [u8], e: &FlowEntry) {
+    rewrite_side(frame, e.rewrite_dst, e.nat_addr, e.nat_port);
+    if let Some((addr, port)) = e.other {
+        rewrite_side(frame, !e.rewrite_dst, addr, port);
+    }
+}
+
+/// Rewrites the destination (`dst`) or the source address and port.
+fn rewrite_side(frame: &mut [u8], dst: bool, new_addr: Ipv4Addr, new_port: u16) {
+    let e = Side { rewrite_dst: dst, nat_addr: new_addr, nat_port: new_port };
     let mut ip = ipv4::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]);
     let proto = ip.protocol();
     let old_addr = if e.rewrite_dst { ip.dst_addr() } else { ip.src_addr() };
@@ -239,6 +274,11 @@ mod tests {
             name = "default/empty"
             cluster_ips = ["10.96.0.11"]
             ports = [{{ port = 80, protocol = "tcp" }}]
+            [[services]]
+            name = "default/a-only"
+            cluster_ips = ["10.96.0.12"]
+            ports = [{{ port = 80, protocol = "tcp", target_port = 8080 }}]
+            backends = [{{ ip = "10.1.0.2" }}]
             "#
         ))
         .unwrap();
@@ -395,6 +435,28 @@ mod tests {
             assert_eq!(a, Action::Forward(1), "UDP follows to a live backend at once");
             assert_eq!(tuple(&out).1, B.0);
         }
+    }
+
+    /// A pod reaching itself through its own Service: the source becomes the
+    /// gateway address on the way in, and both addresses are put back on
+    /// the way out.
+    #[test]
+    fn hairpin_translates_both_addresses() {
+        let t = both();
+        let flows = FlowTable::new(1024);
+        let self_vip = Ipv4Addr::new(10, 96, 0, 12);
+        let gw = Ipv4Addr::new(10, 1, 0, 1);
+        let (a, out) = run(&t, &flows, 0, &l4(ipv4::protocol::TCP, A, 41000, self_vip, 80, true));
+        assert_eq!(a, Action::Forward(0), "back to the pod itself");
+        assert_eq!(tuple(&out), (gw, A.0, 41000, 8080));
+        // The pod answers the gateway address; weir puts the Service back.
+        let answer = l4(ipv4::protocol::TCP, A, 8080, gw, 41000, true);
+        let (a, out) = run(&t, &flows, 0, &answer);
+        assert_eq!(a, Action::Forward(0));
+        assert_eq!(tuple(&out), (self_vip, A.0, 80, 41000));
+        // Another client of the same Service is not translated at its source.
+        let (_, out) = run(&t, &flows, 1, &l4(ipv4::protocol::TCP, B, 41000, self_vip, 80, true));
+        assert_eq!(tuple(&out), (B.0, A.0, 41000, 8080));
     }
 
     #[test]
