@@ -110,6 +110,11 @@ pub struct ServiceConfig {
     pub ports: Vec<ServicePortConfig>,
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
+    /// `sessionAffinity: ClientIP`: new flows of a client go to the backend
+    /// its last flow went to, for this many seconds after its last packet
+    /// (Kubernetes' default `timeoutSeconds` is 10800). Absent: no affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_timeout_seconds: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -644,6 +649,15 @@ impl NodeConfig {
                             "another Service port has this address, port and protocol",
                         ));
                     }
+                }
+            }
+            if let Some(t) = svc.affinity_timeout_seconds {
+                if t == 0 || t > 86400 {
+                    return Err(ConfigError::invalid(
+                        format!("services[{i}].affinity_timeout_seconds"),
+                        t,
+                        "want 1..=86400 (Kubernetes' range)",
+                    ));
                 }
             }
             let mut seen = HashSet::new();

@@ -99,6 +99,13 @@ backends = [{ ip = "10.1.0.3" }, { ip = "10.1.0.4" }, { ip = "10.1.0.5" }]
 name = "default/nobody"
 cluster_ips = ["10.96.0.11"]
 ports = [{ port = 80, protocol = "tcp" }]
+
+[[services]]
+name = "default/sticky"
+cluster_ips = ["10.96.0.12"]
+ports = [{ port = 80, protocol = "tcp", target_port = 8080 }]
+backends = [{ ip = "10.1.0.3" }, { ip = "10.1.0.4" }, { ip = "10.1.0.5" }]
+affinity_timeout_seconds = 10800
 "#;
     let config = bed.config(&[0, 1, 2, 3]).replace("mbufs = 8191", "mbufs = 16383") + services;
     let dp = bed.start(&config);
@@ -121,6 +128,10 @@ ports = [{ port = 80, protocol = "tcp" }]
     // UDP through the same Service: every datagram answered by a backend.
     let udp = client(client_pod, "10.96.0.10", 53, 30, "udp");
     assert_eq!(udp.iter().filter(|a| a.starts_with('b')).count(), 30, "{udp:?}");
+
+    // sessionAffinity ClientIP: every connection of the client to one backend.
+    let sticky = client(client_pod, "10.96.0.12", 80, 30, "tcp");
+    assert!(sticky[0].starts_with('b') && sticky.iter().all(|a| *a == sticky[0]), "{sticky:?}");
 
     // No endpoints: refused at once (ICMP port unreachable), not a timeout.
     let refused = client(client_pod, "10.96.0.11", 80, 3, "tcp");

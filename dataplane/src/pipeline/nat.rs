@@ -14,6 +14,10 @@
 //! flow's next packet is answered with a reset, and a UDP flow's next packet
 //! picks a live backend (no stale UDP flows, no table flush).
 //!
+//! ClientIP session affinity keeps a client's new flows on the backend its
+//! last flow got, while the client's affinity entry lives (timeout from its
+//! last new flow).
+//!
 //! Fragments and protocols other than TCP and UDP pass untranslated for now.
 
 use std::net::Ipv4Addr;
@@ -23,6 +27,10 @@ use crate::flow::{FlowEntry, FlowKey, FlowTable};
 use crate::tables::service::Frontend;
 use crate::tables::{Network, Tables};
 use crate::wire::{checksum, ethernet, icmp, ipv4, tcp};
+
+/// The protocol number of ClientIP-affinity entries in the flow table (no
+/// packet is looked up with it).
+const AFFINITY_PROTO: u8 = 0;
 
 /// Idle timeouts of flows, by protocol.
 pub const TCP_TIMEOUT_MS: u32 = 2 * 3600 * 1000;
@@ -94,7 +102,15 @@ fn new_flow<B: PacketBuf>(
     frontend: Frontend,
 ) -> Option<Action> {
     let (id, svc) = t.services.lookup(&frontend)?;
-    let Some(b) = svc.maglev.lookup(key.hash() as u32) else {
+    // ClientIP affinity: the client's entry (in the flow table, under a key
+    // no packet has: protocol 0) names its backend while it is live.
+    let affinity_key =
+        FlowKey { src: key.src, dst: key.dst, src_port: 0, dst_port: key.dst_port, proto: AFFINITY_PROTO };
+    let sticky = svc.affinity_ms.and_then(|_| nat.flows.lookup(&affinity_key, nat.now_ms)).and_then(|e| {
+        let i = svc.backends.iter().position(|b| *b == e.nat_addr)?;
+        Some(i as u16)
+    });
+    let Some(b) = sticky.or_else(|| svc.maglev.lookup(key.hash() as u32)) else {
         return Some(
             icmp_error(t, net, pkt, icmp::msg::DEST_UNREACHABLE, icmp::code::PORT_UNREACHABLE, 0)
                 .unwrap_or(Action::Drop(DropReason::ServiceNoBackend)),
@@ -138,6 +154,11 @@ fn new_flow<B: PacketBuf>(
     if nat.flows.insert(&key, &orig, nat.now_ms).is_err() || nat.flows.insert(&reply_key, &reply, nat.now_ms).is_err() {
         nat.flows.remove(&key);
         return Some(Action::Drop(DropReason::FlowTableFull));
+    }
+    if let Some(ms) = svc.affinity_ms {
+        // (Re)started by every new flow of the client; a full table only
+        // loses the stickiness, never the packet.
+        let _ = nat.flows.insert(&affinity_key, &FlowEntry { timeout_ms: ms, other: None, ..orig }, nat.now_ms);
     }
     rewrite(pkt.data_mut(), &orig);
     None
@@ -274,6 +295,12 @@ mod tests {
             name = "default/empty"
             cluster_ips = ["10.96.0.11"]
             ports = [{{ port = 80, protocol = "tcp" }}]
+            [[services]]
+            name = "default/sticky"
+            cluster_ips = ["10.96.0.13"]
+            ports = [{{ port = 80, protocol = "tcp" }}]
+            backends = [{{ ip = "10.1.0.3" }}, {{ ip = "10.1.0.4" }}]
+            affinity_timeout_seconds = 10800
             [[services]]
             name = "default/a-only"
             cluster_ips = ["10.96.0.12"]
@@ -457,6 +484,30 @@ mod tests {
         // Another client of the same Service is not translated at its source.
         let (_, out) = run(&t, &flows, 1, &l4(ipv4::protocol::TCP, B, 41000, self_vip, 80, true));
         assert_eq!(tuple(&out), (B.0, A.0, 41000, 8080));
+    }
+
+    /// ClientIP affinity: every new flow of a client goes where its first went.
+    #[test]
+    fn client_ip_affinity_pins_a_client() {
+        let t = both();
+        let flows = FlowTable::new(1 << 12);
+        let sticky = Ipv4Addr::new(10, 96, 0, 13);
+        let mut by_client = Vec::new();
+        for last in 10..40u8 {
+            let client = (Ipv4Addr::new(10, 1, 0, last), MacAddr([2, 0, 0, 0, 1, last]));
+            let first = run(&t, &flows, 0, &l4(ipv4::protocol::TCP, client, 20000, sticky, 80, true)).0;
+            for sport in 20001..20020 {
+                let a = run(&t, &flows, 0, &l4(ipv4::protocol::TCP, client, sport, sticky, 80, true)).0;
+                assert_eq!(a, first, "client {} moved", client.0);
+            }
+            by_client.push(first);
+        }
+        // Different clients still spread over the backends.
+        assert!(by_client.contains(&Action::Forward(1)) && by_client.contains(&Action::Forward(2)), "{by_client:?}");
+        // Without affinity the same client's flows spread.
+        let web: Vec<Action> =
+            (20000..20040).map(|p| run(&t, &flows, 0, &l4(ipv4::protocol::TCP, A, p, VIP, 80, true)).0).collect();
+        assert!(web.contains(&Action::Forward(1)) && web.contains(&Action::Forward(2)));
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct ServicePort {
     pub proto: u8,
     pub backends: Vec<Ipv4Addr>,
     pub maglev: MaglevTable,
+    /// ClientIP session affinity: how long a client keeps its backend, ms.
+    pub affinity_ms: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -62,6 +64,7 @@ impl ServiceTable {
                     proto: p.protocol.number(),
                     backends: svc.backends.iter().map(|b| b.ip).collect(),
                     maglev: table.clone(),
+                    affinity_ms: svc.affinity_timeout_seconds.map(|s| s.saturating_mul(1000)),
                 });
                 for ip in &svc.cluster_ips {
                     t.frontends.insert(Frontend { vip: *ip, port: p.port, proto: p.protocol.number() }, id);
