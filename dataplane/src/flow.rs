@@ -139,6 +139,21 @@ struct Slot {
     seen: AtomicU64,
 }
 
+impl Slot {
+    /// Writes a claimed slot (sequence `cur + 1`, odd) and releases it as
+    /// `cur + 2`.
+    fn fill(&self, cur: u64, (ka, kb): (u64, u64), entry: &FlowEntry, now_ms: u64) {
+        let (va, vb) = entry.words();
+        self.key_a.store(ka, Ordering::Relaxed);
+        self.key_b.store(kb, Ordering::Relaxed);
+        self.val_a.store(va, Ordering::Relaxed);
+        self.val_b.store(vb, Ordering::Relaxed);
+        self.val_c.store(entry.other_word(), Ordering::Relaxed);
+        self.seen.store(pack_seen(now_ms, entry.timeout_ms), Ordering::Relaxed);
+        self.seq.store(cur + 2, Ordering::Release);
+    }
+}
+
 /// A slot's words, read consistently.
 #[derive(Clone, Copy)]
 struct Raw {
@@ -249,7 +264,6 @@ impl FlowTable {
     /// Inserts or replaces the entry for `key`.
     pub fn insert(&self, key: &FlowKey, entry: &FlowEntry, now_ms: u64) -> Result<(), InsertError> {
         let (ka, kb) = key.words();
-        let (va, vb) = entry.words();
         // An existing entry of this key is replaced in place; otherwise the
         // first empty or expired slot is taken.
         let mut free = None;
@@ -271,13 +285,7 @@ impl FlowTable {
             // Another writer took it between our read and now: try again from the start.
             return self.insert_slow(key, entry, now_ms);
         }
-        s.key_a.store(ka, Ordering::Relaxed);
-        s.key_b.store(kb, Ordering::Relaxed);
-        s.val_a.store(va, Ordering::Relaxed);
-        s.val_b.store(vb, Ordering::Relaxed);
-        s.val_c.store(entry.other_word(), Ordering::Relaxed);
-        s.seen.store(pack_seen(now_ms, entry.timeout_ms), Ordering::Relaxed);
-        s.seq.store(cur + 2, Ordering::Release);
+        s.fill(cur, (ka, kb), entry, now_ms);
         Ok(())
     }
 
@@ -297,14 +305,7 @@ impl FlowTable {
                     None => cur == s.seq.load(Ordering::Relaxed) && cur & 1 == 0,
                 };
                 if usable && s.seq.compare_exchange(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                    let (va, vb) = entry.words();
-                    s.key_a.store(ka, Ordering::Relaxed);
-                    s.key_b.store(kb, Ordering::Relaxed);
-                    s.val_a.store(va, Ordering::Relaxed);
-                    s.val_b.store(vb, Ordering::Relaxed);
-                    s.val_c.store(entry.other_word(), Ordering::Relaxed);
-                    s.seen.store(pack_seen(now_ms, entry.timeout_ms), Ordering::Relaxed);
-                    s.seq.store(cur + 2, Ordering::Release);
+                    s.fill(cur, (ka, kb), entry, now_ms);
                     return Ok(());
                 }
             }

@@ -14,11 +14,11 @@
 //!   MAC is reported like an underlay neighbour.
 
 use super::overlay::{arp_request_from, encap, ARP_FRAME_LEN};
-use super::{check_ipv4, forward_local, Action, Consumed, DropReason, Events, PacketBuf, ReplyKind};
+use super::{arp_answer, check_ipv4, forward_local, Action, Consumed, DropReason, Events, PacketBuf};
 use crate::tables::{Hop, Overlay, Tables, DEFAULT_NETWORK};
 use crate::wire::{arp, ethernet, ipv4};
 
-use Action::{Drop, Forward, Reply};
+use Action::{Drop, Forward};
 
 /// Sends a frame to the kernel: destination the kernel's MAC (or wait for it
 /// to be resolved), source weir's gateway MAC.
@@ -67,18 +67,7 @@ pub(crate) fn host_arp_input<E: Events>(t: &Tables, o: &Overlay, frame: &mut [u8
     }
     match op {
         arp::OP_REQUEST if target != o.node_ip && target != sender_ip && sender_mac.is_unicast() => {
-            arp::Repr {
-                operation: arp::OP_REPLY,
-                sender_mac: t.gateway_mac,
-                sender_ip: target,
-                target_mac: sender_mac,
-                target_ip: sender_ip,
-            }
-            .emit(&mut a);
-            let src = eth.src();
-            eth.set_dst(src);
-            eth.set_src(t.gateway_mac);
-            Reply(ReplyKind::ArpReply)
+            arp_answer(&mut eth, &mut a, t.gateway_mac, target)
         }
         _ if sender_ip == o.node_ip => Action::Consumed(Consumed::ArpOnHost),
         _ => Drop(DropReason::ArpNotForUs),
@@ -145,9 +134,10 @@ mod tests {
 
     use super::*;
     use crate::config::NodeConfig;
-    use crate::pipeline::{process_events, TestBuf};
+    use crate::pipeline::{process_events, ReplyKind, TestBuf};
     use crate::tables::PortEntry;
     use crate::wire::{tcp, vxlan, MacAddr};
+    use Action::Reply;
 
     const GW_MAC: MacAddr = MacAddr([2, 0xfe, 0, 0, 0, 1]);
     const POD_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);

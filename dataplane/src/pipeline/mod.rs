@@ -136,17 +136,27 @@ fn arp_input(t: &Tables, in_port: PortId, frame: &mut [u8]) -> Action {
     if !ours || !sender_mac.is_unicast() {
         return Drop(DropReason::ArpNotForUs);
     }
-    arp::Repr {
-        operation: arp::OP_REPLY,
-        sender_mac: t.gateway_mac,
-        sender_ip: target,
-        target_mac: sender_mac,
-        target_ip: sender_ip,
-    }
-    .emit(&mut req);
+    arp_answer(&mut eth, &mut req, t.gateway_mac, target)
+}
+
+/// Turns an ARP request, in place, into the answer "`ip` is at `mac`" to
+/// its sender.
+pub(crate) fn arp_answer<E, A>(
+    eth: &mut ethernet::Frame<E>,
+    req: &mut arp::Packet<A>,
+    mac: MacAddr,
+    ip: Ipv4Addr,
+) -> Action
+where
+    E: AsRef<[u8]> + AsMut<[u8]>,
+    A: AsRef<[u8]> + AsMut<[u8]>,
+{
+    let (asker_mac, asker_ip) = (req.sender_mac(), req.sender_ip());
+    arp::Repr { operation: arp::OP_REPLY, sender_mac: mac, sender_ip: ip, target_mac: asker_mac, target_ip: asker_ip }
+        .emit(req);
     let src = eth.src();
     eth.set_dst(src);
-    eth.set_src(t.gateway_mac);
+    eth.set_src(mac);
     Reply(ReplyKind::ArpReply)
 }
 

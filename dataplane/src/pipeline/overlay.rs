@@ -19,11 +19,11 @@
 
 use std::net::Ipv4Addr;
 
-use super::{check_ipv4, forward_local, icmp_error, Action, DropReason, Events, PacketBuf, ReplyKind};
+use super::{check_ipv4, forward_local, icmp_error, Action, DropReason, Events, PacketBuf};
 use crate::tables::{Hop, Network, Overlay, Tables, VXLAN_OVERHEAD};
 use crate::wire::{arp, ethernet, icmp, ipv4, udp, vxlan, MacAddr};
 
-use Action::{Drop, Forward, Reply};
+use Action::{Drop, Forward};
 
 /// The UDP source port range for VXLAN (RFC 7348 §5: dynamic ports).
 pub const SRC_PORT_MIN: u16 = 49152;
@@ -199,18 +199,7 @@ pub(crate) fn uplink_arp_input<E: Events>(t: &Tables, o: &Overlay, frame: &mut [
     }
     match a.operation() {
         arp::OP_REQUEST if target == o.node_ip && sender_mac.is_unicast() && sender_ip != target => {
-            arp::Repr {
-                operation: arp::OP_REPLY,
-                sender_mac: o.uplink_mac,
-                sender_ip: o.node_ip,
-                target_mac: sender_mac,
-                target_ip: sender_ip,
-            }
-            .emit(&mut a);
-            let src = eth.src();
-            eth.set_dst(src);
-            eth.set_src(o.uplink_mac);
-            Reply(ReplyKind::ArpReply)
+            super::arp_answer(&mut eth, &mut a, o.uplink_mac, o.node_ip)
         }
         arp::OP_REPLY if dst == o.uplink_mac || target == o.node_ip || sender_ip == target => {
             Action::Consumed(super::Consumed::ArpOnUplink)

@@ -18,9 +18,11 @@
 //! 02:00:00:aa:00:02, VTEP MAC 02:fe:00:00:00:02) has 10.2.0.0/24 and the
 //! poc-net pod 21.1.1.3.
 
+use crate::pipeline::ReplyKind;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use Action::Reply;
 
 use super::*;
 use crate::config::NodeConfig;
