@@ -42,29 +42,14 @@ pub fn stats(s: &Stats) -> String {
         );
     }
     let _ = writeln!(o);
-    let drops: Vec<_> = s.drops.iter().filter(|(_, n)| **n > 0).collect();
-    if drops.is_empty() {
+    if !counters(&mut o, "DROP REASON", &s.drops) {
         let _ = writeln!(o, "drops: none");
-    } else {
-        let _ = writeln!(o, "{:<28} {:>12}", "DROP REASON", "PACKETS");
-        for (r, n) in drops {
-            let _ = writeln!(o, "{r:<28} {n:>12}");
-        }
     }
-    let replies: Vec<_> = s.replies.iter().filter(|(_, n)| **n > 0).collect();
-    if !replies.is_empty() {
-        let _ = writeln!(o);
-        let _ = writeln!(o, "{:<28} {:>12}", "ANSWERED BY WEIR", "PACKETS");
-        for (r, n) in replies {
-            let _ = writeln!(o, "{r:<28} {n:>12}");
-        }
-    }
-    let consumed: Vec<_> = s.consumed.iter().filter(|(_, n)| **n > 0).collect();
-    if !consumed.is_empty() {
-        let _ = writeln!(o);
-        let _ = writeln!(o, "{:<28} {:>12}", "USED BY WEIR", "PACKETS");
-        for (r, n) in consumed {
-            let _ = writeln!(o, "{r:<28} {n:>12}");
+    for (title, map) in [("ANSWERED BY WEIR", &s.replies), ("USED BY WEIR", &s.consumed)] {
+        let mut table = String::new();
+        if counters(&mut table, title, map) {
+            let _ = writeln!(o);
+            o.push_str(&table);
         }
     }
     if !s.neighbours.is_empty() {
@@ -97,6 +82,20 @@ pub fn stats(s: &Stats) -> String {
         );
     }
     o
+}
+
+/// A table of the non-zero counters of `map` under `title`; false (and
+/// nothing written) when every counter is zero.
+fn counters(o: &mut String, title: &str, map: &std::collections::BTreeMap<String, u64>) -> bool {
+    let rows: Vec<_> = map.iter().filter(|(_, n)| **n > 0).collect();
+    if rows.is_empty() {
+        return false;
+    }
+    let _ = writeln!(o, "{title:<28} {:>12}", "PACKETS");
+    for (r, n) in rows {
+        let _ = writeln!(o, "{r:<28} {n:>12}");
+    }
+    true
 }
 
 #[cfg(test)]

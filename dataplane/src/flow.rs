@@ -206,8 +206,7 @@ impl FlowTable {
 
     /// The slots `key` may live in, in the order they are tried.
     #[inline]
-    fn candidates(&self, key: &FlowKey) -> impl Iterator<Item = usize> + '_ {
-        let h = key.hash();
+    fn candidates(&self, h: u64) -> impl Iterator<Item = usize> + '_ {
         let (a, b) = (h as usize & self.mask, (h >> 32) as usize & self.mask);
         let half = PROBE / 2;
         (0..half).map(move |p| (a + p) & self.mask).chain((0..half).map(move |p| (b + p) & self.mask))
@@ -243,8 +242,15 @@ impl FlowTable {
     /// The live entry for `key`, and marks it seen at `now_ms`.
     #[inline]
     pub fn lookup(&self, key: &FlowKey, now_ms: u64) -> Option<FlowEntry> {
+        self.lookup_hashed(key, key.hash(), now_ms)
+    }
+
+    /// `lookup` with the key's hash (`FlowKey::hash`) already computed: a
+    /// caller that also picks a backend with it hashes once.
+    #[inline]
+    pub fn lookup_hashed(&self, key: &FlowKey, hash: u64, now_ms: u64) -> Option<FlowEntry> {
         let (ka, kb) = key.words();
-        for i in self.candidates(key) {
+        for i in self.candidates(hash) {
             let Some(r) = self.read(i) else { continue };
             if r.ka == ka && r.kb == kb {
                 if expired(r.seen, now_ms) {
@@ -263,11 +269,16 @@ impl FlowTable {
 
     /// Inserts or replaces the entry for `key`.
     pub fn insert(&self, key: &FlowKey, entry: &FlowEntry, now_ms: u64) -> Result<(), InsertError> {
+        self.insert_hashed(key, key.hash(), entry, now_ms)
+    }
+
+    /// `insert` with the key's hash already computed.
+    pub fn insert_hashed(&self, key: &FlowKey, hash: u64, entry: &FlowEntry, now_ms: u64) -> Result<(), InsertError> {
         let (ka, kb) = key.words();
         // An existing entry of this key is replaced in place; otherwise the
         // first empty or expired slot is taken.
         let mut free = None;
-        for i in self.candidates(key) {
+        for i in self.candidates(hash) {
             match self.read(i) {
                 Some(r) if r.ka == ka && r.kb == kb => {
                     free = Some(i);
@@ -283,18 +294,18 @@ impl FlowTable {
         let cur = s.seq.load(Ordering::Relaxed);
         if cur & 1 == 1 || s.seq.compare_exchange(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
             // Another writer took it between our read and now: try again from the start.
-            return self.insert_slow(key, entry, now_ms);
+            return self.insert_slow(key, hash, entry, now_ms);
         }
         s.fill(cur, (ka, kb), entry, now_ms);
         Ok(())
     }
 
     #[cold]
-    fn insert_slow(&self, key: &FlowKey, entry: &FlowEntry, now_ms: u64) -> Result<(), InsertError> {
+    fn insert_slow(&self, key: &FlowKey, hash: u64, entry: &FlowEntry, now_ms: u64) -> Result<(), InsertError> {
         for _ in 0..8 {
             std::hint::spin_loop();
             let (ka, kb) = key.words();
-            for i in self.candidates(key) {
+            for i in self.candidates(hash) {
                 let s = &self.slots[i];
                 let cur = s.seq.load(Ordering::Acquire);
                 if cur & 1 == 1 {
@@ -315,8 +326,13 @@ impl FlowTable {
 
     /// Forgets the entry for `key` (by expiring it now).
     pub fn remove(&self, key: &FlowKey) -> bool {
+        self.remove_hashed(key, key.hash())
+    }
+
+    /// `remove` with the key's hash already computed.
+    pub fn remove_hashed(&self, key: &FlowKey, hash: u64) -> bool {
         let (ka, kb) = key.words();
-        for i in self.candidates(key) {
+        for i in self.candidates(hash) {
             if let Some(r) = self.read(i) {
                 if r.ka == ka && r.kb == kb {
                     // Timeout 0, last seen long ago: expired for every `now`.

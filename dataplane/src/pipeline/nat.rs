@@ -65,7 +65,9 @@ pub(crate) fn nat_stage<B: PacketBuf>(t: &Tables, nat: &Nat, net: &Network, pkt:
         }
     };
     let frontend = Frontend { vip: key.dst, port: key.dst_port, proto: key.proto };
-    if let Some(e) = nat.flows.lookup(&key, nat.now_ms) {
+    // Hashed once: the flow table and the Maglev pick both use it.
+    let hash = key.hash();
+    if let Some(e) = nat.flows.lookup_hashed(&key, hash, nat.now_ms) {
         // Tables published since the flow was given its backend: is that
         // backend still one of the Service's? (Checked once per flow per
         // publication: a flow that passes is stamped with the generation.)
@@ -75,21 +77,26 @@ pub(crate) fn nat_stage<B: PacketBuf>(t: &Tables, nat: &Nat, net: &Network, pkt:
                 .lookup(&frontend)
                 .is_some_and(|(_, p)| p.backends.contains(&e.nat_addr) && p.target_port == e.nat_port);
             if alive {
-                let _ = nat.flows.insert(&key, &FlowEntry { generation: t.generation as u32, ..e }, nat.now_ms);
+                let _ = nat.flows.insert_hashed(
+                    &key,
+                    hash,
+                    &FlowEntry { generation: t.generation as u32, ..e },
+                    nat.now_ms,
+                );
             } else if key.proto == ipv4::protocol::TCP {
                 // Its backend is gone: the client learns at once.
-                nat.flows.remove(&key);
+                nat.flows.remove_hashed(&key, hash);
                 return Some(tcp_reset(pkt));
             } else {
                 // UDP moves to a live backend with its next packet.
-                nat.flows.remove(&key);
-                return new_flow(t, nat, net, pkt, key, frontend);
+                nat.flows.remove_hashed(&key, hash);
+                return new_flow(t, nat, net, pkt, key, hash, frontend);
             }
         }
         rewrite(pkt.data_mut(), &e);
         return None;
     }
-    new_flow(t, nat, net, pkt, key, frontend)
+    new_flow(t, nat, net, pkt, key, hash, frontend)
 }
 
 /// A packet of no known flow: a Service's, or nobody's (`None`, untouched).
@@ -99,6 +106,7 @@ fn new_flow<B: PacketBuf>(
     net: &Network,
     pkt: &mut B,
     key: FlowKey,
+    hash: u64,
     frontend: Frontend,
 ) -> Option<Action> {
     let (id, svc) = t.services.lookup(&frontend)?;
@@ -110,7 +118,7 @@ fn new_flow<B: PacketBuf>(
         let i = svc.backends.iter().position(|b| *b == e.nat_addr)?;
         Some(i as u16)
     });
-    let Some(b) = sticky.or_else(|| svc.maglev.lookup(key.hash() as u32)) else {
+    let Some(b) = sticky.or_else(|| svc.maglev.lookup(hash as u32)) else {
         return Some(
             icmp_error(t, net, pkt, icmp::msg::DEST_UNREACHABLE, icmp::code::PORT_UNREACHABLE, 0)
                 .unwrap_or(Action::Drop(DropReason::ServiceNoBackend)),
@@ -151,8 +159,10 @@ fn new_flow<B: PacketBuf>(
         other: snat.map(|_| (key.src, key.src_port)),
         ..orig
     };
-    if nat.flows.insert(&key, &orig, nat.now_ms).is_err() || nat.flows.insert(&reply_key, &reply, nat.now_ms).is_err() {
-        nat.flows.remove(&key);
+    if nat.flows.insert_hashed(&key, hash, &orig, nat.now_ms).is_err()
+        || nat.flows.insert(&reply_key, &reply, nat.now_ms).is_err()
+    {
+        nat.flows.remove_hashed(&key, hash);
         return Some(Action::Drop(DropReason::FlowTableFull));
     }
     if let Some(ms) = svc.affinity_ms {
