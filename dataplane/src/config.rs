@@ -78,6 +78,37 @@ pub struct NodeConfig {
     pub remote_routes: Vec<RemoteRouteConfig>,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+    #[serde(default)]
+    pub nat: NatSection,
+}
+
+/// Source NAT of Service traffic.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatSection {
+    /// The node-IP source ports given to external clients of
+    /// `externalTrafficPolicy: Cluster` Services (one port per connection
+    /// per backend). Keep the range out of the node kernel's ephemeral
+    /// ports (`net.ipv4.ip_local_port_range`, 32768-60999 by default).
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
+}
+
+impl Default for NatSection {
+    fn default() -> Self {
+        NatSection { snat_port_min: 61000, snat_port_max: 65535 }
+    }
+}
+
+/// `externalTrafficPolicy` / `internalTrafficPolicy`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TrafficPolicy {
+    /// Every usable endpoint of the cluster.
+    #[default]
+    Cluster,
+    /// Only this node's endpoints; with none, the packet is dropped.
+    Local,
 }
 
 /// L4 protocols of Service ports.
@@ -106,7 +137,27 @@ impl L4Proto {
 pub struct ServiceConfig {
     /// `namespace/name`.
     pub name: String,
+    /// The ClusterIPs. Empty for a headless Service: nothing is translated.
+    #[serde(default)]
     pub cluster_ips: Vec<Ipv4Addr>,
+    /// `spec.externalIPs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_ips: Vec<Ipv4Addr>,
+    /// `status.loadBalancer.ingress[].ip`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancer_ips: Vec<Ipv4Addr>,
+    /// For NodePort, externalIPs and LoadBalancer traffic from outside the
+    /// cluster. Local: this node's endpoints only, client address kept.
+    /// Cluster: every endpoint, client translated to the node IP.
+    #[serde(default)]
+    pub external_traffic_policy: TrafficPolicy,
+    /// For ClusterIP traffic from pods and the node. Local: this node's
+    /// endpoints only.
+    #[serde(default)]
+    pub internal_traffic_policy: TrafficPolicy,
+    /// Clients allowed to reach the LoadBalancer IPs (empty: everyone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancer_source_ranges: Vec<Ipv4Cidr>,
     pub ports: Vec<ServicePortConfig>,
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
@@ -125,6 +176,9 @@ pub struct ServicePortConfig {
     /// The backends' port (default: `port`).
     #[serde(default)]
     pub target_port: Option<u16>,
+    /// NodePort: served on the node IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -134,6 +188,34 @@ pub struct BackendConfig {
     /// Relative share of new flows (Maglev weight); 0 takes none.
     #[serde(default = "one_u32")]
     pub weight: u32,
+    /// On this node (for the Local traffic policies). Default: inside this
+    /// node's pod CIDR or the node IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<bool>,
+    /// EndpointSlice conditions (KEP-1669). New flows go to ready
+    /// endpoints; when there are none, to serving and terminating ones.
+    /// Flows already on an endpoint stay while it is listed at all.
+    #[serde(default = "yes")]
+    pub ready: bool,
+    /// Default: `ready`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<bool>,
+    #[serde(default)]
+    pub terminating: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl BackendConfig {
+    pub fn new(ip: Ipv4Addr) -> Self {
+        BackendConfig { ip, weight: 1, local: None, ready: true, serving: None, terminating: false }
+    }
+
+    pub fn serving(&self) -> bool {
+        self.serving.unwrap_or(self.ready)
+    }
 }
 
 fn one_u32() -> u32 {
@@ -603,6 +685,13 @@ impl NodeConfig {
     }
 
     fn validate_services(&self) -> Result<(), ConfigError> {
+        if self.nat.snat_port_min == 0 || self.nat.snat_port_min > self.nat.snat_port_max {
+            return Err(ConfigError::invalid(
+                "nat.snat_port_min",
+                self.nat.snat_port_min,
+                format!("want 1..=snat_port_max ({})", self.nat.snat_port_max),
+            ));
+        }
         if !(1024..=(1 << 24)).contains(&self.dpdk.max_flows) {
             return Err(ConfigError::invalid("dpdk.max_flows", self.dpdk.max_flows, "want 1024..=16777216"));
         }
@@ -614,13 +703,6 @@ impl NodeConfig {
                     format!("services[{i}].name"),
                     format!("{:?}", svc.name),
                     "empty or used twice",
-                ));
-            }
-            if svc.cluster_ips.is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("services[{i}].cluster_ips"),
-                    "[]",
-                    "a Service needs at least one address",
                 ));
             }
             if svc.ports.is_empty() {
@@ -637,15 +719,31 @@ impl NodeConfig {
                     format!("at most {} backends", crate::tables::service::MAX_BACKENDS),
                 ));
             }
+            let addrs = [("cluster_ips", &svc.cluster_ips), ("external_ips", &svc.external_ips)];
+            for (key, list) in addrs.into_iter().chain([("load_balancer_ips", &svc.load_balancer_ips)]) {
+                if let Some(a) = list.iter().find(|a| a.is_unspecified() || a.is_multicast() || a.is_broadcast()) {
+                    return Err(ConfigError::invalid(format!("services[{i}].{key}"), a, "not a unicast address"));
+                }
+            }
             for (j, p) in svc.ports.iter().enumerate() {
                 if p.port == 0 || p.target_port == Some(0) {
                     return Err(ConfigError::invalid(format!("services[{i}].ports[{j}]"), p.port, "ports are 1-65535"));
                 }
-                for ip in &svc.cluster_ips {
-                    if !frontends.insert((*ip, p.port, p.protocol)) {
+                if p.node_port == Some(0) {
+                    return Err(ConfigError::invalid(
+                        format!("services[{i}].ports[{j}].node_port"),
+                        0,
+                        "ports are 1-65535",
+                    ));
+                }
+                let addrs = svc.cluster_ips.iter().chain(&svc.external_ips).chain(&svc.load_balancer_ips);
+                // NodePorts live on the node IP: 0.0.0.0 stands for it here.
+                let node = p.node_port.map(|np| (Ipv4Addr::UNSPECIFIED, np));
+                for (ip, port) in addrs.map(|a| (*a, p.port)).chain(node) {
+                    if !frontends.insert((ip, port, p.protocol)) {
                         return Err(ConfigError::invalid(
                             format!("services[{i}].ports[{j}]"),
-                            format!("{ip}:{}/{:?}", p.port, p.protocol),
+                            format!("{ip}:{port}/{:?}", p.protocol),
                             "another Service port has this address, port and protocol",
                         ));
                     }

@@ -94,11 +94,28 @@ pub struct FlowEntry {
     /// `rewrite_dst`, else the destination): double NAT, for hairpin and
     /// source-translated flows.
     pub other: Option<(Ipv4Addr, u16)>,
+    /// Connection state bits ([`state`]), the same in both directions' entries.
+    pub state: u8,
+}
+
+/// The bits of [`FlowEntry::state`].
+pub mod state {
+    /// A packet of the reply direction was seen (TCP: established; UDP: a
+    /// stream).
+    pub const REPLIED: u8 = 1;
+    /// A FIN from the original direction's sender.
+    pub const FIN_ORIG: u8 = 2;
+    /// A FIN from the reply direction's sender.
+    pub const FIN_REPLY: u8 = 4;
+    /// A reset, or FINs both ways: the flow is closing.
+    pub const CLOSING: u8 = 8;
 }
 
 impl FlowEntry {
+    /// `other` (flag bit 63, address 16..48, port 0..16) and `state` (48..56).
     fn other_word(&self) -> u64 {
-        self.other.map_or(0, |(a, p)| 1 << 63 | u64::from(u32::from(a)) << 16 | u64::from(p))
+        let other = self.other.map_or(0, |(a, p)| 1 << 63 | u64::from(u32::from(a)) << 16 | u64::from(p));
+        other | u64::from(self.state) << 48
     }
 
     fn other_from(c: u64) -> Option<(Ipv4Addr, u16)> {
@@ -122,6 +139,7 @@ impl FlowEntry {
             generation: ((b >> 1) & 0x7fff_ffff) as u32,
             rewrite_dst: b & 1 == 1,
             timeout_ms,
+            state: (c >> 48) as u8,
         }
     }
 }
@@ -183,6 +201,8 @@ fn expired(seen: u64, now_ms: u64) -> bool {
 pub enum InsertError {
     /// Every slot the key may use holds a live flow.
     Full,
+    /// `insert_new`: the key has a live entry already.
+    Exists,
 }
 
 pub struct FlowTable {
@@ -274,6 +294,25 @@ impl FlowTable {
 
     /// `insert` with the key's hash already computed.
     pub fn insert_hashed(&self, key: &FlowKey, hash: u64, entry: &FlowEntry, now_ms: u64) -> Result<(), InsertError> {
+        self.insert_inner(key, hash, entry, now_ms, true)
+    }
+
+    /// Inserts the entry for `key` unless `key` has a live entry already
+    /// (`Exists`): claims a key, e.g. a source port for SNAT. Two writers
+    /// claiming the same key at the same instant may both succeed; callers
+    /// keep their candidate keys apart (per-worker port slices).
+    pub fn insert_new(&self, key: &FlowKey, entry: &FlowEntry, now_ms: u64) -> Result<(), InsertError> {
+        self.insert_inner(key, key.hash(), entry, now_ms, false)
+    }
+
+    fn insert_inner(
+        &self,
+        key: &FlowKey,
+        hash: u64,
+        entry: &FlowEntry,
+        now_ms: u64,
+        replace: bool,
+    ) -> Result<(), InsertError> {
         let (ka, kb) = key.words();
         // An existing entry of this key is replaced in place; otherwise the
         // first empty or expired slot is taken.
@@ -281,6 +320,9 @@ impl FlowTable {
         for i in self.candidates(hash) {
             match self.read(i) {
                 Some(r) if r.ka == ka && r.kb == kb => {
+                    if !replace && !expired(r.seen, now_ms) {
+                        return Err(InsertError::Exists);
+                    }
                     free = Some(i);
                     break;
                 }
@@ -294,14 +336,21 @@ impl FlowTable {
         let cur = s.seq.load(Ordering::Relaxed);
         if cur & 1 == 1 || s.seq.compare_exchange(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
             // Another writer took it between our read and now: try again from the start.
-            return self.insert_slow(key, hash, entry, now_ms);
+            return self.insert_slow(key, hash, entry, now_ms, replace);
         }
         s.fill(cur, (ka, kb), entry, now_ms);
         Ok(())
     }
 
     #[cold]
-    fn insert_slow(&self, key: &FlowKey, hash: u64, entry: &FlowEntry, now_ms: u64) -> Result<(), InsertError> {
+    fn insert_slow(
+        &self,
+        key: &FlowKey,
+        hash: u64,
+        entry: &FlowEntry,
+        now_ms: u64,
+        replace: bool,
+    ) -> Result<(), InsertError> {
         for _ in 0..8 {
             std::hint::spin_loop();
             let (ka, kb) = key.words();
@@ -312,6 +361,9 @@ impl FlowTable {
                     continue;
                 }
                 let usable = match self.read(i) {
+                    Some(r) if r.ka == ka && r.kb == kb && !replace && !expired(r.seen, now_ms) => {
+                        return Err(InsertError::Exists)
+                    }
                     Some(r) => (r.ka == ka && r.kb == kb) || expired(r.seen, now_ms),
                     None => cur == s.seq.load(Ordering::Relaxed) && cur & 1 == 0,
                 };
@@ -381,6 +433,7 @@ mod tests {
             generation: i.wrapping_mul(3),
             timeout_ms: 1000,
             other: (i % 3 == 0).then(|| (Ipv4Addr::from(i ^ 0x5a5a), i as u16)),
+            state: (i % 16) as u8,
         }
     }
 
@@ -397,6 +450,19 @@ mod tests {
         assert!(t.remove(&key(1)));
         assert_eq!(t.lookup(&key(1), 41), None);
         assert!(!t.remove(&key(9)));
+    }
+
+    #[test]
+    fn insert_new_claims_a_key_once() {
+        let t = FlowTable::new(1024);
+        t.insert_new(&key(1), &entry(1), 10).unwrap();
+        assert_eq!(t.insert_new(&key(1), &entry(2), 20), Err(InsertError::Exists));
+        assert_eq!(t.lookup(&key(1), 20), Some(entry(1)), "the first claim stands");
+        // An expired entry is no claim.
+        assert_eq!(t.insert_new(&key(1), &entry(3), 5000), Ok(()));
+        assert_eq!(t.lookup(&key(1), 5001), Some(entry(3)));
+        assert!(t.remove(&key(1)));
+        assert_eq!(t.insert_new(&key(1), &entry(4), 5002), Ok(()));
     }
 
     #[test]
@@ -421,6 +487,7 @@ mod tests {
             match t.insert(&key(i), &entry(i), 0) {
                 Ok(()) => ok += 1,
                 Err(InsertError::Full) => full += 1,
+                Err(InsertError::Exists) => panic!("insert replaces"),
             }
         }
         assert!(ok <= 64 && ok >= 32, "{ok} inserted");

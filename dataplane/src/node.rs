@@ -166,7 +166,7 @@ impl<'e> Node<'e> {
         let mut t = Tables::new(&self.cfg, self.workers());
         t.generation = self.generation;
         // Validated with the config: only an internal error can fail here.
-        match ServiceTable::build(&self.cfg.services) {
+        match ServiceTable::build(&self.cfg) {
             Ok(s) => t.services = s,
             Err(e) => eprintln!("weir-dataplane: services not published: {e}"),
         }
@@ -201,6 +201,7 @@ impl<'e> Node<'e> {
             for r in &self.cfg.remote_nodes {
                 let hop = Hop::Remote { vtep: r.node_ip, vtep_mac: r.vtep_mac, net: DEFAULT_NETWORK };
                 t.add_remote_route(DEFAULT_NETWORK, r.pod_cidr, hop);
+                t.node_hops.insert(r.node_ip, hop);
             }
             for r in &self.cfg.remote_routes {
                 let (Some(net), Some(node)) =
@@ -323,7 +324,7 @@ impl<'e> Node<'e> {
         with.ports = self.ports.iter().map(|lp| lp.cfg.clone()).collect();
         with.services = services;
         with.validate().map_err(|e| format!("services refused: {e}"))?;
-        ServiceTable::build(&with.services).map_err(|e| format!("services refused: {e}"))?;
+        ServiceTable::build(&with).map_err(|e| format!("services refused: {e}"))?;
         self.cfg.services = with.services;
         Ok(self.publish())
     }

@@ -157,7 +157,7 @@ pub fn run(
 
     while !stop.load(Ordering::Relaxed) {
         let t = tables.load();
-        let nat = Nat { flows: &flows, now_ms: dpdk::tsc() / tsc_per_ms };
+        let nat = Nat { flows: &flows, now_ms: dpdk::tsc() / tsc_per_ms, worker: cfg.id as u16, workers: t.rx_plan.len() as u16 };
         let mut got = 0usize;
         let plan = t.rx_plan.get(cfg.id).map(Vec::as_slice).unwrap_or(&[]);
         if !pending.slots.is_empty() {

@@ -196,7 +196,8 @@ pub fn tables() -> Tables {
         Hop::Remote { vtep: Ipv4Addr::new(192, 168, 50, 2), vtep_mac: MacAddr([0x02, 0xfe, 0, 0, 0, 0x02]), net: 0 },
     );
     t.neighbours.insert(Ipv4Addr::new(192, 168, 50, 2), MacAddr([0x02, 0, 0, 0xaa, 0, 0x02]));
-    let svc: Vec<ServiceConfig> = toml::from_str::<Services>(
+    let mut with = cfg.clone();
+    with.services = toml::from_str::<Services>(
         r#"
         [[services]]
         name = "bench/svc"
@@ -207,7 +208,7 @@ pub fn tables() -> Tables {
     )
     .expect("bench services")
     .services;
-    t.services = ServiceTable::build(&svc).expect("bench service table");
+    t.services = ServiceTable::build(&with).expect("bench service table");
     t
 }
 
@@ -246,7 +247,7 @@ pub fn run(t: &Tables, s: Scenario, n: u64) -> u64 {
     // dataplane's half, about one insert in 10^6 finds its two windows full
     // (a counted drop there), which would spoil the exact count here.
     let flows = FlowTable::new(8 * flows_for(s, n) as usize);
-    let nat = Nat { flows: &flows, now_ms: 1 };
+    let nat = Nat::single(&flows, 1);
     let cycle = match s {
         Scenario::Established(f) => {
             for i in 0..f {

@@ -90,10 +90,11 @@ pub(crate) fn host_ipv4_input<B: PacketBuf>(
     };
     // The node reaches Services too (kubelet, host-network pods).
     if let Some(n) = nat {
-        if let Some(done) = super::nat::nat_stage(t, n, net, pkt) {
-            return done;
+        match super::nat::nat_stage(t, n, net, super::nat::Origin::Host, pkt) {
+            super::nat::NatResult::Done(a) => return a,
+            super::nat::NatResult::Translated => m.dst = super::current_dst(pkt.data()),
+            super::nat::NatResult::Untouched => {}
         }
-        m.dst = super::current_dst(pkt.data());
     }
     match net.routes.lookup(m.dst).copied() {
         Some(_) if m.ttl <= 1 => Drop(DropReason::TtlExceeded),
@@ -108,16 +109,7 @@ pub(crate) fn host_ipv4_input<B: PacketBuf>(
             let Some(next_hop) = o.next_hop(m.dst) else {
                 return Drop(DropReason::NoRoute);
             };
-            let mac = t.neighbours.get(&next_hop).copied();
-            let mut eth = ethernet::Frame::new_unchecked(pkt.data_mut());
-            eth.set_src(o.uplink_mac);
-            match mac {
-                Some(mac) => {
-                    eth.set_dst(mac);
-                    Forward(o.uplink)
-                }
-                None => Action::Resolve { port: o.uplink, next_hop },
-            }
+            super::overlay::to_underlay(t, o, pkt, next_hop)
         }
     }
 }

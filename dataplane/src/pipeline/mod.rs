@@ -27,7 +27,7 @@ pub use buf::{NoRoom, PacketBuf, TestBuf};
 pub use reason::{Consumed, DropReason, ReplyKind};
 
 use crate::tables::{Hop, NetId, Network, PortId, Tables};
-use crate::wire::{arp, ethernet, icmp, ipv4, tcp, udp, MacAddr, WireError};
+use crate::wire::{arp, ethernet, icmp, ipv4, sctp, tcp, udp, MacAddr, WireError};
 
 /// What the worker does with a packet once `process` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +182,7 @@ fn l4_ok(protocol: u8, payload: &[u8], whole: bool) -> bool {
         ipv4::protocol::UDP if !whole => payload.len() >= udp::HEADER_LEN,
         ipv4::protocol::UDP => udp::Packet::new_checked(payload).is_ok(),
         ipv4::protocol::ICMP => icmp::Packet::new_checked(payload).is_ok(),
+        ipv4::protocol::SCTP => payload.len() >= sctp::HEADER_LEN,
         _ => true,
     }
 }
@@ -227,11 +228,21 @@ fn pod_ipv4_input<B: PacketBuf>(t: &Tables, nat: Option<&nat::Nat>, in_port: Por
         return Drop(DropReason::PortGone);
     };
     if let Some(n) = nat {
-        if let Some(done) = nat::nat_stage(t, n, net, pkt) {
-            return done;
+        match nat::nat_stage(t, n, net, nat::Origin::Pod, pkt) {
+            nat::NatResult::Done(a) => return a,
+            nat::NatResult::Translated => {
+                m.dst = current_dst(pkt.data());
+                let a = route_pod_packet(t, net, pkt, m);
+                return nat::own_error_back(t, nat, pkt, a);
+            }
+            nat::NatResult::Untouched => {}
         }
-        m.dst = current_dst(pkt.data());
     }
+    route_pod_packet(t, net, pkt, m)
+}
+
+/// Routes a checked packet of network `net` from a pod.
+fn route_pod_packet<B: PacketBuf>(t: &Tables, net: &Network, pkt: &mut B, m: Ipv4Meta) -> Action {
     if m.dst == net.gateway_ip {
         return local_input(t, net, pkt);
     }
@@ -239,9 +250,15 @@ fn pod_ipv4_input<B: PacketBuf>(t: &Tables, nat: Option<&nat::Nat>, in_port: Por
         return time_exceeded(t, net, pkt);
     }
     let Some(hop) = net.routes.lookup(m.dst) else {
-        return Drop(DropReason::NoRoute);
+        return beyond_pod_networks(t, net, pkt, m.dst);
     };
-    match *hop {
+    route_to_hop(t, net, pkt, *hop)
+}
+
+/// Sends a routed packet of network `net` to its hop.
+#[inline]
+pub(crate) fn route_to_hop<B: PacketBuf>(t: &Tables, net: &Network, pkt: &mut B, hop: Hop) -> Action {
+    match hop {
         Hop::Local { port, mac } => forward_local(t, pkt.data_mut(), port, mac),
         Hop::Remote { vtep, vtep_mac, net: to } => {
             let Some(vni) = t.network(to).map(|n| n.vni) else {
@@ -251,6 +268,28 @@ fn pod_ipv4_input<B: PacketBuf>(t: &Tables, nat: Option<&nat::Nat>, in_port: Por
         }
         Hop::Host => host::forward_to_host(t, pkt),
     }
+}
+
+/// A destination outside every pod network (TTL checked): another node's
+/// IP goes through the tunnel to that node; the answers of Services reached
+/// from outside (their source is now a frontend address) go out of the
+/// uplink to the underlay. Anything else has no route.
+pub(crate) fn beyond_pod_networks<B: PacketBuf>(t: &Tables, net: &Network, pkt: &mut B, dst: Ipv4Addr) -> Action {
+    if let Some(hop) = t.node_hops.get(&dst) {
+        return route_to_hop(t, net, pkt, *hop);
+    }
+    let Some(o) = &t.overlay else {
+        return Drop(DropReason::NoRoute);
+    };
+    let src = ipv4::Packet::new_unchecked(&pkt.data()[ethernet::HEADER_LEN..]).src_addr();
+    if !t.services.is_frontend_addr(src) {
+        return Drop(DropReason::NoRoute);
+    }
+    let Some(next_hop) = o.next_hop(dst) else {
+        return Drop(DropReason::NoRoute);
+    };
+    ipv4::Packet::new_unchecked(&mut pkt.data_mut()[ethernet::HEADER_LEN..]).decrement_ttl();
+    overlay::to_underlay(t, o, pkt, next_hop)
 }
 
 /// The destination address of a checked IPv4 frame (after NAT).
@@ -309,7 +348,7 @@ fn local_input<B: PacketBuf>(t: &Tables, net: &Network, pkt: &mut B) -> Action {
     Reply(ReplyKind::IcmpEchoReply)
 }
 
-fn is_icmp_error(msg_type: u8) -> bool {
+pub(crate) fn is_icmp_error(msg_type: u8) -> bool {
     // destination unreachable, source quench, redirect, time exceeded, parameter problem
     matches!(msg_type, 3 | 4 | 5 | 11 | 12)
 }
@@ -329,6 +368,18 @@ pub(crate) fn icmp_error<B: PacketBuf>(
     t: &Tables,
     net: &Network,
     pkt: &mut B,
+    msg_type: u8,
+    code: u8,
+    rest_of_header: u32,
+) -> Option<Action> {
+    icmp_error_from(pkt, t.gateway_mac, net.gateway_ip, msg_type, code, rest_of_header)
+}
+
+/// `icmp_error` from any address and MAC (the uplink's, for the outside).
+pub(crate) fn icmp_error_from<B: PacketBuf>(
+    pkt: &mut B,
+    src_mac: MacAddr,
+    src_ip: Ipv4Addr,
     msg_type: u8,
     code: u8,
     rest_of_header: u32,
@@ -357,12 +408,12 @@ pub(crate) fn icmp_error<B: PacketBuf>(
     }
     let frame = pkt.data_mut();
     let (eth, rest) = frame.split_at_mut(ethernet::HEADER_LEN);
-    ethernet::Repr { src: t.gateway_mac, dst: client_mac, ethertype: ethernet::ethertype::IPV4 }
+    ethernet::Repr { src: src_mac, dst: client_mac, ethertype: ethernet::ethertype::IPV4 }
         .emit(&mut ethernet::Frame::new_unchecked(eth));
     let icmp_len = rest.len() - ipv4::HEADER_LEN;
     let (ip_hdr, icmp_bytes) = rest.split_at_mut(ipv4::HEADER_LEN);
     ipv4::Repr {
-        src: net.gateway_ip,
+        src: src_ip,
         dst: client_ip,
         protocol: ipv4::protocol::ICMP,
         ttl: LOCAL_TTL,

@@ -1,141 +1,283 @@
-//! Service NAT: the flow-table lookup every TCP/UDP packet of a pod network
-//! gets, and, on a miss, the service lookup that picks a backend with the
-//! Service port's Maglev table and creates the flow (both directions).
+//! Service NAT: the flow-table lookup every TCP/UDP/SCTP packet that may
+//! belong to a Service gets, and, on a miss, the service lookup that picks a
+//! backend with the Service port's Maglev table and creates the flow (both
+//! directions).
 //!
-//! The original direction has its destination rewritten (VIP:port →
-//! backend:target port), the reply direction its source (backend → VIP),
-//! both with incremental checksum updates (IPv4 header, and the TCP/UDP
-//! checksum through its pseudo-header; a UDP checksum of 0 stays 0).
-//! A Service port with no usable backend answers with ICMP port unreachable,
-//! which TCP clients see as "connection refused" at once.
+//! The original direction has its destination rewritten (frontend → backend
+//! and target port), the reply direction its source (backend → frontend),
+//! with incremental checksum updates (IPv4 header, and the TCP/UDP checksum
+//! through its pseudo-header; a UDP checksum of 0 stays 0; SCTP's CRC32c,
+//! which covers no addresses, is recomputed when a port changes).
+//!
+//! Frontends: ClusterIPs (from pods, the node and other nodes), and NodePort
+//! on the node IP, externalIPs and LoadBalancer IPs (from outside through
+//! the uplink too). Traffic from outside follows `externalTrafficPolicy`:
+//! Local picks among this node's endpoints and keeps the client's address
+//! (none: dropped); Cluster picks among all and translates the client to the
+//! node IP and a source port of this worker's slice of `nat.snat_port_*`, so
+//! the answer comes back through this node. ClusterIP traffic follows
+//! `internalTrafficPolicy`. A Service port with no usable endpoint at all
+//! rejects (ICMP port unreachable, which TCP clients see as "connection
+//! refused" at once). loadBalancerSourceRanges are checked on LoadBalancer
+//! frontends.
 //!
 //! When tables with other backends are published, established flows keep
-//! their backend if it is still one of the Service's; if it is gone, a TCP
-//! flow's next packet is answered with a reset, and a UDP flow's next packet
-//! picks a live backend (no stale UDP flows, no table flush).
+//! their backend while it is still listed; if it is gone, a TCP flow's next
+//! packet is answered with a reset, and a UDP or SCTP flow's next packet
+//! picks a live backend (no stale UDP flows, no table flush; a moved SCTP
+//! association is aborted by its new backend).
+//!
+//! Entries time out by protocol and state (see [`timeout_ms`]): TCP flows
+//! with no answer yet, established, closing (RST, or FIN both ways); UDP
+//! and SCTP unanswered or answered. A SYN on a closing flow starts a new one.
 //!
 //! ClientIP session affinity keeps a client's new flows on the backend its
 //! last flow got, while the client's affinity entry lives (timeout from its
 //! last new flow).
 //!
-//! Fragments and protocols other than TCP and UDP pass untranslated for now.
+//! ICMP errors about a translated packet (port unreachable, fragmentation
+//! needed, time exceeded) are translated back: the outer addresses, and the
+//! quoted header with its checksums, as the other side knows the flow.
+//!
+//! Fragments pass untranslated.
 
 use std::net::Ipv4Addr;
 
-use super::{icmp_error, Action, DropReason, PacketBuf};
-use crate::flow::{FlowEntry, FlowKey, FlowTable};
-use crate::tables::service::Frontend;
+use super::{icmp_error, icmp_error_from, is_icmp_error, Action, DropReason, PacketBuf, ReplyKind};
+use crate::flow::{state, FlowEntry, FlowKey, FlowTable, InsertError};
+use crate::tables::service::{Frontend, FrontendKind};
 use crate::tables::{Network, Tables};
-use crate::wire::{checksum, ethernet, icmp, ipv4, tcp};
+use crate::wire::{checksum, ethernet, icmp, ipv4, sctp, tcp};
 
 /// The protocol number of ClientIP-affinity entries in the flow table (no
 /// packet is looked up with it).
 const AFFINITY_PROTO: u8 = 0;
 
-/// Idle timeouts of flows, by protocol.
-pub const TCP_TIMEOUT_MS: u32 = 2 * 3600 * 1000;
+/// Timeouts of flows without packets, ms.
+pub const TCP_SYN_TIMEOUT_MS: u32 = 60 * 1000;
+pub const TCP_ESTABLISHED_TIMEOUT_MS: u32 = 2 * 3600 * 1000;
+pub const TCP_CLOSING_TIMEOUT_MS: u32 = 10 * 1000;
 pub const UDP_TIMEOUT_MS: u32 = 30 * 1000;
+pub const UDP_STREAM_TIMEOUT_MS: u32 = 120 * 1000;
+pub const SCTP_TIMEOUT_MS: u32 = 60 * 1000;
+pub const SCTP_ESTABLISHED_TIMEOUT_MS: u32 = 2 * 3600 * 1000;
 
-/// The shared flow table and the worker's clock for this burst.
+/// Source ports tried for one SNAT flow before giving up.
+const SNAT_TRIES: u32 = 64;
+
+/// How long an entry of protocol `proto` in state `s` lives without packets.
+pub fn timeout_ms(proto: u8, s: u8) -> u32 {
+    let replied = s & state::REPLIED != 0;
+    match proto {
+        ipv4::protocol::TCP if s & state::CLOSING != 0 => TCP_CLOSING_TIMEOUT_MS,
+        ipv4::protocol::TCP if replied => TCP_ESTABLISHED_TIMEOUT_MS,
+        ipv4::protocol::TCP => TCP_SYN_TIMEOUT_MS,
+        ipv4::protocol::SCTP if replied => SCTP_ESTABLISHED_TIMEOUT_MS,
+        ipv4::protocol::SCTP => SCTP_TIMEOUT_MS,
+        _ if replied => UDP_STREAM_TIMEOUT_MS,
+        _ => UDP_TIMEOUT_MS,
+    }
+}
+
+/// The state after a packet with TCP `flags` (0 for other protocols) in the
+/// original (`orig`) or reply direction.
+fn next_state(proto: u8, s: u8, orig: bool, flags: u8) -> u8 {
+    let mut n = s;
+    if !orig {
+        n |= state::REPLIED;
+    }
+    if proto == ipv4::protocol::TCP {
+        if flags & tcp::flags::RST != 0 {
+            n |= state::CLOSING;
+        }
+        if flags & tcp::flags::FIN != 0 {
+            n |= if orig { state::FIN_ORIG } else { state::FIN_REPLY };
+        }
+        if n & (state::FIN_ORIG | state::FIN_REPLY) == state::FIN_ORIG | state::FIN_REPLY {
+            n |= state::CLOSING;
+        }
+    }
+    n
+}
+
+/// The shared flow table, the worker's clock for this burst, and which
+/// worker this is (its slice of the SNAT ports).
 pub struct Nat<'a> {
     pub flows: &'a FlowTable,
     pub now_ms: u64,
+    pub worker: u16,
+    pub workers: u16,
 }
 
-/// Runs NAT on a checked IPv4 frame of network `net`. `None`: go on routing
-/// (the destination may have changed); `Some`: the packet is done.
-pub(crate) fn nat_stage<B: PacketBuf>(t: &Tables, nat: &Nat, net: &Network, pkt: &mut B) -> Option<Action> {
-    let key = {
-        let frame = pkt.data();
-        let ip = ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
-        let proto = ip.protocol();
-        if !matches!(proto, ipv4::protocol::TCP | ipv4::protocol::UDP)
-            || ip.is_fragment()
-            || !t.services.may_translate(ip.src_addr(), ip.dst_addr())
-        {
-            return None;
-        }
-        let l4 = ip.payload(); // TCP/UDP header present: checked by check_ipv4
-        FlowKey {
-            src: ip.src_addr(),
-            dst: ip.dst_addr(),
-            src_port: u16::from_be_bytes([l4[0], l4[1]]),
-            dst_port: u16::from_be_bytes([l4[2], l4[3]]),
-            proto,
-        }
+impl<'a> Nat<'a> {
+    /// One worker's view (tests, benchmarks).
+    pub fn single(flows: &'a FlowTable, now_ms: u64) -> Self {
+        Nat { flows, now_ms, worker: 0, workers: 1 }
+    }
+}
+
+/// Where a packet entered the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A pod port.
+    Pod,
+    /// The node's kernel, through the host port.
+    Host,
+    /// Decapsulated from another node.
+    Tunnel,
+    /// The underlay, not VXLAN: clients outside the cluster.
+    Uplink,
+}
+
+/// What the NAT stage did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NatResult {
+    /// Nothing: not a Service's packet.
+    Untouched,
+    /// Rewritten; route it by its new destination.
+    Translated,
+    /// Answered or dropped here.
+    Done(Action),
+}
+
+/// The 5-tuple of a checked, unfragmented TCP/UDP/SCTP frame, and its TCP flags.
+fn flow_of(frame: &[u8]) -> Option<(FlowKey, u8)> {
+    let ip = ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
+    let proto = ip.protocol();
+    if ip.is_fragment() {
+        return None;
+    }
+    let l4 = ip.payload();
+    let flags = match proto {
+        // Headers present: checked by check_ipv4.
+        ipv4::protocol::TCP => l4[13],
+        ipv4::protocol::UDP | ipv4::protocol::SCTP => 0,
+        _ => return None,
     };
+    let key = FlowKey {
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+        src_port: u16::from_be_bytes([l4[0], l4[1]]),
+        dst_port: u16::from_be_bytes([l4[2], l4[3]]),
+        proto,
+    };
+    Some((key, flags))
+}
+
+/// The key of the other direction of the flow `e` translates `k` in.
+fn other_key(k: &FlowKey, e: &FlowEntry) -> FlowKey {
+    let (mut src, mut dst) = ((k.src, k.src_port), (k.dst, k.dst_port));
+    if e.rewrite_dst {
+        dst = (e.nat_addr, e.nat_port);
+        src = e.other.unwrap_or(src);
+    } else {
+        src = (e.nat_addr, e.nat_port);
+        dst = e.other.unwrap_or(dst);
+    }
+    FlowKey { src: dst.0, dst: src.0, src_port: dst.1, dst_port: src.1, proto: k.proto }
+}
+
+/// Runs NAT on a checked IPv4 frame of network `net` that entered at `origin`.
+pub(crate) fn nat_stage<B: PacketBuf>(t: &Tables, nat: &Nat, net: &Network, origin: Origin, pkt: &mut B) -> NatResult {
+    let Some((key, flags)) = flow_of(pkt.data()) else {
+        return icmp_error_stage(t, nat, pkt);
+    };
+    if !t.services.may_translate(key.src, key.dst) {
+        return NatResult::Untouched;
+    }
     let frontend = Frontend { vip: key.dst, port: key.dst_port, proto: key.proto };
     // Hashed once: the flow table and the Maglev pick both use it.
     let hash = key.hash();
-    if let Some(e) = nat.flows.lookup_hashed(&key, hash, nat.now_ms) {
-        // Tables published since the flow was given its backend: is that
-        // backend still one of the Service's? (Checked once per flow per
-        // publication: a flow that passes is stamped with the generation.)
-        if e.rewrite_dst && e.generation != t.generation as u32 {
-            let alive = t
-                .services
-                .lookup(&frontend)
-                .is_some_and(|(_, p)| p.backends.contains(&e.nat_addr) && p.target_port == e.nat_port);
-            if alive {
-                let _ = nat.flows.insert_hashed(
-                    &key,
-                    hash,
-                    &FlowEntry { generation: t.generation as u32, ..e },
-                    nat.now_ms,
-                );
-            } else if key.proto == ipv4::protocol::TCP {
+    let Some(mut e) = nat.flows.lookup_hashed(&key, hash, nat.now_ms) else {
+        return new_flow(t, nat, net, origin, pkt, key, hash, frontend);
+    };
+    // Tables published since the flow was given its backend: is that
+    // backend still one of the Service's? (Checked once per flow per
+    // publication: a flow that passes is stamped with the generation.)
+    if e.rewrite_dst && e.generation != t.generation as u32 {
+        let alive = t.services.lookup(&frontend).is_some_and(|(_, _, p)| p.is_member(e.nat_addr, e.nat_port));
+        if !alive {
+            nat.flows.remove_hashed(&key, hash);
+            nat.flows.remove(&other_key(&key, &e));
+            if key.proto == ipv4::protocol::TCP {
                 // Its backend is gone: the client learns at once.
-                nat.flows.remove_hashed(&key, hash);
-                return Some(tcp_reset(pkt));
-            } else {
-                // UDP moves to a live backend with its next packet.
-                nat.flows.remove_hashed(&key, hash);
-                return new_flow(t, nat, net, pkt, key, hash, frontend);
+                return NatResult::Done(tcp_reset(pkt));
             }
+            // UDP and SCTP move to a live backend with this packet.
+            return new_flow(t, nat, net, origin, pkt, key, hash, frontend);
         }
-        rewrite(pkt.data_mut(), &e);
-        return None;
+        e.generation = t.generation as u32;
+        let _ = nat.flows.insert_hashed(&key, hash, &e, nat.now_ms);
     }
-    new_flow(t, nat, net, pkt, key, hash, frontend)
+    // A new connection on the ports of one that is closing (TIME-WAIT reuse).
+    let syn_only = flags & (tcp::flags::SYN | tcp::flags::ACK) == tcp::flags::SYN;
+    if syn_only && e.rewrite_dst && e.state & state::CLOSING != 0 && key.proto == ipv4::protocol::TCP {
+        nat.flows.remove_hashed(&key, hash);
+        nat.flows.remove(&other_key(&key, &e));
+        return new_flow(t, nat, net, origin, pkt, key, hash, frontend);
+    }
+    let s = next_state(key.proto, e.state, e.rewrite_dst, flags);
+    if s != e.state {
+        set_state(nat, &key, hash, &e, s);
+    }
+    rewrite(pkt.data_mut(), &e);
+    NatResult::Translated
 }
 
-/// A packet of no known flow: a Service's, or nobody's (`None`, untouched).
+/// Moves both entries of a flow to state `s` (and its timeout): a few times
+/// per connection, never per packet.
+#[cold]
+fn set_state(nat: &Nat, key: &FlowKey, hash: u64, e: &FlowEntry, s: u8) {
+    let timeout_ms = timeout_ms(key.proto, s);
+    let _ = nat.flows.insert_hashed(key, hash, &FlowEntry { state: s, timeout_ms, ..*e }, nat.now_ms);
+    let other = other_key(key, e);
+    if let Some(o) = nat.flows.lookup(&other, nat.now_ms) {
+        let _ = nat.flows.insert(&other, &FlowEntry { state: s, timeout_ms, ..o }, nat.now_ms);
+    }
+}
+
+/// A packet of no known flow: a Service's, or nobody's (untouched).
+#[allow(clippy::too_many_arguments)]
 fn new_flow<B: PacketBuf>(
     t: &Tables,
     nat: &Nat,
     net: &Network,
+    origin: Origin,
     pkt: &mut B,
     key: FlowKey,
     hash: u64,
     frontend: Frontend,
-) -> Option<Action> {
-    let (id, svc) = t.services.lookup(&frontend)?;
+) -> NatResult {
+    let Some((id, kind, svc)) = t.services.lookup(&frontend) else {
+        return NatResult::Untouched;
+    };
+    let outside = origin == Origin::Uplink;
+    if outside && !kind.is_external() {
+        return NatResult::Untouched; // ClusterIPs are the cluster's own
+    }
+    if kind == FrontendKind::LoadBalancer && !svc.source_allowed(key.src) {
+        return NatResult::Done(Action::Drop(DropReason::ServiceSourceNotAllowed));
+    }
+    let pick = svc.pick_set(kind, outside);
     // ClientIP affinity: the client's entry (in the flow table, under a key
     // no packet has: protocol 0) names its backend while it is live.
     let affinity_key =
         FlowKey { src: key.src, dst: key.dst, src_port: 0, dst_port: key.dst_port, proto: AFFINITY_PROTO };
-    let sticky = svc.affinity_ms.and_then(|_| nat.flows.lookup(&affinity_key, nat.now_ms)).and_then(|e| {
-        let i = svc.backends.iter().position(|b| *b == e.nat_addr)?;
-        Some(i as u16)
-    });
-    let Some(b) = sticky.or_else(|| svc.maglev.lookup(hash as u32)) else {
-        return Some(
-            icmp_error(t, net, pkt, icmp::msg::DEST_UNREACHABLE, icmp::code::PORT_UNREACHABLE, 0)
-                .unwrap_or(Action::Drop(DropReason::ServiceNoBackend)),
-        );
+    let sticky = svc
+        .affinity_ms
+        .and_then(|_| nat.flows.lookup(&affinity_key, nat.now_ms))
+        .and_then(|e| pick.position(e.nat_addr).map(|i| (i, e.nat_addr)));
+    let Some((b, backend)) = sticky.or_else(|| pick.pick(hash as u32)) else {
+        if svc.is_local(pick) && !svc.cluster.backends.is_empty() {
+            // Local policy, endpoints elsewhere only: kube-proxy drops too.
+            return NatResult::Done(Action::Drop(DropReason::ServiceNoLocalBackend));
+        }
+        return NatResult::Done(reject(t, net, origin, pkt, key.dst));
     };
-    let Some(backend) = svc.backends.get(usize::from(b)).copied() else {
-        return Some(Action::Drop(DropReason::ServiceNoBackend));
-    };
-    let timeout_ms = if key.proto == ipv4::protocol::TCP { TCP_TIMEOUT_MS } else { UDP_TIMEOUT_MS };
+    let s = next_state(key.proto, 0, true, 0);
+    let timeout_ms = timeout_ms(key.proto, s);
     let generation = t.generation as u32;
-    // Hairpin: a pod that reaches itself through its Service would see a
-    // packet from its own address, which its kernel drops; its source is
-    // translated to the network's gateway address, keeping the port (the
-    // pod's own ports tell its flows apart).
-    let client_seen_as = if backend == key.src { net.gateway_ip } else { key.src };
-    let snat = (client_seen_as != key.src).then_some((client_seen_as, key.src_port));
-    let orig = FlowEntry {
+    let mut orig = FlowEntry {
         nat_addr: backend,
         nat_port: svc.target_port,
         rewrite_dst: true,
@@ -143,41 +285,188 @@ fn new_flow<B: PacketBuf>(
         backend: b,
         generation,
         timeout_ms,
-        other: snat,
-    };
-    let reply_key = FlowKey {
-        src: backend,
-        dst: client_seen_as,
-        src_port: svc.target_port,
-        dst_port: key.src_port,
-        proto: key.proto,
+        other: None,
+        state: s,
     };
     let reply = FlowEntry {
         nat_addr: key.dst,
         nat_port: key.dst_port,
         rewrite_dst: false,
-        other: snat.map(|_| (key.src, key.src_port)),
+        other: None,
         ..orig
     };
-    if nat.flows.insert_hashed(&key, hash, &orig, nat.now_ms).is_err()
-        || nat.flows.insert(&reply_key, &reply, nat.now_ms).is_err()
-    {
-        nat.flows.remove_hashed(&key, hash);
-        return Some(Action::Drop(DropReason::FlowTableFull));
+    let mut reply_key =
+        FlowKey { src: backend, dst: key.src, src_port: svc.target_port, dst_port: key.src_port, proto: key.proto };
+    let snat_node = outside && !svc.external_local;
+    if backend == key.src && origin != Origin::Uplink {
+        // Hairpin: a pod that reaches itself through its Service would see
+        // a packet from its own address, which its kernel drops; its source
+        // is translated to the network's gateway address, keeping the port
+        // (the pod's own ports tell its flows apart).
+        reply_key.dst = net.gateway_ip;
+        orig.other = Some((net.gateway_ip, key.src_port));
+    }
+    let reply = FlowEntry { other: orig.other.map(|_| (key.src, key.src_port)), ..reply };
+    if snat_node {
+        // From outside, Cluster policy: the client becomes the node IP and a
+        // free port of this worker's slice, so the answer comes back here.
+        let reply = FlowEntry { other: Some((key.src, key.src_port)), ..reply };
+        match claim_snat_port(t, nat, &mut reply_key, &reply, hash) {
+            Ok((ip, port)) => orig.other = Some((ip, port)),
+            Err(a) => return NatResult::Done(a),
+        }
+    } else if nat.flows.insert(&reply_key, &reply, nat.now_ms).is_err() {
+        return NatResult::Done(Action::Drop(DropReason::FlowTableFull));
+    }
+    if nat.flows.insert_hashed(&key, hash, &orig, nat.now_ms).is_err() {
+        nat.flows.remove(&reply_key);
+        return NatResult::Done(Action::Drop(DropReason::FlowTableFull));
     }
     if let Some(ms) = svc.affinity_ms {
         // (Re)started by every new flow of the client; a full table only
         // loses the stickiness, never the packet.
-        let _ = nat.flows.insert(&affinity_key, &FlowEntry { timeout_ms: ms, other: None, ..orig }, nat.now_ms);
+        let sticky = FlowEntry { timeout_ms: ms, other: None, ..orig };
+        let _ = nat.flows.insert(&affinity_key, &sticky, nat.now_ms);
     }
     rewrite(pkt.data_mut(), &orig);
-    None
+    NatResult::Translated
 }
 
-struct Side {
-    rewrite_dst: bool,
-    nat_addr: Ipv4Addr,
-    nat_port: u16,
+/// Claims the reply key of an SNAT flow: destination the node IP and a port
+/// of this worker's slice of the SNAT range (workers never share a port, so
+/// a claim never races another worker's). Returns the node IP and port.
+fn claim_snat_port(
+    t: &Tables,
+    nat: &Nat,
+    reply_key: &mut FlowKey,
+    reply: &FlowEntry,
+    hash: u64,
+) -> Result<(Ipv4Addr, u16), Action> {
+    let (Some(node_ip), Some(r)) = (t.services.node_ip, t.services.snat_ports) else {
+        return Err(Action::Drop(DropReason::SnatPortsExhausted));
+    };
+    let workers = u32::from(nat.workers.max(1));
+    let me = u32::from(nat.worker) % workers;
+    let span = u32::from(r.max) - u32::from(r.min) + 1;
+    // Ports min + me, min + me + workers, ...: this worker's slice.
+    let mine = (span.saturating_sub(me) + workers - 1) / workers;
+    if mine == 0 {
+        return Err(Action::Drop(DropReason::SnatPortsExhausted));
+    }
+    reply_key.dst = node_ip;
+    let start = (hash >> 32) as u32;
+    for j in 0..SNAT_TRIES.min(mine) {
+        let port = u32::from(r.min) + ((start.wrapping_add(j)) % mine) * workers + me;
+        reply_key.dst_port = port as u16;
+        match nat.flows.insert_new(reply_key, reply, nat.now_ms) {
+            Ok(()) => return Ok((node_ip, port as u16)),
+            Err(InsertError::Exists) => continue,
+            Err(InsertError::Full) => return Err(Action::Drop(DropReason::FlowTableFull)),
+        }
+    }
+    Err(Action::Drop(DropReason::SnatPortsExhausted))
+}
+
+/// The answer for a Service port with no endpoint: ICMP port unreachable,
+/// from the gateway to pods, from the address the client used to the
+/// outside.
+fn reject<B: PacketBuf>(t: &Tables, net: &Network, origin: Origin, pkt: &mut B, frontend: Ipv4Addr) -> Action {
+    let (unreachable, port) = (icmp::msg::DEST_UNREACHABLE, icmp::code::PORT_UNREACHABLE);
+    let sent = match (origin, &t.overlay) {
+        (Origin::Uplink, Some(o)) => icmp_error_from(pkt, o.uplink_mac, frontend, unreachable, port, 0),
+        _ => icmp_error(t, net, pkt, unreachable, port, 0),
+    };
+    sent.unwrap_or(Action::Drop(DropReason::ServiceNoBackend))
+}
+
+/// Translates an ICMP error about a packet of a translated flow, in place:
+/// the error travels against the quoted packet, so it belongs to the flow
+/// direction whose key is the quoted tuple reversed; that entry's rewrite
+/// is applied to the outer addresses (where they are the flow's endpoints)
+/// and, mirrored, to the quoted header.
+fn icmp_error_stage<B: PacketBuf>(t: &Tables, nat: &Nat, pkt: &mut B) -> NatResult {
+    let frame = pkt.data_mut();
+    let ip_at = ethernet::HEADER_LEN;
+    let (ihl, outer_src, outer_dst) = {
+        let ip = ipv4::Packet::new_unchecked(&frame[ip_at..]);
+        if ip.protocol() != ipv4::protocol::ICMP || ip.is_fragment() {
+            return NatResult::Untouched;
+        }
+        (ip.header_len(), ip.src_addr(), ip.dst_addr())
+    };
+    let ip_end = ip_at + usize::from(ipv4::Packet::new_unchecked(&frame[ip_at..]).total_len());
+    let icmp_at = ip_at + ihl;
+    let q_at = icmp_at + icmp::HEADER_LEN;
+    // The quoted IPv4 header and 4 bytes of ports, at least.
+    if ip_end < q_at + ipv4::HEADER_LEN || !is_icmp_error(frame[icmp_at]) {
+        return NatResult::Untouched;
+    }
+    let q = &frame[q_at..ip_end];
+    let qihl = usize::from(q[0] & 0x0f) * 4;
+    if q[0] >> 4 != 4 || qihl < ipv4::HEADER_LEN || q.len() < qihl + 4 {
+        return NatResult::Untouched;
+    }
+    let qproto = q[9];
+    if !matches!(qproto, ipv4::protocol::TCP | ipv4::protocol::UDP | ipv4::protocol::SCTP) {
+        return NatResult::Untouched;
+    }
+    let addr = |at: usize| Ipv4Addr::new(q[at], q[at + 1], q[at + 2], q[at + 3]);
+    let port = |at: usize| u16::from_be_bytes([q[at], q[at + 1]]);
+    let (qsrc, qdst, qsport, qdport) = (addr(12), addr(16), port(qihl), port(qihl + 2));
+    let k = FlowKey { src: qdst, dst: qsrc, src_port: qdport, dst_port: qsport, proto: qproto };
+    if !t.services.may_translate(k.src, k.dst) {
+        return NatResult::Untouched;
+    }
+    let Some(e) = nat.flows.lookup(&k, nat.now_ms) else {
+        return NatResult::Untouched;
+    };
+    let nat_side = Some((e.nat_addr, e.nat_port));
+    let (dst_rw, src_rw) = if e.rewrite_dst { (nat_side, e.other) } else { (e.other, nat_side) };
+    {
+        let mut ip = ipv4::Packet::new_unchecked(&mut frame[ip_at..]);
+        if let Some((a, _)) = dst_rw.filter(|_| outer_dst == k.dst) {
+            ip.set_dst_addr(a);
+        }
+        if let Some((a, _)) = src_rw.filter(|_| outer_src == k.src) {
+            ip.set_src_addr(a);
+        }
+        ip.fill_checksum();
+    }
+    // The quoted packet went from k.dst to k.src: its source takes the
+    // destination rewrite, its destination the source rewrite.
+    let q = &mut frame[q_at..ip_end];
+    let l4_sum_at = match qproto {
+        ipv4::protocol::TCP => Some(qihl + 16),
+        ipv4::protocol::UDP => Some(qihl + 6),
+        _ => None, // SCTP's CRC covers the whole packet, which is not quoted
+    };
+    for (rw, addr_at, port_at) in [(dst_rw, 12, qihl), (src_rw, 16, qihl + 2)] {
+        let Some((a, p)) = rw else { continue };
+        let old_a = u32::from(Ipv4Addr::new(q[addr_at], q[addr_at + 1], q[addr_at + 2], q[addr_at + 3]));
+        let old_p = u16::from_be_bytes([q[port_at], q[port_at + 1]]);
+        q[addr_at..addr_at + 4].copy_from_slice(&a.octets());
+        q[port_at..port_at + 2].copy_from_slice(&p.to_be_bytes());
+        if let Some(at) = l4_sum_at.filter(|at| q.len() >= at + 2) {
+            let sum = u16::from_be_bytes([q[at], q[at + 1]]);
+            if !(qproto == ipv4::protocol::UDP && sum == 0) {
+                let sum = checksum::update16(checksum::update32(sum, old_a, u32::from(a)), old_p, p);
+                q[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+            }
+        }
+    }
+    ipv4::Packet::new_unchecked(&mut q[..qihl]).fill_checksum();
+    icmp::Packet::new_unchecked(&mut frame[icmp_at..ip_end]).fill_checksum();
+    NatResult::Translated
+}
+
+/// An ICMP error weir built itself (fragmentation needed, time exceeded)
+/// about a packet it had translated: the quote is put back as the sender
+/// knows its flow.
+pub(crate) fn own_error_back<B: PacketBuf>(t: &Tables, nat: Option<&Nat>, pkt: &mut B, a: Action) -> Action {
+    if let (Some(n), Action::Reply(ReplyKind::IcmpFragNeeded | ReplyKind::IcmpTimeExceeded)) = (nat, a) {
+        let _ = icmp_error_stage(t, n, pkt);
+    }
+    a
 }
 
 /// Turns a client's TCP segment, in place, into the reset the Service
@@ -225,48 +514,57 @@ fn tcp_reset<B: PacketBuf>(pkt: &mut B) -> Action {
         t.set_flags(tcp::flags::RST | tcp::flags::ACK);
     }
     t.fill_checksum(dst, src);
-    Action::Reply(super::ReplyKind::TcpReset)
+    Action::Reply(ReplyKind::TcpReset)
 }
 
-/// Applies an entry's rewrites to a TCP/UDP frame, with incremental checksums.
+/// Applies an entry's rewrites to a TCP/UDP/SCTP frame, with checksums.
 fn rewrite(frame: &mut [u8], e: &FlowEntry) {
-    rewrite_side(frame, e.rewrite_dst, e.nat_addr, e.nat_port);
+    let mut ports_changed = rewrite_side(frame, e.rewrite_dst, e.nat_addr, e.nat_port);
     if let Some((addr, port)) = e.other {
-        rewrite_side(frame, !e.rewrite_dst, addr, port);
+        ports_changed |= rewrite_side(frame, !e.rewrite_dst, addr, port);
+    }
+    let mut ip = ipv4::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]);
+    if ports_changed && ip.protocol() == ipv4::protocol::SCTP {
+        sctp::Packet::new_unchecked(ip.payload_mut()).fill_checksum();
     }
 }
 
-/// Rewrites the destination (`dst`) or the source address and port.
-fn rewrite_side(frame: &mut [u8], dst: bool, new_addr: Ipv4Addr, new_port: u16) {
-    let e = Side { rewrite_dst: dst, nat_addr: new_addr, nat_port: new_port };
+/// Rewrites the destination (`dst`) or the source address and port; true
+/// when the port changed.
+fn rewrite_side(frame: &mut [u8], dst: bool, new_addr: Ipv4Addr, new_port: u16) -> bool {
     let mut ip = ipv4::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]);
     let proto = ip.protocol();
-    let old_addr = if e.rewrite_dst { ip.dst_addr() } else { ip.src_addr() };
-    if e.rewrite_dst {
-        ip.set_dst_addr(e.nat_addr);
+    let old_addr = if dst { ip.dst_addr() } else { ip.src_addr() };
+    if dst {
+        ip.set_dst_addr(new_addr);
     } else {
-        ip.set_src_addr(e.nat_addr);
+        ip.set_src_addr(new_addr);
     }
-    let (old, new) = (u32::from(old_addr), u32::from(e.nat_addr));
+    let (old, new) = (u32::from(old_addr), u32::from(new_addr));
     ip.set_checksum(checksum::update32(ip.checksum(), old, new));
     let l4 = ip.payload_mut();
-    let port_at = if e.rewrite_dst { 2 } else { 0 };
+    let port_at = if dst { 2 } else { 0 };
     let old_port = u16::from_be_bytes([l4[port_at], l4[port_at + 1]]);
-    l4[port_at..port_at + 2].copy_from_slice(&e.nat_port.to_be_bytes());
-    let sum_at = if proto == ipv4::protocol::TCP { 16 } else { 6 };
+    l4[port_at..port_at + 2].copy_from_slice(&new_port.to_be_bytes());
+    let sum_at = match proto {
+        ipv4::protocol::TCP => 16,
+        ipv4::protocol::UDP => 6,
+        _ => return old_port != new_port, // SCTP: see `rewrite`
+    };
     if l4.len() < sum_at + 2 {
-        return;
+        return old_port != new_port;
     }
     let sum = u16::from_be_bytes([l4[sum_at], l4[sum_at + 1]]);
     if proto == ipv4::protocol::UDP && sum == 0 {
-        return; // no checksum: stays none
+        return old_port != new_port; // no checksum: stays none
     }
     let mut sum = checksum::update32(sum, old, new);
-    sum = checksum::update16(sum, old_port, e.nat_port);
+    sum = checksum::update16(sum, old_port, new_port);
     if proto == ipv4::protocol::UDP && sum == 0 {
         sum = 0xffff;
     }
     l4[sum_at..sum_at + 2].copy_from_slice(&sum.to_be_bytes());
+    old_port != new_port
 }
 
 #[cfg(test)]
@@ -323,7 +621,7 @@ mod tests {
         t.add_port(0, PortEntry::pod("a", A.0, A.1, 0), 1);
         t.add_port(1, PortEntry::pod("b", B.0, B.1, 0), 1);
         t.add_port(2, PortEntry::pod("c", C.0, C.1, 0), 1);
-        t.services = ServiceTable::build(&cfg.services).unwrap();
+        t.services = ServiceTable::build(&cfg).unwrap();
         t
     }
 
@@ -371,7 +669,7 @@ mod tests {
     }
 
     fn run(t: &Tables, flows: &FlowTable, port: u16, frame: &[u8]) -> (Action, Vec<u8>) {
-        let nat = Nat { flows, now_ms: 1000 };
+        let nat = Nat::single(flows, 1000);
         let mut b = TestBuf::new(frame);
         let a = process_full(t, Some(&nat), port, &mut b, &mut NoEvents);
         (a, b.to_vec())

@@ -164,6 +164,21 @@ pub fn arp_request_from(sender_mac: MacAddr, sender_ip: Ipv4Addr, target: Ipv4Ad
     f
 }
 
+/// Sends a frame out of the uplink to `next_hop` on the underlay: MACs
+/// rewritten (or the neighbour resolved first), nothing else.
+pub(crate) fn to_underlay<B: PacketBuf>(t: &Tables, o: &Overlay, pkt: &mut B, next_hop: Ipv4Addr) -> Action {
+    let mac = t.neighbours.get(&next_hop).copied();
+    let mut eth = ethernet::Frame::new_unchecked(pkt.data_mut());
+    eth.set_src(o.uplink_mac);
+    match mac {
+        Some(mac) => {
+            eth.set_dst(mac);
+            Forward(o.uplink)
+        }
+        None => Action::Resolve { port: o.uplink, next_hop },
+    }
+}
+
 /// Fills in the outer destination MAC of a packet `encap` left waiting
 /// (`Action::Resolve`) once the neighbour is known.
 pub fn set_outer_dst<B: PacketBuf>(pkt: &mut B, mac: MacAddr) {
@@ -222,7 +237,13 @@ pub(crate) fn uplink_ipv4_input<B: PacketBuf>(
         Err(r) => return Drop(r),
     };
     if m.dst != o.node_ip {
-        return Drop(DropReason::NotForUs);
+        // externalIPs and LoadBalancer IPs.
+        return match nat {
+            Some(n) if t.services.is_frontend_addr(m.dst) => {
+                from_outside(t, n, pkt, m).unwrap_or(Drop(DropReason::NotForUs))
+            }
+            _ => Drop(DropReason::NotForUs),
+        };
     }
     let (outer_len, inner_at, inner_len, vni) = {
         let ip = ipv4::Packet::new_unchecked(&pkt.data()[ethernet::HEADER_LEN..]);
@@ -230,8 +251,10 @@ pub(crate) fn uplink_ipv4_input<B: PacketBuf>(
             && !ip.is_fragment()
             && udp::Packet::new_unchecked(ip.payload()).dst_port() == o.vxlan_port; // UDP checked by check_ipv4
         if !is_vxlan {
-            // The node's own traffic (SSH, the kubelet, ...): its kernel's.
-            return super::host::to_host(t, o, pkt);
+            // NodePorts, then the node's own traffic (SSH, the kubelet, ...):
+            // its kernel's.
+            let served = nat.and_then(|n| from_outside(t, n, pkt, m));
+            return served.unwrap_or_else(|| super::host::to_host(t, o, pkt));
         }
         let u = udp::Packet::new_unchecked(ip.payload());
         // Only the cluster's nodes may put packets into a pod network.
@@ -262,6 +285,26 @@ pub(crate) fn uplink_ipv4_input<B: PacketBuf>(
     decapped_input(t, net_id, pkt, nat)
 }
 
+/// A packet from outside the cluster to a Service frontend (NodePort,
+/// externalIP, LoadBalancer IP): translated and routed into the default pod
+/// network, or `None` when it is no Service's.
+fn from_outside<B: PacketBuf>(t: &Tables, n: &super::nat::Nat, pkt: &mut B, m: super::Ipv4Meta) -> Option<Action> {
+    use super::nat::{nat_stage, NatResult, Origin};
+    let net = t.network(crate::tables::DEFAULT_NETWORK)?;
+    match nat_stage(t, n, net, Origin::Uplink, pkt) {
+        NatResult::Untouched => None,
+        NatResult::Done(a) => Some(a),
+        NatResult::Translated if m.ttl <= 1 => Some(Drop(DropReason::TtlExceeded)),
+        NatResult::Translated => {
+            let dst = super::current_dst(pkt.data());
+            Some(match net.routes.lookup(dst) {
+                Some(hop) => super::route_to_hop(t, net, pkt, *hop),
+                None => super::beyond_pod_networks(t, net, pkt, dst),
+            })
+        }
+    }
+}
+
 /// A decapsulated frame of network `net`: checked like a pod's, then routed to
 /// a local pod. No ICMP errors go back through the tunnel: a packet whose TTL
 /// runs out here is dropped.
@@ -288,16 +331,21 @@ fn decapped_input<B: PacketBuf>(
     // Replies of flows a remote client's node translated come back here
     // untranslated; flows this node translated find their reply entry.
     if let Some(n) = nat {
-        if let Some(done) = super::nat::nat_stage(t, n, network, pkt) {
-            return done;
+        match super::nat::nat_stage(t, n, network, super::nat::Origin::Tunnel, pkt) {
+            super::nat::NatResult::Done(a) => return a,
+            super::nat::NatResult::Translated => m.dst = super::current_dst(pkt.data()),
+            super::nat::NatResult::Untouched => {}
         }
-        m.dst = super::current_dst(pkt.data());
     }
     match network.routes.lookup(m.dst) {
         Some(Hop::Local { port, mac }) => forward_local(t, pkt.data_mut(), *port, *mac),
         Some(Hop::Remote { .. }) => Drop(DropReason::OverlayLoop),
         Some(Hop::Host) => super::host::forward_to_host(t, pkt),
-        None => Drop(DropReason::NoRoute),
+        // Answers of Services reached from outside, translated back here.
+        None => match t.services.is_frontend_addr(ipv4::Packet::new_unchecked(&pkt.data()[ethernet::HEADER_LEN..]).src_addr()) {
+            true => super::beyond_pod_networks(t, network, pkt, m.dst),
+            false => Drop(DropReason::NoRoute),
+        },
     }
 }
 

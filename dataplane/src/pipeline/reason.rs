@@ -97,6 +97,15 @@ numbered! {
         ServiceNoBackend = 28, "service_no_backend";
         /// The flow table had no free slot for a new flow.
         FlowTableFull = 29, "flow_table_full";
+        /// externalTrafficPolicy / internalTrafficPolicy Local, and no
+        /// endpoint of the Service on this node (kube-proxy drops these too).
+        ServiceNoLocalBackend = 30, "service_no_local_backend";
+        /// A LoadBalancer IP reached from an address outside the Service's
+        /// loadBalancerSourceRanges.
+        ServiceSourceNotAllowed = 31, "service_source_not_allowed";
+        /// No free node-IP source port for an external client's flow (see
+        /// `nat.snat_port_min`/`max`).
+        SnatPortsExhausted = 32, "snat_ports_exhausted";
     }
 }
 

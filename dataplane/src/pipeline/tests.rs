@@ -186,7 +186,7 @@ fn forwarding_cases() -> Vec<Case> {
         Case::fwd("icmp to static route", 0, pkt(A, Ipv4Addr::new(192, 168, 7, 254), 64, ping(1, 2, b"")), 1, NH_MAC),
         Case::fwd("frame to gateway MAC from any source MAC", 0, poke(udp_ab.clone(), 6, &OTHER_MAC.0), 1, B_MAC),
         Case::fwd("unknown protocol, 3 bytes", 0, pkt(A, B_IP, 64, L4::Raw(47, b"gre")), 1, B_MAC),
-        Case::fwd("sctp, empty", 0, pkt(A, B_IP, 64, L4::Raw(protocol::SCTP, b"")), 1, B_MAC),
+        Case::fwd("sctp, common header only", 0, pkt(A, B_IP, 64, L4::Raw(protocol::SCTP, &[0; 12])), 1, B_MAC),
         Case::fwd(
             "ip options (IHL 6)",
             0,
@@ -504,6 +504,8 @@ fn malformed_cases() -> Vec<Case> {
         Case::drop("to 127.0.0.1", 0, pkt(A, Ipv4Addr::LOCALHOST, 64, L4::Udp(b"lo")), Ipv4BadDestination),
         Case::drop("to 0.0.0.0", 0, pkt(A, Ipv4Addr::UNSPECIFIED, 64, L4::Udp(b"zero")), Ipv4BadDestination),
         Case::drop("tcp header 10 bytes", 0, pkt(A, B_IP, 64, L4::Raw(protocol::TCP, &[0; 10])), L4Malformed),
+        Case::drop("sctp, empty", 0, pkt(A, B_IP, 64, L4::Raw(protocol::SCTP, b"")), L4Malformed),
+        Case::drop("sctp header 11 bytes", 0, pkt(A, B_IP, 64, L4::Raw(protocol::SCTP, &[0; 11])), L4Malformed),
         Case::drop("tcp data offset 3", 0, tcp_offset(3), L4Malformed),
         Case::drop("tcp data offset 15, 20-byte segment", 0, tcp_offset(15), L4Malformed),
         Case::drop("udp header 4 bytes", 0, pkt(A, B_IP, 64, L4::Raw(protocol::UDP, &[0, 1, 0, 2])), L4Malformed),
@@ -732,8 +734,12 @@ fn every_reason_is_produced() {
         OverlayLoop,
         // NAT's: pipeline/nat.rs tests FlowTableFull; ServiceNoBackend is
         // its defensive fallback when no ICMP error may be sent.
+        // The Service reasons below have their cases there too.
         FlowTableFull,
         ServiceNoBackend,
+        ServiceNoLocalBackend,
+        ServiceSourceNotAllowed,
+        SnatPortsExhausted,
         TooBigForTunnel,
     ];
     for r in DropReason::ALL.iter().filter(|r| !elsewhere.contains(r)) {

@@ -8,6 +8,7 @@
 //! and VNI) and its packets are looked up in that network's routes only, so
 //! networks do not reach each other unless a route says so.
 
+pub mod acl;
 pub mod cidr;
 pub mod lpm;
 pub mod maglev;
@@ -196,6 +197,9 @@ pub struct Tables {
     pub vteps: FastSet<Ipv4Addr>,
     /// Service frontends and their backends.
     pub services: service::ServiceTable,
+    /// Other nodes' IPs → their VTEP: pods reach other nodes (and the
+    /// answers of translated flows come back) through the tunnel.
+    pub node_hops: FastMap<Ipv4Addr, Hop>,
     /// Indexed by DPDK port id; `None` where no port is (or no longer is).
     pub ports: Vec<Option<PortEntry>>,
     /// In io mode: the port each port forwards to.
@@ -234,6 +238,7 @@ impl Tables {
             neighbours: FastMap::default(),
             vteps: FastSet::default(),
             services: service::ServiceTable::default(),
+            node_hops: FastMap::default(),
             ports: vec![None; MAX_PORTS],
             io_peer: vec![None; MAX_PORTS],
             rx_plan: vec![Vec::new(); workers],

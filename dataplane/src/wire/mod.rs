@@ -47,6 +47,7 @@ pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
+pub mod sctp;
 pub mod tcp;
 pub mod udp;
 pub mod vxlan;
