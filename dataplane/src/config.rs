@@ -1175,6 +1175,24 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
         assert_eq!(c.dpdk, DpdkSection::default());
         assert_eq!(c.management, ManagementSection::default());
         assert_eq!(c.overlay, OverlaySection::default());
+        assert_eq!(c.nat, NatSection::default());
+        // And its commented Service parses.
+        let svc: String = include_str!("../../config/node.example.toml")
+            .split("# [[services]]")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                // key = value lines and their indented continuations, not prose
+                let key = l.split(" = ").next().unwrap_or("");
+                l.starts_with(' ') || (l.contains(" = ") && key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = NodeConfig::from_toml(&format!("{GOOD}\n[[services]]\n{svc}")).unwrap();
+        assert_eq!(c.services[0].ports[0].node_port, Some(30080));
+        assert_eq!(c.services[0].backends[2].serving(), true);
     }
 
     fn refused(text: &str) -> String {
@@ -1203,6 +1221,28 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
         assert!(e.starts_with("dpdk.mbufs = 100"), "{e}");
         let e = refused(&GOOD.replace("iface = \"wa-a\"", "iface = \"wa-a,qpairs=9\""));
         assert!(e.starts_with("ports[0].iface"), "{e}");
+    }
+
+    #[test]
+    fn services_are_validated() {
+        let svc = |body: &str| format!("{GOOD}\n[[services]]\nname = \"default/s\"\n{body}");
+        let ok = "cluster_ips = [\"10.96.0.1\"]\nports = [{ port = 80, protocol = \"tcp\", node_port = 30080 }]";
+        NodeConfig::from_toml(&svc(ok)).unwrap();
+        // Headless: no address at all is fine.
+        NodeConfig::from_toml(&svc("ports = [{ port = 80, protocol = \"tcp\" }]")).unwrap();
+        let e = refused(&svc(&ok.replace("30080", "0")));
+        assert!(e.starts_with("services[0].ports[0].node_port = 0"), "{e}");
+        let e = refused(&svc(&format!("{ok}\nexternal_ips = [\"224.0.0.1\"]")));
+        assert!(e.starts_with("services[0].external_ips = 224.0.0.1"), "{e}");
+        let e = refused(&svc(&format!("{ok}\nload_balancer_ips = [\"10.96.0.1\"]")));
+        assert!(e.starts_with("services[0].ports[0] = 10.96.0.1:80/Tcp") && e.contains("another"), "{e}");
+        let two = format!("{}\n[[services]]\nname = \"default/t\"\n{}", svc(ok), ok.replace("10.96.0.1", "10.96.0.2"));
+        let e = refused(&two);
+        assert!(e.starts_with("services[1].ports[0] = 0.0.0.0:30080/Tcp"), "{e}");
+        let e = refused(&svc(&format!("{ok}\nexternal_traffic_policy = \"nearby\"")));
+        assert!(e.contains("nearby"), "{e}");
+        let e = refused(&format!("{}\n[nat]\nsnat_port_min = 65000\nsnat_port_max = 64000", svc(ok)));
+        assert!(e.starts_with("nat.snat_port_min = 65000"), "{e}");
     }
 
     #[test]

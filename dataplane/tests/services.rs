@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use common::*;
 
 /// A server in `pod` answering every TCP connection on 8080, and every UDP
-/// datagram on 5353, with the pod's name. Killed on drop.
+/// datagram on 5353, with the pod's name and the address it sees the
+/// client as. Killed on drop.
 struct NameServer(Child);
 
 impl NameServer {
@@ -44,12 +45,12 @@ name = sys.argv[1].encode()
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 5353))
 def udp():
     while True:
-        d, a = u.recvfrom(2048); u.sendto(name, a)
+        d, a = u.recvfrom(2048); u.sendto(name + b" " + a[0].encode(), a)
 threading.Thread(target=udp, daemon=True).start()
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", 8080)); s.listen(128)
 while True:
-    c, _ = s.accept(); c.sendall(name); c.close()
+    c, a = s.accept(); c.sendall(name + b" " + a[0].encode()); c.close()
 "#;
 
 /// Opens `n` TCP connections to addr:port (and, with `udp`, sends n UDP
@@ -74,9 +75,16 @@ for i in range(n):
         print("timeout"); lost += 1
 "#;
 
+/// The names of the backends that answered `n` connections (or "refused",
+/// "timeout").
 fn client(pod: &Pod, addr: &str, port: u16, n: usize, proto: &str) -> Vec<String> {
-    let out =
-        in_ns(&pod.ns.0, &["timeout", "120", "python3", "-c", CLIENT, addr, &port.to_string(), &n.to_string(), proto]);
+    let full = client_in(&pod.ns.0, addr, port, n, proto);
+    full.iter().map(|l| l.split(' ').next().unwrap_or("").to_string()).collect()
+}
+
+/// `client` from any namespace, with each answer in full: "name address".
+fn client_in(ns: &str, addr: &str, port: u16, n: usize, proto: &str) -> Vec<String> {
+    let out = in_ns(ns, &["timeout", "120", "python3", "-c", CLIENT, addr, &port.to_string(), &n.to_string(), proto]);
     assert!(out.status.success(), "client: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
 }
@@ -282,9 +290,9 @@ fn backend_changes_keep_live_flows_reset_dead_tcp_and_move_udp() {
     assert!(kept > 0 && kept < 30, "connections spread over the backends: {tcp_before:?}");
     // A bad Service list is refused whole, and changes nothing.
     let mut bad = web(&left);
-    bad[0].cluster_ips.clear();
+    bad[0].external_ips = vec!["224.0.0.1".parse().unwrap()];
     match dp.call(Request::SetServices { services: bad }) {
-        Reply::Error { message } => assert!(message.contains("cluster_ips"), "{message}"),
+        Reply::Error { message } => assert!(message.contains("external_ips"), "{message}"),
         other => panic!("bad services accepted: {other:?}"),
     }
     let s = dp.settled_stats();
@@ -304,9 +312,97 @@ backends = [{ ip = "10.1.0.3" }]
 "#;
     let dp = bed.start(&(bed.config(&[0, 1]) + services));
     let _server = NameServer::start(&bed.pods[1], "solo");
-    let own = client(&bed.pods[1], "10.96.0.20", 80, 5, "tcp");
-    assert_eq!(own, vec!["solo"; 5], "the backend through its own Service\n{}", dp.logs());
+    let own = client_in(&bed.pods[1].ns.0, "10.96.0.20", 80, 5, "tcp");
+    // It sees itself as the gateway address (its own would be a martian).
+    assert_eq!(own, vec!["solo 10.1.0.1"; 5], "the backend through its own Service\n{}", dp.logs());
     let other = client(&bed.pods[0], "10.96.0.20", 80, 5, "tcp");
     assert_eq!(other, vec!["solo"; 5], "another pod through the Service");
     assert!(dp.shutdown().success());
+}
+
+/// NodePort and externalIPs from an "external" client on the underlay: two
+/// weir nodes with a backend pod each, all three on one bridge. Under
+/// externalTrafficPolicy Cluster both backends answer and see the node's
+/// address; under Local only the node's own backend answers and sees the
+/// client's.
+#[test]
+fn node_port_from_outside_under_both_traffic_policies() {
+    require_root();
+    let tag = tag();
+    let under = Netns::new(format!("ws{tag}-u"));
+    sh(&["ip", "-n", &under.0, "link", "add", "br0", "type", "bridge"]);
+    sh(&["ip", "-n", &under.0, "link", "set", "br0", "up"]);
+    let (n1ns, n2ns, ext) =
+        (Netns::new(format!("ws{tag}-n1")), Netns::new(format!("ws{tag}-n2")), Netns::new(format!("ws{tag}-x")));
+    let mut links = Vec::new();
+    for (i, ns) in [&n1ns, &n2ns, &ext].into_iter().enumerate() {
+        let (dev, br_port) = (format!("ws{tag}u{i}"), format!("ws{tag}b{i}"));
+        sh(&["ip", "link", "add", &dev, "netns", &ns.0, "type", "veth", "peer", "name", &br_port, "netns", &under.0]);
+        in_ns(&ns.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")]);
+        in_ns(&under.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{br_port}.disable_ipv6=1")]);
+        sh(&["ip", "-n", &under.0, "link", "set", &br_port, "master", "br0", "up"]);
+        sh(&["ip", "-n", &ns.0, "link", "set", &dev, "up"]);
+        links.push(dev);
+    }
+    // The external client: on the underlay, the externalIP routed via node 1.
+    let x = ext.0.as_str();
+    sh(&["ip", "-n", x, "addr", "add", "192.168.50.9/24", "dev", &links[2]]);
+    assert!(in_ns(x, &["ethtool", "-K", &links[2], "tx", "off"]).status.success());
+    sh(&["ip", "-n", x, "route", "add", "192.168.60.10/32", "via", "192.168.50.1"]);
+
+    let n1 = OverlayNode::new(&tag, 1, &n1ns, &links[0], "1450");
+    let n2 = OverlayNode::new(&tag, 2, &n2ns, &links[1], "1450");
+    let services = r#"
+[[services]]
+name = "default/web"
+cluster_ips = ["10.96.0.10"]
+external_ips = ["192.168.60.10"]
+ports = [{ port = 80, protocol = "tcp", target_port = 8080, node_port = 30080 },
+         { port = 53, protocol = "udp", target_port = 5353, node_port = 30053 }]
+backends = [{ ip = "10.1.0.2" }, { ip = "10.2.0.2" }]
+
+[[services]]
+name = "default/web-local"
+cluster_ips = ["10.96.0.11"]
+external_traffic_policy = "local"
+ports = [{ port = 80, protocol = "tcp", target_port = 8080, node_port = 30081 }]
+backends = [{ ip = "10.1.0.2" }, { ip = "10.2.0.2" }]
+"#;
+    let extra1 = remote("node2", "192.168.50.2", "10.2.0.0/24", VTEP2_MAC) + services;
+    let extra2 = remote("node1", "192.168.50.1", "10.1.0.0/24", VTEP1_MAC) + services;
+    let dp1 = start_dataplane(&n1ns.0, &n1.dir, &n1.config(1, &extra1));
+    let dp2 = start_dataplane(&n2ns.0, &n2.dir, &n2.config(2, &extra2));
+    let _servers = [NameServer::start(&n1.pod, "b1"), NameServer::start(&n2.pod, "b2")];
+    let logs = || format!("{}\n{}\n{:#?}\n{:#?}", dp1.logs(), dp2.logs(), dp1.stats(), dp2.stats());
+
+    // Cluster: both backends, each sees node 1's address.
+    let answers = client_in(x, "192.168.50.1", 30080, 40, "tcp");
+    assert_eq!(answers.len(), 40, "{answers:?}\n{}", logs());
+    for name in ["b1", "b2"] {
+        assert!(answers.contains(&format!("{name} 192.168.50.1")), "{name} never answered: {answers:?}\n{}", logs());
+    }
+    assert!(answers.iter().all(|a| a.ends_with(" 192.168.50.1")), "client not translated: {answers:?}");
+    // The same over UDP, and through the externalIP.
+    let udp = client_in(x, "192.168.50.1", 30053, 10, "udp");
+    assert!(udp.iter().all(|a| a == "b1 192.168.50.1" || a == "b2 192.168.50.1"), "{udp:?}\n{}", logs());
+    let viaext = client_in(x, "192.168.60.10", 80, 10, "tcp");
+    assert!(viaext.iter().all(|a| a.ends_with(" 192.168.50.1")), "{viaext:?}\n{}", logs());
+
+    // Local: each node's own backend, which sees the client itself.
+    let local1 = client_in(x, "192.168.50.1", 30081, 20, "tcp");
+    assert_eq!(local1, vec!["b1 192.168.50.9"; 20], "{}", logs());
+    let local2 = client_in(x, "192.168.50.2", 30081, 20, "tcp");
+    assert_eq!(local2, vec!["b2 192.168.50.9"; 20], "{}", logs());
+
+    // Pods reach the NodePort of the other node too (through the tunnel).
+    let from_pod = client(&n2.pod, "192.168.50.1", 30080, 10, "tcp");
+    assert!(from_pod.iter().all(|a| a == "b1" || a == "b2"), "{from_pod:?}\n{}", logs());
+
+    for dp in [&dp1, &dp2] {
+        let s = dp.settled_stats();
+        for r in ["snat_ports_exhausted", "flow_table_full", "service_no_local_backend", "neighbour_timeout"] {
+            assert_eq!(s.drop_count(r), 0, "{r}: {:?}", s.drops);
+        }
+    }
+    drop((dp1, dp2));
 }

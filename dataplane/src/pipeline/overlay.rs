@@ -19,7 +19,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{check_ipv4, forward_local, icmp_error, Action, DropReason, Events, PacketBuf};
+use super::{check_ipv4, icmp_error, Action, DropReason, Events, PacketBuf};
 use crate::tables::{Hop, Network, Overlay, Tables, VXLAN_OVERHEAD};
 use crate::wire::{arp, ethernet, icmp, ipv4, udp, vxlan, MacAddr};
 
@@ -330,22 +330,24 @@ fn decapped_input<B: PacketBuf>(
     }
     // Replies of flows a remote client's node translated come back here
     // untranslated; flows this node translated find their reply entry.
+    let mut translated = false;
     if let Some(n) = nat {
         match super::nat::nat_stage(t, n, network, super::nat::Origin::Tunnel, pkt) {
             super::nat::NatResult::Done(a) => return a,
-            super::nat::NatResult::Translated => m.dst = super::current_dst(pkt.data()),
+            super::nat::NatResult::Translated => {
+                m.dst = super::current_dst(pkt.data());
+                translated = true;
+            }
             super::nat::NatResult::Untouched => {}
         }
     }
     match network.routes.lookup(m.dst) {
-        Some(Hop::Local { port, mac }) => forward_local(t, pkt.data_mut(), *port, *mac),
-        Some(Hop::Remote { .. }) => Drop(DropReason::OverlayLoop),
-        Some(Hop::Host) => super::host::forward_to_host(t, pkt),
+        // Back into the tunnel only when NAT changed the destination.
+        Some(Hop::Remote { .. }) if !translated => Drop(DropReason::OverlayLoop),
+        Some(hop) => super::route_to_hop(t, network, pkt, *hop),
         // Answers of Services reached from outside, translated back here.
-        None => match t.services.is_frontend_addr(ipv4::Packet::new_unchecked(&pkt.data()[ethernet::HEADER_LEN..]).src_addr()) {
-            true => super::beyond_pod_networks(t, network, pkt, m.dst),
-            false => Drop(DropReason::NoRoute),
-        },
+        None if translated => super::beyond_pod_networks(t, network, pkt, m.dst),
+        None => Drop(DropReason::NoRoute),
     }
 }
 

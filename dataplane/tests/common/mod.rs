@@ -366,3 +366,108 @@ for line in sys.stdin:
     if line:
         s.send(bytes.fromhex(line))
 "#;
+
+// ------------------------------------------------ overlay nodes
+
+pub const VTEP1_MAC: &str = "02:fe:00:00:00:01";
+pub const VTEP2_MAC: &str = "02:fe:00:00:00:02";
+
+/// A node namespace with one pod (veth + af_packet) and one uplink veth end.
+pub struct OverlayNode {
+    pub pod: Pod,
+    pub dir: PathBuf,
+    pub uplink_if: String,
+}
+
+impl OverlayNode {
+    /// Node `i` (1 or 2): pods in 10.i.0.0/24, node IP 192.168.50.i.
+    pub fn new(tag: &str, i: u8, node: &Netns, uplink_if: &str, pod_mtu: &str) -> OverlayNode {
+        let dir = std::env::temp_dir().join(format!("weir-ovl-{tag}-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pod = make_pod(
+            node,
+            &format!("{tag}-p{i}"),
+            &format!("10.{i}.0.2"),
+            &format!("02:00:00:00:0{i}:02"),
+            &format!("10.{i}.0.1"),
+            pod_mtu,
+        );
+        OverlayNode { pod, dir, uplink_if: uplink_if.to_string() }
+    }
+
+    pub fn config(&self, i: u8, remote: &str) -> String {
+        format!(
+            r#"
+[node]
+name = "node{i}"
+pod_cidr = "10.{i}.0.0/24"
+node_ip = "192.168.50.{i}"
+underlay_cidr = "192.168.50.0/24"
+
+[gateway]
+ip = "10.{i}.0.1"
+mac = "02:fe:00:00:00:0{i}"
+
+[dpdk]
+worker_cores = [1]
+memory_mb = 256
+mbufs = 8191
+
+[management]
+socket = "{sock}"
+
+[[ports]]
+name = "pod"
+kind = "af_packet"
+iface = "{pod_if}"
+pod = {{ ip = "{pod_ip}", mac = "{pod_mac}" }}
+
+[[ports]]
+name = "uplink"
+kind = "af_packet"
+iface = "{up}"
+uplink = true
+
+{remote}
+"#,
+            sock = self.dir.join("dp.sock").display(),
+            pod_if = self.pod.host_if,
+            pod_ip = self.pod.ip,
+            pod_mac = self.pod.mac,
+            up = self.uplink_if,
+        )
+    }
+}
+
+impl Drop for OverlayNode {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A pod namespace `wo<name>` whose eth0 is a veth to `node` (the node end
+/// named `wo<name>` without dashes).
+pub fn make_pod(node: &Netns, name: &str, ip: &str, mac: &str, gw: &str, mtu: &str) -> Pod {
+    let ns = Netns::new(format!("wo{name}"));
+    let host_if = format!("wo{}", name.replace('-', ""));
+    sh(&["ip", "link", "add", &host_if, "netns", &node.0, "type", "veth", "peer", "name", "eth0", "netns", &ns.0]);
+    in_ns(&node.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{host_if}.disable_ipv6=1")]);
+    pod_side(&ns.0, ip, mac, gw, mtu);
+    sh(&["ip", "-n", &node.0, "link", "set", &host_if, "up"]);
+    Pod { ns, ip: ip.parse().unwrap(), mac: mac.to_string(), host_if }
+}
+
+/// Addresses, MAC, MTU and default route of a pod's eth0; no IPv6, no tx
+/// checksum offload (af_packet, see the README).
+pub fn pod_side(ns: &str, ip: &str, mac: &str, gw: &str, mtu: &str) {
+    in_ns(ns, &["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"]);
+    sh(&["ip", "-n", ns, "link", "set", "eth0", "address", mac, "mtu", mtu]);
+    assert!(in_ns(ns, &["ethtool", "-K", "eth0", "tx", "off"]).status.success());
+    sh(&["ip", "-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+    sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+    sh(&["ip", "-n", ns, "route", "add", "default", "via", gw]);
+}
+
+pub fn remote(name: &str, ip: &str, cidr: &str, mac: &str) -> String {
+    format!("[[remote_nodes]]\nname = \"{name}\"\nnode_ip = \"{ip}\"\npod_cidr = \"{cidr}\"\nvtep_mac = \"{mac}\"\n")
+}
