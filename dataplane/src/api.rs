@@ -8,14 +8,117 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::PortConfig;
 
-/// Bumped on any incompatible change; a client checks it with `Hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped on any incompatible change; a client states its version with
+/// `Handshake` and is refused on a mismatch.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// What weir-control computes for one node from the cluster: everything
+/// of the node's tables that is not local (ports) or static (the node
+/// config's own sections). `Resync` replaces all of it; `Update` changes
+/// parts of it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTables {
+    #[serde(default)]
+    pub services: Vec<crate::config::ServiceConfig>,
+    #[serde(default)]
+    pub networks: Vec<crate::config::NetworkConfig>,
+    #[serde(default)]
+    pub remote_nodes: Vec<crate::config::RemoteNodeConfig>,
+    #[serde(default)]
+    pub remote_routes: Vec<crate::config::RemoteRouteConfig>,
+    #[serde(default)]
+    pub acl: crate::tables::acl::AclConfig,
+}
+
+/// One change of an `Update`; objects are named by their `name` (pods' ACLs
+/// by their address).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Change {
+    /// Adds the Service, or replaces the one with its name.
+    UpsertService { service: crate::config::ServiceConfig },
+    DeleteService { name: String },
+    UpsertNetwork { network: crate::config::NetworkConfig },
+    DeleteNetwork { name: String },
+    UpsertNode { node: crate::config::RemoteNodeConfig },
+    DeleteNode { name: String },
+    /// Replaces every remote route.
+    SetRemoteRoutes { routes: Vec<crate::config::RemoteRouteConfig> },
+    /// Adds a pod's ACLs, or replaces those of its address.
+    UpsertPodAcl { pod: crate::tables::acl::PodAclConfig },
+    DeletePodAcl { ip: std::net::Ipv4Addr },
+}
+
+impl ClusterTables {
+    /// These tables with `changes` applied, in order. A delete of something
+    /// that is not there is an error naming it.
+    pub fn with(&self, changes: &[Change]) -> Result<ClusterTables, String> {
+        fn upsert<T>(list: &mut Vec<T>, item: T, same: impl Fn(&T) -> bool) {
+            match list.iter().position(same) {
+                Some(i) => list[i] = item,
+                None => list.push(item),
+            }
+        }
+        fn delete<T>(list: &mut Vec<T>, what: &str, name: &str, same: impl Fn(&T) -> bool) -> Result<(), String> {
+            let i = list.iter().position(same).ok_or_else(|| format!("delete {what} {name}: there is none"))?;
+            list.remove(i);
+            Ok(())
+        }
+        let mut t = self.clone();
+        for c in changes {
+            match c {
+                Change::UpsertService { service } => {
+                    let name = service.name.clone();
+                    upsert(&mut t.services, service.clone(), |s| s.name == name)
+                }
+                Change::DeleteService { name } => delete(&mut t.services, "service", name, |s| &s.name == name)?,
+                Change::UpsertNetwork { network } => {
+                    let name = network.name.clone();
+                    upsert(&mut t.networks, network.clone(), |n| n.name == name)
+                }
+                Change::DeleteNetwork { name } => delete(&mut t.networks, "network", name, |n| &n.name == name)?,
+                Change::UpsertNode { node } => {
+                    let name = node.name.clone();
+                    upsert(&mut t.remote_nodes, node.clone(), |n| n.name == name)
+                }
+                Change::DeleteNode { name } => delete(&mut t.remote_nodes, "node", name, |n| &n.name == name)?,
+                Change::SetRemoteRoutes { routes } => t.remote_routes = routes.clone(),
+                Change::UpsertPodAcl { pod } => {
+                    let ip = pod.ip;
+                    upsert(&mut t.acl.pods, pod.clone(), |p| p.ip == ip)
+                }
+                Change::DeletePodAcl { ip } => {
+                    delete(&mut t.acl.pods, "pod ACL", &ip.to_string(), |p| p.ip == *ip)?
+                }
+            }
+        }
+        Ok(t)
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     Hello,
+    /// Hello from a client that states its protocol version: refused unless
+    /// it is this dataplane's.
+    Handshake {
+        version: u32,
+        client: String,
+    },
     Stats,
+    /// Replaces the node's cluster tables whole (weir-control on connect).
+    /// `generation` is the control's; the reply echoes it once applied.
+    Resync {
+        generation: u64,
+        tables: ClusterTables,
+    },
+    /// Applies `changes` to the cluster tables, all or nothing.
+    Update {
+        generation: u64,
+        changes: Vec<Change>,
+    },
     AddPort {
         port: PortConfig,
     },
@@ -36,11 +139,24 @@ pub enum Reply {
         version: u32,
         node: String,
         dpdk: String,
+        /// Different for every start of the dataplane: a client that sees it
+        /// change knows the dataplane restarted and resyncs.
+        #[serde(default)]
+        instance: u64,
+        /// The control generation the tables run, if a control has synced.
+        #[serde(default)]
+        control_generation: Option<u64>,
     },
     Stats(Stats),
     /// The change is applied and every worker runs `generation` or later.
     Applied {
         generation: u64,
+    },
+    /// A `Resync` or `Update` is applied: every worker runs tables
+    /// `tables_generation` or later, built from control `generation`.
+    Synced {
+        generation: u64,
+        tables_generation: u64,
     },
     Error {
         message: String,
@@ -52,6 +168,9 @@ pub struct Stats {
     pub node: String,
     /// Generation of the published tables.
     pub generation: u64,
+    /// The control generation they were built from (none: no control yet).
+    #[serde(default)]
+    pub control_generation: Option<u64>,
     pub workers: Vec<WorkerStats>,
     pub ports: Vec<PortStats>,
     /// Drops by reason name, summed over workers; every reason is listed.
@@ -152,5 +271,40 @@ mod tests {
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
         let s = serde_json::to_string(&Reply::Applied { generation: 3 }).unwrap();
         assert_eq!(s, r#"{"reply":"applied","generation":3}"#);
+        let r: Request = serde_json::from_str(r#"{"cmd":"handshake","version":2,"client":"weirctl"}"#).unwrap();
+        assert_eq!(r, Request::Handshake { version: 2, client: "weirctl".into() });
+        let r: Request = serde_json::from_str(
+            r#"{"cmd":"update","generation":5,"changes":[{"op":"delete_service","name":"default/web"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r, Request::Update { generation: 5, changes: vec![Change::DeleteService { name: "default/web".into() }] });
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"update","generation":5,"changes":[{"op":"reboot"}]}"#).is_err());
+    }
+
+    fn service(name: &str, vip: &str) -> crate::config::ServiceConfig {
+        #[derive(Deserialize)]
+        struct S {
+            services: Vec<crate::config::ServiceConfig>,
+        }
+        let text = format!("[[services]]\nname = \"{name}\"\ncluster_ips = [\"{vip}\"]\nports = [{{ port = 80, protocol = \"tcp\" }}]\n");
+        toml::from_str::<S>(&text).unwrap().services.remove(0)
+    }
+
+    #[test]
+    fn changes_apply_in_order_and_deletes_name_what_is_missing() {
+        let t = ClusterTables { services: vec![service("a", "10.96.0.1"), service("b", "10.96.0.2")], ..Default::default() };
+        let t2 = t
+            .with(&[
+                Change::UpsertService { service: service("a", "10.96.0.9") },
+                Change::DeleteService { name: "b".into() },
+                Change::UpsertService { service: service("c", "10.96.0.3") },
+            ])
+            .unwrap();
+        let names: Vec<(&str, String)> =
+            t2.services.iter().map(|s| (s.name.as_str(), s.cluster_ips[0].to_string())).collect();
+        assert_eq!(names, vec![("a", "10.96.0.9".to_string()), ("c", "10.96.0.3".to_string())]);
+        let e = t.with(&[Change::DeleteService { name: "zz".into() }]).unwrap_err();
+        assert_eq!(e, "delete service zz: there is none");
+        assert_eq!(t.services.len(), 2, "the original is untouched");
     }
 }

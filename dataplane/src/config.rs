@@ -80,6 +80,10 @@ pub struct NodeConfig {
     pub services: Vec<ServiceConfig>,
     #[serde(default)]
     pub nat: NatSection,
+    /// Pods' ACLs, compiled by weir-control from NetworkPolicies and the
+    /// Contiv model (see docs/policy.md); static here for tests and demos.
+    #[serde(default)]
+    pub acl: crate::tables::acl::AclConfig,
 }
 
 /// Source NAT of Service traffic.
@@ -1114,6 +1118,25 @@ impl PortConfig {
     }
 }
 
+/// Puts the object's name next to a list index in a config error
+/// (`services[3].ports[0] = ...` → `services[3] (default/web).ports[0] = ...`),
+/// so a refused `Update` names what it refused.
+pub fn name_object(msg: &str, cfg: &NodeConfig) -> String {
+    let lists: [(&str, Vec<&str>); 4] = [
+        ("services[", cfg.services.iter().map(|s| s.name.as_str()).collect()),
+        ("networks[", cfg.networks.iter().map(|n| n.name.as_str()).collect()),
+        ("remote_nodes[", cfg.remote_nodes.iter().map(|n| n.name.as_str()).collect()),
+        ("ports[", cfg.ports.iter().map(|p| p.name.as_str()).collect()),
+    ];
+    for (prefix, names) in lists {
+        let Some(rest) = msg.strip_prefix(prefix) else { continue };
+        let Some(end) = rest.find(']') else { continue };
+        let Some(name) = rest[..end].parse::<usize>().ok().and_then(|i| names.get(i)) else { continue };
+        return format!("{prefix}{}] ({name}){}", &rest[..end], &rest[end + 1..]);
+    }
+    msg.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1221,6 +1244,20 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
         assert!(e.starts_with("dpdk.mbufs = 100"), "{e}");
         let e = refused(&GOOD.replace("iface = \"wa-a\"", "iface = \"wa-a,qpairs=9\""));
         assert!(e.starts_with("ports[0].iface"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_object() {
+        let c = NodeConfig::from_toml(&format!(
+            "{GOOD}\n[[services]]\nname = \"default/web\"\nports = [{{ port = 80, protocol = \"tcp\" }}]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            name_object("services[0].ports[0] = 0: ports are 1-65535", &c),
+            "services[0] (default/web).ports[0] = 0: ports are 1-65535"
+        );
+        assert_eq!(name_object("services[7].name = x", &c), "services[7].name = x", "no such index");
+        assert_eq!(name_object("gateway.ip = 1.2.3.4: bad", &c), "gateway.ip = 1.2.3.4: bad");
     }
 
     #[test]

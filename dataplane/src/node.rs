@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam::queue::ArrayQueue;
 
-use crate::api::{NeighbourStats, OverlayStats, PortStats, Reply, Request, Stats, WorkerStats, PROTOCOL_VERSION};
+use crate::api::{
+    Change, ClusterTables, NeighbourStats, OverlayStats, PortStats, Reply, Request, Stats, WorkerStats, PROTOCOL_VERSION,
+};
 use crate::config::{validate_port, ForwardMode, NodeConfig, PortConfig, PortKind};
 use crate::dpdk::{port, Eal, Mempool, TxBuffer};
 use crate::flow::FlowTable;
@@ -20,6 +22,7 @@ use crate::pipeline::{host, overlay, Consumed, DropReason, PacketBuf, ReplyKind}
 use crate::snapshot::Snapshot;
 use crate::stats::SharedCounters;
 use crate::tables::cidr::Ipv4Cidr;
+use crate::tables::acl::AclTable;
 use crate::tables::service::ServiceTable;
 use crate::tables::{Hop, Overlay, PortEntry, PortId, RxQueue, Tables, DEFAULT_NETWORK};
 
@@ -56,6 +59,10 @@ pub struct Node<'e> {
     announced: Option<PortId>,
     /// Service NAT's flows, shared by every worker.
     flows: Arc<FlowTable>,
+    /// Different for every start (see `Reply::Hello::instance`).
+    instance: u64,
+    /// The control generation the cluster tables came from.
+    control_generation: Option<u64>,
 }
 
 impl<'e> Node<'e> {
@@ -78,6 +85,8 @@ impl<'e> Node<'e> {
             mgmt_tx: TxBuffer::default(),
             announced: None,
             flows: Arc::new(FlowTable::new(cfg_flows)),
+            instance: instance_id(),
+            control_generation: None,
         })
     }
 
@@ -169,6 +178,13 @@ impl<'e> Node<'e> {
         match ServiceTable::build(&self.cfg) {
             Ok(s) => t.services = s,
             Err(e) => eprintln!("weir-dataplane: services not published: {e}"),
+        }
+        match AclTable::build(&self.cfg.acl, &node_addrs(&self.cfg)) {
+            Ok(mut a) => {
+                a.carry_counters_from(&self.snapshot.get().acl);
+                t.acl = Arc::new(a);
+            }
+            Err(e) => eprintln!("weir-dataplane: ACLs not published: {e}"),
         }
         for lp in &self.ports {
             let entry = match &lp.cfg.pod {
@@ -320,13 +336,57 @@ impl<'e> Node<'e> {
 
     /// Replaces the Services; refused whole (nothing changes) if any is bad.
     pub fn set_services(&mut self, services: Vec<crate::config::ServiceConfig>) -> Result<u64, String> {
+        let tables = ClusterTables { services, ..self.cluster_tables() };
+        self.apply_cluster(tables).map_err(|e| format!("services refused: {e}"))
+    }
+
+    /// The cluster part of the running config.
+    pub fn cluster_tables(&self) -> ClusterTables {
+        ClusterTables {
+            services: self.cfg.services.clone(),
+            networks: self.cfg.networks.clone(),
+            remote_nodes: self.cfg.remote_nodes.clone(),
+            remote_routes: self.cfg.remote_routes.clone(),
+            acl: self.cfg.acl.clone(),
+        }
+    }
+
+    /// Replaces the cluster tables after checking that the node with them
+    /// is a valid config whose tables build; refused whole otherwise, with
+    /// the offending object named.
+    pub fn apply_cluster(&mut self, t: ClusterTables) -> Result<u64, String> {
         let mut with = self.cfg.clone();
         with.ports = self.ports.iter().map(|lp| lp.cfg.clone()).collect();
-        with.services = services;
-        with.validate().map_err(|e| format!("services refused: {e}"))?;
-        ServiceTable::build(&with).map_err(|e| format!("services refused: {e}"))?;
+        with.services = t.services;
+        with.networks = t.networks;
+        with.remote_nodes = t.remote_nodes;
+        with.remote_routes = t.remote_routes;
+        with.acl = t.acl;
+        with.validate().map_err(|e| crate::config::name_object(&e.to_string(), &with))?;
+        ServiceTable::build(&with)?;
+        AclTable::build(&with.acl, &node_addrs(&with))?;
         self.cfg.services = with.services;
+        self.cfg.networks = with.networks;
+        self.cfg.remote_nodes = with.remote_nodes;
+        self.cfg.remote_routes = with.remote_routes;
+        self.cfg.acl = with.acl;
         Ok(self.publish())
+    }
+
+    /// `Resync` and `Update` from weir-control.
+    fn sync(&mut self, generation: u64, t: Result<ClusterTables, String>) -> Reply {
+        match t.and_then(|t| self.apply_cluster(t)) {
+            Ok(tables_generation) => {
+                self.control_generation = Some(generation);
+                Reply::Synced { generation, tables_generation }
+            }
+            Err(e) => Reply::Error { message: format!("generation {generation} refused, nothing applied: {e}") },
+        }
+    }
+
+    fn update(&mut self, generation: u64, changes: &[Change]) -> Reply {
+        let t = self.cluster_tables().with(changes);
+        self.sync(generation, t)
     }
 
     pub fn remove_port(&mut self, name: &str) -> Result<u64, String> {
@@ -344,7 +404,12 @@ impl<'e> Node<'e> {
 
     pub fn stats(&self) -> Stats {
         let snap = self.snapshot.get();
-        let mut s = Stats { node: self.cfg.node.name.clone(), generation: snap.generation, ..Default::default() };
+        let mut s = Stats {
+            node: self.cfg.node.name.clone(),
+            generation: snap.generation,
+            control_generation: self.control_generation,
+            ..Default::default()
+        };
         for (id, c) in self.counters.iter().enumerate() {
             s.workers.push(WorkerStats {
                 id,
@@ -415,14 +480,28 @@ impl<'e> Node<'e> {
             Err(message) => Reply::Error { message },
         };
         match req {
-            Request::Hello => {
-                Reply::Hello { version: PROTOCOL_VERSION, node: self.cfg.node.name.clone(), dpdk: Eal::version() }
-            }
+            Request::Hello => self.hello(),
+            Request::Handshake { version, client } if version != PROTOCOL_VERSION => Reply::Error {
+                message: format!("{client} speaks protocol {version}; this dataplane speaks {PROTOCOL_VERSION}"),
+            },
+            Request::Handshake { .. } => self.hello(),
+            Request::Resync { generation, tables } => self.sync(generation, Ok(tables)),
+            Request::Update { generation, changes } => self.update(generation, &changes),
             Request::Stats => Reply::Stats(self.stats()),
             Request::AddPort { port } => applied(self.add_port(port)),
             Request::RemovePort { name } => applied(self.remove_port(&name)),
             Request::SetServices { services } => applied(self.set_services(services)),
             Request::Shutdown => Reply::Applied { generation: self.generation },
+        }
+    }
+
+    fn hello(&self) -> Reply {
+        Reply::Hello {
+            version: PROTOCOL_VERSION,
+            node: self.cfg.node.name.clone(),
+            dpdk: Eal::version(),
+            instance: self.instance,
+            control_generation: self.control_generation,
         }
     }
 
@@ -435,3 +514,18 @@ impl<'e> Node<'e> {
         }
     }
 }
+
+/// The node's own addresses, from which ACLs always allow traffic to its
+/// pods: the gateways of its networks and its node IP.
+fn node_addrs(cfg: &NodeConfig) -> Vec<std::net::Ipv4Addr> {
+    let mut a: Vec<std::net::Ipv4Addr> = std::iter::once(cfg.gateway.ip).chain(cfg.networks.iter().map(|n| n.gateway)).collect();
+    a.extend(cfg.node.node_ip);
+    a
+}
+
+/// A start-unique number: the clock and the process id.
+fn instance_id() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 48)
+}
+

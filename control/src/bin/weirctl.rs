@@ -156,7 +156,13 @@ fn main() -> ExitCode {
         return if matches!(reply, Reply::Error { .. }) { ExitCode::from(1) } else { ExitCode::SUCCESS };
     }
     match reply {
-        Reply::Hello { version, node, dpdk } => println!("node {node}, protocol {version}, {dpdk}"),
+        Reply::Hello { version, node, dpdk, control_generation, .. } => {
+            let synced = control_generation.map_or("not synced by weir-control".to_string(), |g| format!("control generation {g}"));
+            println!("node {node}, protocol {version}, {dpdk}, {synced}")
+        }
+        Reply::Synced { generation, tables_generation } => {
+            println!("synced: control generation {generation}, tables generation {tables_generation}")
+        }
         Reply::Stats(s) => print!("{}", weir_control::render::stats(&s)),
         Reply::Applied { generation } => println!("applied: tables generation {generation}"),
         Reply::Error { message } => {

@@ -404,8 +404,8 @@ pub fn proto_name(p: u8) -> String {
     }
 }
 
-/// The fewest CIDR blocks that cover `s..=e` exactly.
-fn range_cidrs(s: u32, e: u32, out: &mut Vec<Ipv4Cidr>) {
+/// Appends the fewest CIDR blocks that cover the addresses `s..=e` exactly.
+pub fn range_cidrs(s: u32, e: u32, out: &mut Vec<Ipv4Cidr>) {
     let (mut s, e) = (u64::from(s), u64::from(e));
     while s <= e {
         // The largest block aligned at `s` that does not pass `e`.

@@ -200,6 +200,8 @@ pub struct Tables {
     /// Other nodes' IPs → their VTEP: pods reach other nodes (and the
     /// answers of translated flows come back) through the tunnel.
     pub node_hops: FastMap<Ipv4Addr, Hop>,
+    /// Pods' ACLs (NetworkPolicy and the Contiv model, compiled).
+    pub acl: std::sync::Arc<acl::AclTable>,
     /// Indexed by DPDK port id; `None` where no port is (or no longer is).
     pub ports: Vec<Option<PortEntry>>,
     /// In io mode: the port each port forwards to.
@@ -239,6 +241,7 @@ impl Tables {
             vteps: FastSet::default(),
             services: service::ServiceTable::default(),
             node_hops: FastMap::default(),
+            acl: std::sync::Arc::default(),
             ports: vec![None; MAX_PORTS],
             io_peer: vec![None; MAX_PORTS],
             rx_plan: vec![Vec::new(); workers],
