@@ -4,4 +4,5 @@
 //! and the human rendering weirctl prints. The Kubernetes watch, the cluster
 //! file, IPAM and the CNI server come with the control and CNI issues.
 
+pub mod policy;
 pub mod render;

@@ -96,6 +96,10 @@ pub struct FlowEntry {
     pub other: Option<(Ipv4Addr, u16)>,
     /// Connection state bits ([`state`]), the same in both directions' entries.
     pub state: u8,
+    /// A flow tracked for policy only: nothing is rewritten. `nat_addr` and
+    /// `nat_port` then hold the packet's own destination, and `rewrite_dst`
+    /// tells the original direction (true) from the reply.
+    pub plain: bool,
 }
 
 /// The bits of [`FlowEntry::state`].
@@ -112,10 +116,11 @@ pub mod state {
 }
 
 impl FlowEntry {
-    /// `other` (flag bit 63, address 16..48, port 0..16) and `state` (48..56).
+    /// `other` (flag bit 63, address 16..48, port 0..16), `state` (48..56)
+    /// and `plain` (56).
     fn other_word(&self) -> u64 {
         let other = self.other.map_or(0, |(a, p)| 1 << 63 | u64::from(u32::from(a)) << 16 | u64::from(p));
-        other | u64::from(self.state) << 48
+        other | u64::from(self.state) << 48 | u64::from(self.plain) << 56
     }
 
     fn other_from(c: u64) -> Option<(Ipv4Addr, u16)> {
@@ -140,6 +145,7 @@ impl FlowEntry {
             rewrite_dst: b & 1 == 1,
             timeout_ms,
             state: (c >> 48) as u8,
+            plain: (c >> 56) & 1 == 1,
         }
     }
 }
@@ -434,6 +440,7 @@ mod tests {
             timeout_ms: 1000,
             other: (i % 3 == 0).then(|| (Ipv4Addr::from(i ^ 0x5a5a), i as u16)),
             state: (i % 16) as u8,
+            plain: i % 5 == 0,
         }
     }
 

@@ -106,6 +106,10 @@ numbered! {
         /// No free node-IP source port for an external client's flow (see
         /// `nat.snat_port_min`/`max`).
         SnatPortsExhausted = 32, "snat_ports_exhausted";
+        /// The source pod's egress policy denies the flow.
+        PolicyDeniedEgress = 33, "policy_denied_egress";
+        /// The destination pod's ingress policy denies the flow.
+        PolicyDeniedIngress = 34, "policy_denied_ingress";
     }
 }
 

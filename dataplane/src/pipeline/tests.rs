@@ -740,6 +740,9 @@ fn every_reason_is_produced() {
         ServiceNoLocalBackend,
         ServiceSourceNotAllowed,
         SnatPortsExhausted,
+        // Policy's: pipeline/nat/policy_tests.rs.
+        PolicyDeniedEgress,
+        PolicyDeniedIngress,
         TooBigForTunnel,
     ];
     for r in DropReason::ALL.iter().filter(|r| !elsewhere.contains(r)) {

@@ -677,6 +677,20 @@ impl AclTable {
         self.rules.is_empty()
     }
 
+    /// Whether a packet from `src` to `dst` is subject to any policy: `src`
+    /// has an egress policy or `dst` an ingress policy. Packets that are not
+    /// need no classification and no flow state.
+    #[inline]
+    pub fn tracks(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        if self.pods.is_empty() {
+            return false;
+        }
+        let has = |a: &Ipv4Addr, d: Direction| {
+            self.index.get(a).and_then(|i| self.pods.get(*i as usize)).is_some_and(|p| p.direction(d).is_some())
+        };
+        has(&src, Direction::Egress) || has(&dst, Direction::Ingress)
+    }
+
     /// Pods with a policy in at least one direction.
     pub fn pod_count(&self) -> usize {
         self.pods.len()

@@ -45,6 +45,7 @@ use std::net::Ipv4Addr;
 
 use super::{icmp_error, icmp_error_from, is_icmp_error, Action, DropReason, PacketBuf, ReplyKind};
 use crate::flow::{state, FlowEntry, FlowKey, FlowTable, InsertError};
+use crate::tables::acl::{Decision, Direction, Verdict};
 use crate::tables::service::{Frontend, FrontendKind};
 use crate::tables::{Network, Tables};
 use crate::wire::{checksum, ethernet, icmp, ipv4, sctp, tcp};
@@ -152,6 +153,14 @@ fn flow_of(frame: &[u8]) -> Option<(FlowKey, u8)> {
         // Headers present: checked by check_ipv4.
         ipv4::protocol::TCP => l4[13],
         ipv4::protocol::UDP | ipv4::protocol::SCTP => 0,
+        // Echo request and reply, keyed by their identifier: the request
+        // as (id, 0), the reply as (0, id), so one is the other reversed.
+        ipv4::protocol::ICMP if matches!(l4[0], icmp::msg::ECHO_REQUEST | icmp::msg::ECHO_REPLY) => {
+            let id = u16::from_be_bytes([l4[4], l4[5]]);
+            let (src_port, dst_port) = if l4[0] == icmp::msg::ECHO_REQUEST { (id, 0) } else { (0, id) };
+            let key = FlowKey { src: ip.src_addr(), dst: ip.dst_addr(), src_port, dst_port, proto };
+            return Some((key, 0));
+        }
         _ => return None,
     };
     let key = FlowKey {
@@ -177,25 +186,58 @@ fn other_key(k: &FlowKey, e: &FlowEntry) -> FlowKey {
     FlowKey { src: dst.0, dst: src.0, src_port: dst.1, dst_port: src.1, proto: k.proto }
 }
 
-/// Runs NAT on a checked IPv4 frame of network `net` that entered at `origin`.
+/// The flow's original tuple as policy sees it: the client's own address
+/// (before any SNAT) and the backend (after DNAT), from entry `e` of key `k`.
+fn policy_tuple(k: &FlowKey, e: &FlowEntry) -> (Ipv4Addr, Ipv4Addr, u16, u16) {
+    if e.rewrite_dst {
+        (k.src, e.nat_addr, k.src_port, e.nat_port)
+    } else {
+        let (client, port) = e.other.unwrap_or((k.dst, k.dst_port));
+        (client, k.src, port, k.src_port)
+    }
+}
+
+/// The drop for a policy deny.
+fn denied(d: Decision) -> NatResult {
+    NatResult::Done(Action::Drop(match d.direction {
+        Some(Direction::Egress) => DropReason::PolicyDeniedEgress,
+        _ => DropReason::PolicyDeniedIngress,
+    }))
+}
+
+/// Connection tracking of a checked IPv4 frame of network `net` that
+/// entered at `origin`: Service NAT, and the policy verdict of flows that
+/// pods' ACLs apply to (classified on their first packet, and again once
+/// after each publication of new tables; replies of allowed flows pass).
 pub(crate) fn nat_stage<B: PacketBuf>(t: &Tables, nat: &Nat, net: &Network, origin: Origin, pkt: &mut B) -> NatResult {
     let Some((key, flags)) = flow_of(pkt.data()) else {
-        return icmp_error_stage(t, nat, pkt);
+        return match icmp_error_stage(t, nat, pkt) {
+            Some(r) => r,
+            None => icmp_policy(t, pkt),
+        };
     };
-    if !t.services.may_translate(key.src, key.dst) {
+    let service = t.services.may_translate(key.src, key.dst);
+    if !service && !t.acl.tracks(key.src, key.dst) {
         return NatResult::Untouched;
     }
     let frontend = Frontend { vip: key.dst, port: key.dst_port, proto: key.proto };
     // Hashed once: the flow table and the Maglev pick both use it.
     let hash = key.hash();
     let Some(mut e) = nat.flows.lookup_hashed(&key, hash, nat.now_ms) else {
-        return new_flow(t, nat, net, origin, pkt, key, hash, frontend);
+        return match t.services.lookup(&frontend) {
+            Some(_) => new_flow(t, nat, net, origin, pkt, key, hash, frontend),
+            None if t.acl.tracks(key.src, key.dst) => plain_flow(t, nat, key, hash),
+            None => NatResult::Untouched,
+        };
     };
-    // Tables published since the flow was given its backend: is that
-    // backend still one of the Service's? (Checked once per flow per
-    // publication: a flow that passes is stamped with the generation.)
-    if e.rewrite_dst && e.generation != t.generation as u32 {
-        let alive = t.services.lookup(&frontend).is_some_and(|(_, _, p)| p.is_member(e.nat_addr, e.nat_port));
+    // Tables published since the flow was decided: is its backend still one
+    // of the Service's, and does policy still allow it? (Checked once per
+    // flow per publication: a flow that passes is stamped with the
+    // generation.)
+    if e.generation != t.generation as u32 {
+        let nat_orig = e.rewrite_dst && !e.plain;
+        let alive = !nat_orig
+            || t.services.lookup(&frontend).is_some_and(|(_, _, p)| p.is_member(e.nat_addr, e.nat_port));
         if !alive {
             nat.flows.remove_hashed(&key, hash);
             nat.flows.remove(&other_key(&key, &e));
@@ -205,6 +247,14 @@ pub(crate) fn nat_stage<B: PacketBuf>(t: &Tables, nat: &Nat, net: &Network, orig
             }
             // UDP and SCTP move to a live backend with this packet.
             return new_flow(t, nat, net, origin, pkt, key, hash, frontend);
+        }
+        let (src, dst, sport, dport) = policy_tuple(&key, &e);
+        let d = t.acl.evaluate(src, dst, key.proto, sport, dport);
+        if d.verdict == Verdict::Deny {
+            // A policy that allowed it is gone: the flow is cut.
+            nat.flows.remove_hashed(&key, hash);
+            nat.flows.remove(&other_key(&key, &e));
+            return denied(d);
         }
         e.generation = t.generation as u32;
         let _ = nat.flows.insert_hashed(&key, hash, &e, nat.now_ms);
@@ -220,8 +270,59 @@ pub(crate) fn nat_stage<B: PacketBuf>(t: &Tables, nat: &Nat, net: &Network, orig
     if s != e.state {
         set_state(nat, &key, hash, &e, s);
     }
+    if e.plain {
+        return NatResult::Untouched;
+    }
     rewrite(pkt.data_mut(), &e);
     NatResult::Translated
+}
+
+/// The first packet of a flow that policy applies to and no Service
+/// translates: classified; if allowed, both directions are tracked so that
+/// the replies pass.
+fn plain_flow(t: &Tables, nat: &Nat, key: FlowKey, hash: u64) -> NatResult {
+    let d = t.acl.classify(key.src, key.dst, key.proto, key.src_port, key.dst_port);
+    if d.verdict == Verdict::Deny {
+        return denied(d);
+    }
+    let s = next_state(key.proto, 0, true, 0);
+    let orig = FlowEntry {
+        nat_addr: key.dst,
+        nat_port: key.dst_port,
+        rewrite_dst: true,
+        service: u32::MAX,
+        backend: 0,
+        generation: t.generation as u32,
+        timeout_ms: timeout_ms(key.proto, s),
+        other: None,
+        state: s,
+        plain: true,
+    };
+    let reply = FlowEntry { nat_addr: key.src, nat_port: key.src_port, rewrite_dst: false, ..orig };
+    let reply_key = key.reversed();
+    if nat.flows.insert(&reply_key, &reply, nat.now_ms).is_err() {
+        return NatResult::Done(Action::Drop(DropReason::FlowTableFull));
+    }
+    if nat.flows.insert_hashed(&key, hash, &orig, nat.now_ms).is_err() {
+        nat.flows.remove(&reply_key);
+        return NatResult::Done(Action::Drop(DropReason::FlowTableFull));
+    }
+    NatResult::Untouched
+}
+
+/// ICMP that is neither an echo nor an error about a known flow, between
+/// addresses policy applies to: classified as protocol ICMP.
+fn icmp_policy<B: PacketBuf>(t: &Tables, pkt: &B) -> NatResult {
+    let ip = ipv4::Packet::new_unchecked(&pkt.data()[ethernet::HEADER_LEN..]);
+    let (src, dst, proto) = (ip.src_addr(), ip.dst_addr(), ip.protocol());
+    if !t.acl.tracks(src, dst) {
+        return NatResult::Untouched;
+    }
+    let d = t.acl.classify(src, dst, proto, 0, 0);
+    if d.verdict == Verdict::Deny {
+        return denied(d);
+    }
+    NatResult::Untouched
 }
 
 /// Moves both entries of a flow to state `s` (and its timeout): a few times
@@ -274,6 +375,11 @@ fn new_flow<B: PacketBuf>(
         }
         return NatResult::Done(reject(t, net, origin, pkt, key.dst));
     };
+    // Policy sees the client as it is and the backend it goes to.
+    let d = t.acl.classify(key.src, backend, key.proto, key.src_port, svc.target_port);
+    if d.verdict == Verdict::Deny {
+        return denied(d);
+    }
     let s = next_state(key.proto, 0, true, 0);
     let timeout_ms = timeout_ms(key.proto, s);
     let generation = t.generation as u32;
@@ -287,6 +393,7 @@ fn new_flow<B: PacketBuf>(
         timeout_ms,
         other: None,
         state: s,
+        plain: false,
     };
     let reply = FlowEntry {
         nat_addr: key.dst,
@@ -384,13 +491,14 @@ fn reject<B: PacketBuf>(t: &Tables, net: &Network, origin: Origin, pkt: &mut B, 
 /// direction whose key is the quoted tuple reversed; that entry's rewrite
 /// is applied to the outer addresses (where they are the flow's endpoints)
 /// and, mirrored, to the quoted header.
-fn icmp_error_stage<B: PacketBuf>(t: &Tables, nat: &Nat, pkt: &mut B) -> NatResult {
+/// `None`: not an ICMP error about a known flow.
+fn icmp_error_stage<B: PacketBuf>(t: &Tables, nat: &Nat, pkt: &mut B) -> Option<NatResult> {
     let frame = pkt.data_mut();
     let ip_at = ethernet::HEADER_LEN;
     let (ihl, outer_src, outer_dst) = {
         let ip = ipv4::Packet::new_unchecked(&frame[ip_at..]);
         if ip.protocol() != ipv4::protocol::ICMP || ip.is_fragment() {
-            return NatResult::Untouched;
+            return None;
         }
         (ip.header_len(), ip.src_addr(), ip.dst_addr())
     };
@@ -399,27 +507,28 @@ fn icmp_error_stage<B: PacketBuf>(t: &Tables, nat: &Nat, pkt: &mut B) -> NatResu
     let q_at = icmp_at + icmp::HEADER_LEN;
     // The quoted IPv4 header and 4 bytes of ports, at least.
     if ip_end < q_at + ipv4::HEADER_LEN || !is_icmp_error(frame[icmp_at]) {
-        return NatResult::Untouched;
+        return None;
     }
     let q = &frame[q_at..ip_end];
     let qihl = usize::from(q[0] & 0x0f) * 4;
     if q[0] >> 4 != 4 || qihl < ipv4::HEADER_LEN || q.len() < qihl + 4 {
-        return NatResult::Untouched;
+        return None;
     }
     let qproto = q[9];
     if !matches!(qproto, ipv4::protocol::TCP | ipv4::protocol::UDP | ipv4::protocol::SCTP) {
-        return NatResult::Untouched;
+        return None;
     }
     let addr = |at: usize| Ipv4Addr::new(q[at], q[at + 1], q[at + 2], q[at + 3]);
     let port = |at: usize| u16::from_be_bytes([q[at], q[at + 1]]);
     let (qsrc, qdst, qsport, qdport) = (addr(12), addr(16), port(qihl), port(qihl + 2));
     let k = FlowKey { src: qdst, dst: qsrc, src_port: qdport, dst_port: qsport, proto: qproto };
-    if !t.services.may_translate(k.src, k.dst) {
-        return NatResult::Untouched;
+    if !t.services.may_translate(k.src, k.dst) && !t.acl.tracks(k.src, k.dst) {
+        return None;
     }
-    let Some(e) = nat.flows.lookup(&k, nat.now_ms) else {
-        return NatResult::Untouched;
-    };
+    let e = nat.flows.lookup(&k, nat.now_ms)?;
+    if e.plain {
+        return Some(NatResult::Untouched); // about an allowed flow: passes
+    }
     let nat_side = Some((e.nat_addr, e.nat_port));
     let (dst_rw, src_rw) = if e.rewrite_dst { (nat_side, e.other) } else { (e.other, nat_side) };
     {
@@ -456,7 +565,7 @@ fn icmp_error_stage<B: PacketBuf>(t: &Tables, nat: &Nat, pkt: &mut B) -> NatResu
     }
     ipv4::Packet::new_unchecked(&mut q[..qihl]).fill_checksum();
     icmp::Packet::new_unchecked(&mut frame[icmp_at..ip_end]).fill_checksum();
-    NatResult::Translated
+    Some(NatResult::Translated)
 }
 
 /// An ICMP error weir built itself (fragmentation needed, time exceeded)
@@ -573,3 +682,5 @@ mod tests;
 mod outside_tests;
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod policy_tests;
