@@ -1,8 +1,17 @@
 //! weir-control: the control-plane side of weir (no DPDK).
 //!
-//! For now it holds the client side of the dataplane's management protocol
-//! and the human rendering weirctl prints. The Kubernetes watch, the cluster
-//! file, IPAM and the CNI server come with the control and CNI issues.
+//! - `model`: the cluster's objects (from a cluster file or the Kubernetes
+//!   watch) and what they mean for one node's tables;
+//! - `policy`: NetworkPolicy and the Contiv model compiled into ACLs;
+//! - `crd`: weir's own resources (Network, EndpointGroup, Policy);
+//! - `sync`: keeping a dataplane's tables equal to the computed ones;
+//! - `dump`: the stable text form of a node's tables (golden tests);
+//! - `render`: what weirctl prints.
 
+pub mod crd;
+pub mod dump;
+pub mod model;
 pub mod policy;
 pub mod render;
+pub mod source;
+pub mod sync;

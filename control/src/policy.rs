@@ -110,7 +110,7 @@ pub struct ContivPolicy {
     pub rules: Vec<ContivRule>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleDirection {
     /// Traffic to the group's pods (`from*` names the source).
@@ -121,7 +121,7 @@ pub enum RuleDirection {
 
 /// One Contiv rule. A side left empty means any address; `fromGroup` with
 /// `fromIp` means the group's pods inside that prefix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ContivRule {
     pub id: u32,
@@ -137,16 +137,22 @@ pub struct ContivRule {
     pub from_network: Option<String>,
     #[serde(default)]
     pub to_network: Option<String>,
+    /// An address or a prefix.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub from_ip: Option<IpOrCidr>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub to_ip: Option<IpOrCidr>,
-    /// `None`: any protocol.
+    /// `tcp`, `udp`, `icmp` or a protocol number; `None`: any protocol.
     #[serde(default)]
+    #[schemars(with = "Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>")]
     pub protocol: Option<ContivProtocol>,
     /// Destination port; `None` or 0: any port.
     #[serde(default)]
     pub port: Option<u16>,
+    /// `allow` or `deny`.
+    #[schemars(with = "String")]
     pub action: Verdict,
 }
 

@@ -1,0 +1,191 @@
+//! weir-control: computes a node's tables from the cluster (a cluster file,
+//! by default the embedded demo cluster, or the Kubernetes API) and keeps
+//! the node's weir-dataplane running them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use weir_control::model::{compute, ClusterObjects, Settings};
+use weir_control::source::{self, Shared};
+use weir_control::sync::{Link, Pushed};
+
+#[derive(Parser)]
+#[command(name = "weir-control", version, about = "weir's node agent: cluster → dataplane tables")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// `run`'s arguments, when no subcommand is given.
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Keep a dataplane's tables equal to the cluster's (the default).
+    Run(RunArgs),
+    /// Print a node's tables as text (what `run` would push).
+    Dump {
+        #[arg(long)]
+        node: String,
+        /// Cluster file; default: the embedded demo cluster.
+        #[arg(long)]
+        cluster_file: Option<PathBuf>,
+    },
+    /// Print the CustomResourceDefinitions of weir's resources.
+    Crds,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The dataplane's management socket.
+    #[arg(long, short = 's', default_value = "/run/weir/dataplane.sock", env = "WEIR_DATAPLANE_SOCKET")]
+    dataplane: PathBuf,
+    /// Cluster file (YAML documents of Services, EndpointSlices, Pods,
+    /// Namespaces, Nodes, NetworkPolicies and weir's resources), watched for
+    /// changes. Default: the embedded demo cluster.
+    #[arg(long)]
+    cluster_file: Option<PathBuf>,
+    /// The node whose tables to compute; default: the dataplane's node name.
+    #[arg(long)]
+    node: Option<String>,
+    /// How often sources and the dataplane are checked, ms.
+    #[arg(long, default_value_t = 300)]
+    interval_ms: u64,
+    /// Push once and exit (0 when applied).
+    #[arg(long)]
+    once: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Some(Cmd::Crds) => {
+            print!("{}", weir_control::crd::manifests());
+            ExitCode::SUCCESS
+        }
+        Some(Cmd::Dump { node, cluster_file }) => dump(&node, cluster_file),
+        Some(Cmd::Run(a)) => run(a),
+        None => run(cli.run),
+    }
+}
+
+fn dump(node: &str, file: Option<PathBuf>) -> ExitCode {
+    let text = match file {
+        Some(p) => match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("weir-control: {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => source::DEMO_CLUSTER.to_string(),
+    };
+    let out = ClusterObjects::from_yaml(&text).and_then(|o| {
+        let (t, warnings) = compute(&o, node, &Settings::default())?;
+        for w in warnings {
+            eprintln!("weir-control: warning: {w}");
+        }
+        weir_control::dump::dump(&o, node, &t)
+    });
+    match out {
+        Ok(s) => {
+            print!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weir-control: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(a: RunArgs) -> ExitCode {
+    let shared = Shared::new();
+    let interval = Duration::from_millis(a.interval_ms.max(10));
+    source::watch_file(a.cluster_file.clone(), shared.clone(), interval);
+    let mut link = Link::new(a.dataplane.clone());
+    let settings = Settings::default();
+    // The tables last computed (objects version, node), and the last error
+    // shown (each shown once).
+    let mut cache = None;
+    let mut last_error = String::new();
+    let mut last_warnings = Vec::new();
+    let started = Instant::now();
+    loop {
+        if let Some(e) = shared.take_error() {
+            eprintln!("weir-control: {e}");
+        }
+        let result = step(&mut link, &shared, a.node.as_deref(), &settings, &mut cache, &mut last_warnings);
+        match result {
+            Ok(Some(p)) => {
+                last_error.clear();
+                match p {
+                    Pushed::Nothing => {}
+                    Pushed::Resync { generation, tables_generation } => println!(
+                        "weir-control: resync applied: generation {generation}, dataplane tables {tables_generation}"
+                    ),
+                    Pushed::Update { generation, tables_generation, changes } => println!(
+                        "weir-control: {changes} change(s) applied: generation {generation}, dataplane tables {tables_generation}"
+                    ),
+                }
+                if a.once {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if e != last_error {
+                    eprintln!("weir-control: {e}");
+                    last_error = e;
+                }
+                if a.once && started.elapsed() > Duration::from_secs(30) {
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+/// Tables computed for (objects version, node).
+type Cache = Option<(u64, String, weir_dataplane::api::ClusterTables)>;
+
+/// One round: if the source is ready, compute the tables when the objects
+/// changed, and push (a push with nothing changed is one handshake, which
+/// also notices a restarted dataplane and resyncs it).
+fn step(
+    link: &mut Link,
+    shared: &Shared,
+    node: Option<&str>,
+    settings: &Settings,
+    cache: &mut Cache,
+    last_warnings: &mut Vec<String>,
+) -> Result<Option<Pushed>, String> {
+    if !shared.ready() {
+        return Ok(None); // not every store listed yet: push nothing
+    }
+    let node = match node {
+        Some(n) => n.to_string(),
+        None => match &link.node {
+            Some(n) => n.clone(),
+            None => link.hello()?.0,
+        },
+    };
+    let fresh = matches!(cache, Some((v, n, _)) if *v == shared.version() && *n == node);
+    if !fresh {
+        let Some((version, objs)) = shared.snapshot() else { return Ok(None) };
+        let (tables, warnings) = compute(&objs, &node, settings)?;
+        if warnings != *last_warnings {
+            for w in &warnings {
+                eprintln!("weir-control: warning: {w}");
+            }
+            *last_warnings = warnings;
+        }
+        *cache = Some((version, node, tables));
+    }
+    let Some((_, _, tables)) = cache.as_ref() else { return Ok(None) };
+    link.push(tables).map(Some)
+}
