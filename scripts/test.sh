@@ -2,7 +2,8 @@
 # Installs what weir needs, builds everything and runs every test:
 #   1. unit and property tests of every crate (no root needed),
 #   2. the packet logic again with DPDK compiled out (it must not need it),
-#   3. the namespace tests: real pods and a real weir-dataplane (root,
+#   3. the namespace tests: real pods and a real weir-dataplane, with
+#      weir-control where a cluster file drives them (root,
 #      hugepages; one at a time, they share two cores),
 #   4. the demo, end to end.
 # Exits non-zero on the first failure.
@@ -33,6 +34,7 @@ step "namespace tests"
 cargo test -p weir-dataplane --test netns -- --test-threads=1
 cargo test -p weir-dataplane --test overlay -- --test-threads=1
 cargo test -p weir-dataplane --test services -- --test-threads=1
+cargo test -p weir-dataplane --test cluster -- --test-threads=1
 
 step "demo"
 WEIR_DEMO_QUIET=1 scripts/demo.sh

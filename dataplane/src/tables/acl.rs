@@ -677,18 +677,15 @@ impl AclTable {
         self.rules.is_empty()
     }
 
-    /// Whether a packet from `src` to `dst` is subject to any policy: `src`
-    /// has an egress policy or `dst` an ingress policy. Packets that are not
-    /// need no classification and no flow state.
+    /// Whether the flows of a packet from `src` to `dst` need tracking: one
+    /// of them is a pod with a policy in either direction. Not only the
+    /// directions a policy applies to: a pod with an ingress policy must
+    /// get the answers to its own connections, whose first packet its
+    /// policy did not look at, so those are tracked too. Packets between
+    /// pods without policy need no classification and no flow state.
     #[inline]
     pub fn tracks(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
-        if self.pods.is_empty() {
-            return false;
-        }
-        let has = |a: &Ipv4Addr, d: Direction| {
-            self.index.get(a).and_then(|i| self.pods.get(*i as usize)).is_some_and(|p| p.direction(d).is_some())
-        };
-        has(&src, Direction::Egress) || has(&dst, Direction::Ingress)
+        !self.pods.is_empty() && (self.index.contains_key(&src) || self.index.contains_key(&dst))
     }
 
     /// Pods with a policy in at least one direction.

@@ -1,0 +1,398 @@
+//! The cluster file drives real packets: two weir nodes in namespaces with
+//! the pods of config/demo-cluster.yaml, each with a weir-control reading
+//! (a copy of) that file. Policy (the Contiv demo's icmpPol, a default-deny
+//! NetworkPolicy with an allow for one label, an egress ipBlock with an
+//! except), Service changes and a cut connection all come from editing the
+//! file; weir-control is killed in the middle of a transfer and restarted.
+//! Root and hugepages needed; one at a time (`--test-threads=1`).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const DEMO: &str = include_str!("../../config/demo-cluster.yaml");
+
+/// weir-control, built by `cargo build --workspace` next to this test.
+fn control_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("weir-control");
+    assert!(bin.exists(), "{} missing: run `cargo build --workspace` first (scripts/test.sh does)", bin.display());
+    bin
+}
+
+struct Control(Child);
+
+impl Control {
+    fn start(socket: &Path, file: &Path, log: &Path) -> Control {
+        let child = Command::new(control_bin())
+            .args(["--interval-ms", "100", "--dataplane"])
+            .arg(socket)
+            .arg("--cluster-file")
+            .arg(file)
+            .stdout(std::fs::File::create(log).unwrap())
+            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+            .spawn()
+            .unwrap();
+        Control(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A server in a pod on `port`: sends "<name>" on connect, then echoes.
+const ECHO: &str = r#"
+import socket, sys, threading
+name, port = sys.argv[1].encode(), int(sys.argv[2])
+def serve(c):
+    try:
+        c.sendall(name)
+        while True:
+            d = c.recv(64)
+            if not d: break
+            c.sendall(d)
+    except OSError:
+        pass
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port)); s.listen(64)
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+fn serve(pod: &Pod, name: &str, port: u16) -> Child {
+    let c = Command::new("ip")
+        .args(["netns", "exec", &pod.ns.0, "timeout", "300", "python3", "-c", ECHO, name, &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pat = format!(":{port}");
+    let t0 = Instant::now();
+    while !String::from_utf8_lossy(&in_ns(&pod.ns.0, &["ss", "-ltn"]).stdout).contains(&pat) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{name} did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c
+}
+
+/// Connects from `pod` to addr:port and says who answered ("refused",
+/// "timeout" otherwise).
+fn who(pod: &Pod, addr: &str, port: u16) -> String {
+    let script = "import socket,sys\ntry:\n s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=2); print(s.recv(64).decode())\nexcept ConnectionRefusedError: print('refused')\nexcept OSError: print('timeout')\n";
+    let out = in_ns(&pod.ns.0, &["timeout", "20", "python3", "-c", script, addr, &port.to_string()]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A long-lived connection: one exchange per line written to it.
+struct Held {
+    child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+}
+
+const HOLD: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+print("hello", s.recv(64).decode()); sys.stdout.flush()
+for line in sys.stdin:
+    try:
+        s.sendall(b"ping"); r = s.recv(64)
+        print("ok" if r == b"ping" else "closed")
+    except socket.timeout:
+        print("timeout")
+    except OSError:
+        print("reset")
+    sys.stdout.flush()
+"#;
+
+impl Held {
+    fn open(pod: &Pod, addr: &str, port: u16) -> (Held, String) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &pod.ns.0, "timeout", "120", "python3", "-c", HOLD, addr, &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut hello = String::new();
+        out.read_line(&mut hello).unwrap();
+        (Held { child, stdin, out }, hello.trim().to_string())
+    }
+
+    fn exchange(&mut self) -> String {
+        self.stdin.write_all(b"go\n").unwrap();
+        let mut l = String::new();
+        self.out.read_line(&mut l).unwrap();
+        l.trim().to_string()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct DemoNode {
+    dir: PathBuf,
+    dp: Dataplane,
+    control: Control,
+    file: PathBuf,
+}
+
+impl DemoNode {
+    fn socket(&self) -> PathBuf {
+        self.dir.join("dp.sock")
+    }
+
+    /// Waits until weir-control applied the file's current content.
+    fn wait_synced(&self, since: Option<u64>) -> u64 {
+        let t0 = Instant::now();
+        loop {
+            let g = self.dp.stats().control_generation;
+            if let Some(g) = g.filter(|g| since.is_none_or(|s| *g > s)) {
+                return g;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "weir-control never synced\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn logs(&self) -> String {
+        let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
+        format!("{}\ncontrol:\n{}{}", self.dp.logs(), read("control.log"), read("control.err"))
+    }
+
+    /// This node's tables for a cluster file's `text`, as weir-control
+    /// computes them.
+    fn tables_for(&self, node: &str, text: &str) -> String {
+        let f = self.dir.join("probe.yaml");
+        std::fs::write(&f, text).unwrap();
+        let out = Command::new(control_bin()).args(["dump", "--node", node, "--cluster-file"]).arg(&f).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Rewrites the cluster file (atomically) and, if this node's tables
+    /// change with it, waits for the push.
+    fn edit(&self, node: &str, text: &str) {
+        let old = std::fs::read_to_string(&self.file).unwrap();
+        let changes = self.tables_for(node, &old) != self.tables_for(node, text);
+        let before = self.dp.stats().control_generation;
+        let tmp = self.file.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.file).unwrap();
+        if changes {
+            self.wait_synced(before);
+        }
+    }
+}
+
+/// The demo's two nodes and six pods, each node with its dataplane and
+/// its weir-control on `cluster`.
+struct Demo {
+    pods: std::collections::BTreeMap<&'static str, Pod>,
+    nodes: Vec<DemoNode>,
+    _ns: Vec<Netns>,
+}
+
+const PODS: [(&str, u8, &str, &str, &str); 6] = [
+    // name, node, ip, mac, network
+    ("web-1", 1, "10.1.0.2", "02:00:00:00:01:02", "default"),
+    ("client-1", 1, "10.1.0.3", "02:00:00:00:01:03", "default"),
+    ("poc-1", 1, "21.1.1.2", "02:00:00:00:21:02", "poc-net"),
+    ("web-2", 2, "10.2.0.2", "02:00:00:00:02:02", "default"),
+    ("db-1", 2, "10.2.0.3", "02:00:00:00:02:03", "default"),
+    ("noping-1", 2, "21.1.1.3", "02:00:00:00:21:03", "poc-net"),
+];
+
+impl Demo {
+    fn start(cluster: &str) -> Demo {
+        require_root();
+        let tag = tag();
+        let (n1, n2) = (Netns::new(format!("wc{tag}-n1")), Netns::new(format!("wc{tag}-n2")));
+        let (u1, u2) = (format!("wc{tag}u1"), format!("wc{tag}u2"));
+        sh(&["ip", "link", "add", &u1, "netns", &n1.0, "type", "veth", "peer", "name", &u2, "netns", &n2.0]);
+        for (ns, dev) in [(&n1.0, &u1), (&n2.0, &u2)] {
+            in_ns(ns, &["sysctl", "-qw", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        let mut pods = std::collections::BTreeMap::new();
+        let mut ports = [String::new(), String::new()];
+        for (name, node, ip, mac, net) in PODS {
+            let node_ns = if node == 1 { &n1 } else { &n2 };
+            let gw = if net == "default" { format!("10.{node}.0.1") } else { "21.1.1.1".to_string() };
+            let short = format!("{tag}{}", &name[..name.len().min(4)]).replace('-', "");
+            let p = make_pod(node_ns, &format!("{short}{node}"), ip, mac, &gw, "1450");
+            ports[usize::from(node) - 1].push_str(&format!(
+                "[[ports]]\nname = \"{name}\"\nkind = \"af_packet\"\niface = \"{}\"\npod = {{ ip = \"{ip}\", mac = \"{mac}\", network = \"{net}\" }}\n\n",
+                p.host_if
+            ));
+            pods.insert(name, p);
+        }
+        let mut nodes = Vec::new();
+        for (i, (ns, up)) in [(&n1, &u1), (&n2, &u2)].into_iter().enumerate() {
+            let n = i + 1;
+            let dir = std::env::temp_dir().join(format!("weir-cluster-{tag}-{n}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let config = format!(
+                "[node]\nname = \"node{n}\"\npod_cidr = \"10.{n}.0.0/24\"\nnode_ip = \"192.168.50.{n}\"\nunderlay_cidr = \"192.168.50.0/24\"\n\n\
+                 [gateway]\nip = \"10.{n}.0.1\"\nmac = \"02:fe:00:00:00:0{n}\"\n\n\
+                 [dpdk]\nworker_cores = [1]\nmemory_mb = 256\nmbufs = 16383\n\n\
+                 [management]\nsocket = \"{}\"\n\n\
+                 # poc-net's pods need their network before weir-control says so.\n\
+                 [[networks]]\nname = \"poc-net\"\nsubnet = \"21.1.1.0/24\"\ngateway = \"21.1.1.1\"\nvni = 21\n\n\
+                 [[ports]]\nname = \"uplink\"\nkind = \"af_packet\"\niface = \"{up}\"\nuplink = true\n\n{}",
+                dir.join("dp.sock").display(),
+                ports[i]
+            );
+            let dp = start_dataplane(&ns.0, &dir, &config);
+            let file = dir.join("cluster.yaml");
+            std::fs::write(&file, cluster).unwrap();
+            let control = Control::start(&dir.join("dp.sock"), &file, &dir.join("control.log"));
+            let node = DemoNode { dir, dp, control, file };
+            node.wait_synced(None);
+            nodes.push(node);
+        }
+        Demo { pods, nodes, _ns: vec![n1, n2] }
+    }
+
+    fn pod(&self, name: &str) -> &Pod {
+        &self.pods[name]
+    }
+
+    fn edit(&self, text: &str) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            n.edit(&format!("node{}", i + 1), text);
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.nodes.iter().map(DemoNode::logs).collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.control.kill();
+        }
+        let dirs: Vec<PathBuf> = self.nodes.iter().map(|n| n.dir.clone()).collect();
+        self.nodes.clear();
+        self.pods.clear();
+        for d in dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// The Contiv demo, the NetworkPolicies and Service changes, all from the
+/// cluster file.
+#[test]
+fn the_cluster_file_drives_policy_and_services() {
+    let demo = Demo::start(DEMO);
+    let _servers = [
+        serve(demo.pod("web-1"), "web-1", 8080),
+        serve(demo.pod("web-2"), "web-2", 8080),
+        serve(demo.pod("db-1"), "db-1", 6379),
+        serve(demo.pod("noping-1"), "noping-1", 6379),
+    ];
+    let logs = || demo.logs();
+
+    // Contiv: noping-epg's icmpPol denies ping in; TCP 6379 still reaches
+    // it; a pod of poc-epg can be pinged.
+    assert!(!demo.pod("poc-1").ping("21.1.1.3", 2), "ping into noping-epg went through\n{}", logs());
+    assert_eq!(who(demo.pod("poc-1"), "21.1.1.3", 6379), "noping-1", "{}", logs());
+    assert!(demo.pod("noping-1").ping("21.1.1.2", 2), "ping to poc-epg\n{}", logs());
+
+    // NetworkPolicy db-from-client: default deny on db with an allow for
+    // app=client on TCP redis; through the db Service too.
+    assert_eq!(who(demo.pod("client-1"), "10.96.0.20", 6379), "db-1", "{}", logs());
+    assert_eq!(who(demo.pod("client-1"), "10.2.0.3", 6379), "db-1");
+    assert_eq!(who(demo.pod("web-1"), "10.96.0.20", 6379), "timeout", "web-1 is not app=client");
+
+    // Services: both backends of web answer; take web-2 out of the
+    // EndpointSlice and only web-1 does.
+    let names: Vec<String> = (0..20).map(|_| who(demo.pod("client-1"), "10.96.0.10", 80)).collect();
+    assert!(names.contains(&"web-1".into()) && names.contains(&"web-2".into()), "{names:?}\n{}", logs());
+    let one_backend = DEMO.replacen("- {addresses: [10.2.0.2], conditions: {ready: true}, nodeName: node2}\n", "", 1);
+    assert_ne!(one_backend, DEMO);
+    demo.edit(&one_backend);
+    let names: Vec<String> = (0..10).map(|_| who(demo.pod("client-1"), "10.96.0.10", 80)).collect();
+    assert!(names.iter().all(|n| n == "web-1"), "{names:?}");
+
+    // An egress policy to an ipBlock with an except: client-1 may reach
+    // 10.2.0.0/16 but not web-2.
+    let egress = r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: client-out, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: client}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{ipBlock: {cidr: 10.2.0.0/16, except: [10.2.0.2/32]}}]
+"#;
+    demo.edit(&format!("{one_backend}{egress}"));
+    assert_eq!(who(demo.pod("client-1"), "10.2.0.3", 6379), "db-1", "{}", logs());
+    assert_eq!(who(demo.pod("client-1"), "10.2.0.2", 8080), "timeout");
+    assert_eq!(who(demo.pod("web-1"), "10.2.0.2", 8080), "web-2", "web-1 has no egress policy");
+
+    // An open connection is cut when the policy that allowed it goes.
+    let (mut held, hello) = Held::open(demo.pod("client-1"), "10.96.0.20", 6379);
+    assert_eq!(hello, "hello db-1");
+    assert_eq!(held.exchange(), "ok");
+    demo.edit(&format!("{one_backend}{egress}").replace("matchLabels: {app: client}}}]", "matchLabels: {app: nobody}}}]"));
+    assert_eq!(held.exchange(), "timeout", "the connection outlived its policy\n{}", logs());
+
+    let s = demo.nodes[1].dp.settled_stats();
+    assert!(s.drop_count("policy_denied_ingress") > 0, "{:?}", s.drops);
+    let s1 = demo.nodes[0].dp.settled_stats();
+    assert!(s1.drop_count("policy_denied_egress") > 0, "{:?}", s1.drops);
+}
+
+/// weir-control dies in the middle of a transfer through a Service: the
+/// transfer goes on; a new weir-control resyncs.
+#[test]
+fn a_control_restart_breaks_no_flow() {
+    let mut demo = Demo::start(DEMO);
+    let _servers = [serve(demo.pod("db-1"), "db-1", 6379)];
+    let (mut held, hello) = Held::open(demo.pod("client-1"), "10.96.0.20", 6379);
+    assert_eq!(hello, "hello db-1");
+    assert_eq!(held.exchange(), "ok");
+    for n in &mut demo.nodes {
+        n.control.kill();
+    }
+    for _ in 0..5 {
+        assert_eq!(held.exchange(), "ok", "{}", demo.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Restarted: a full resync (to the same tables), and the flow lives on.
+    let before: Vec<Option<u64>> = demo.nodes.iter().map(|n| n.dp.stats().control_generation).collect();
+    for (n, b) in demo.nodes.iter_mut().zip(&before) {
+        n.control = Control::start(&n.socket(), &n.file, &n.dir.join("control2.log"));
+        n.wait_synced(*b);
+    }
+    for _ in 0..5 {
+        assert_eq!(held.exchange(), "ok", "{}", demo.logs());
+    }
+    let log = std::fs::read_to_string(demo.nodes[0].dir.join("control2.log")).unwrap();
+    assert!(log.contains("resync applied"), "{log}");
+}
