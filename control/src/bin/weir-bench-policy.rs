@@ -31,6 +31,9 @@ struct Cli {
     /// Packets classified for the rate.
     #[arg(long, default_value_t = 5_000_000)]
     packets: u64,
+    /// Print the compiled table too.
+    #[arg(long)]
+    dump: bool,
 }
 
 fn meta(name: &str, ns: Option<&str>, labels: &[(&str, String)]) -> ObjectMeta {
@@ -81,25 +84,32 @@ fn main() {
     for i in 0..cli.pods {
         let rules: Vec<String> = (0..cli.rules_per_pod)
             .map(|r| match r % 4 {
+                // Pod selectors alone select in the policy's own namespace:
+                // pick labels of pods there (j ≡ i mod 10), so every rule
+                // selects someone.
                 0 => format!(
                     "{{from: [{{podSelector: {{matchLabels: {{app: a{}}}}}}}], ports: [{{protocol: TCP, port: {}}}]}}",
-                    (i + r) % 50,
+                    ((i + 10 * (r + 1)) % cli.pods) % 50,
                     8000 + r
                 ),
-                1 => format!(
-                    "{{from: [{{namespaceSelector: {{matchLabels: {{team: t{}}}}}, podSelector: {{matchLabels: {{app: a{}}}}}}}], ports: [{{protocol: UDP, port: {}, endPort: {}}}]}}",
-                    r % 3,
-                    (i * 7 + r) % 50,
-                    5000 + r,
-                    5100 + r
-                ),
+                1 => {
+                    // A namespace and an app that some pod (j) has together.
+                    let j = (i * 7 + r) % cli.pods;
+                    format!(
+                        "{{from: [{{namespaceSelector: {{matchLabels: {{team: t{}}}}}, podSelector: {{matchLabels: {{app: a{}}}}}}}], ports: [{{protocol: UDP, port: {}, endPort: {}}}]}}",
+                        (j % 10) % 3,
+                        j % 50,
+                        5000 + r,
+                        5100 + r
+                    )
+                }
                 2 => format!(
                     "{{from: [{{ipBlock: {{cidr: 172.{}.0.0/16, except: [172.{}.{}.0/24]}}}}]}}",
                     16 + r % 16,
                     16 + r % 16,
                     i % 256
                 ),
-                _ => format!("{{from: [{{podSelector: {{matchLabels: {{id: p{}}}}}}}]}}", (i + r * 13) % cli.pods),
+                _ => format!("{{from: [{{podSelector: {{matchLabels: {{id: p{}}}}}}}]}}", (i + 10 * (r + 1)) % cli.pods),
             })
             .collect();
         let yaml = format!(
@@ -157,6 +167,9 @@ fn main() {
         cli.packets,
         allowed as f64 * 100.0 / cli.packets as f64
     );
+    if cli.dump {
+        print!("{}", table.dump());
+    }
     if !compiled.warnings.is_empty() {
         println!("  warnings                {:>12}", compiled.warnings.len());
     }
