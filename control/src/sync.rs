@@ -156,7 +156,7 @@ mod tests {
         let empty = ClusterTables::default();
         for (from, to) in [(&empty, &a), (&a, &empty), (&a, &a)] {
             let d = diff(from, to);
-            let got = from.with(&d).unwrap();
+            let got = from.clone().with(&d).unwrap();
             let norm = |t: &ClusterTables| {
                 let mut t = t.clone();
                 t.services.sort_by(|a, b| a.name.cmp(&b.name));

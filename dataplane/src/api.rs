@@ -53,7 +53,7 @@ pub enum Change {
 impl ClusterTables {
     /// These tables with `changes` applied, in order. A delete of something
     /// that is not there is an error naming it.
-    pub fn with(&self, changes: &[Change]) -> Result<ClusterTables, String> {
+    pub fn with(mut self, changes: &[Change]) -> Result<ClusterTables, String> {
         fn upsert<T>(list: &mut Vec<T>, item: T, same: impl Fn(&T) -> bool) {
             match list.iter().position(same) {
                 Some(i) => list[i] = item,
@@ -65,7 +65,7 @@ impl ClusterTables {
             list.remove(i);
             Ok(())
         }
-        let mut t = self.clone();
+        let t = &mut self;
         for c in changes {
             match c {
                 Change::UpsertService { service } => {
@@ -93,7 +93,7 @@ impl ClusterTables {
                 }
             }
         }
-        Ok(t)
+        Ok(self)
     }
 }
 
@@ -294,6 +294,7 @@ mod tests {
     fn changes_apply_in_order_and_deletes_name_what_is_missing() {
         let t = ClusterTables { services: vec![service("a", "10.96.0.1"), service("b", "10.96.0.2")], ..Default::default() };
         let t2 = t
+            .clone()
             .with(&[
                 Change::UpsertService { service: service("a", "10.96.0.9") },
                 Change::DeleteService { name: "b".into() },
@@ -303,7 +304,7 @@ mod tests {
         let names: Vec<(&str, String)> =
             t2.services.iter().map(|s| (s.name.as_str(), s.cluster_ips[0].to_string())).collect();
         assert_eq!(names, vec![("a", "10.96.0.9".to_string()), ("c", "10.96.0.3".to_string())]);
-        let e = t.with(&[Change::DeleteService { name: "zz".into() }]).unwrap_err();
+        let e = t.clone().with(&[Change::DeleteService { name: "zz".into() }]).unwrap_err();
         assert_eq!(e, "delete service zz: there is none");
         assert_eq!(t.services.len(), 2, "the original is untouched");
     }

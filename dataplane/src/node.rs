@@ -63,6 +63,10 @@ pub struct Node<'e> {
     instance: u64,
     /// The control generation the cluster tables came from.
     control_generation: Option<u64>,
+    /// The Service and ACL tables of the current config, built when it
+    /// changes (not at every publication: neighbour changes publish too).
+    services: ServiceTable,
+    acl: Arc<AclTable>,
 }
 
 impl<'e> Node<'e> {
@@ -87,6 +91,8 @@ impl<'e> Node<'e> {
             flows: Arc::new(FlowTable::new(cfg_flows)),
             instance: instance_id(),
             control_generation: None,
+            services: ServiceTable::default(),
+            acl: Arc::default(),
         })
     }
 
@@ -108,6 +114,15 @@ impl<'e> Node<'e> {
     pub fn start_ports(&mut self) -> Result<(), String> {
         for p in self.cfg.ports.clone() {
             self.attach(p)?;
+        }
+        // Validated with the config: only an internal error can fail here.
+        match ServiceTable::build(&self.cfg) {
+            Ok(s) => self.services = s,
+            Err(e) => eprintln!("weir-dataplane: services not published: {e}"),
+        }
+        match AclTable::build(&self.cfg.acl, &node_addrs(&self.cfg)) {
+            Ok(a) => self.acl = Arc::new(a),
+            Err(e) => eprintln!("weir-dataplane: ACLs not published: {e}"),
         }
         self.publish();
         Ok(())
@@ -174,18 +189,8 @@ impl<'e> Node<'e> {
         self.generation += 1;
         let mut t = Tables::new(&self.cfg, self.workers());
         t.generation = self.generation;
-        // Validated with the config: only an internal error can fail here.
-        match ServiceTable::build(&self.cfg) {
-            Ok(s) => t.services = s,
-            Err(e) => eprintln!("weir-dataplane: services not published: {e}"),
-        }
-        match AclTable::build(&self.cfg.acl, &node_addrs(&self.cfg)) {
-            Ok(mut a) => {
-                a.carry_counters_from(&self.snapshot.get().acl);
-                t.acl = Arc::new(a);
-            }
-            Err(e) => eprintln!("weir-dataplane: ACLs not published: {e}"),
-        }
+        t.services = self.services.clone();
+        t.acl = Arc::clone(&self.acl);
         for lp in &self.ports {
             let entry = match &lp.cfg.pod {
                 Some(pod) => {
@@ -238,10 +243,14 @@ impl<'e> Node<'e> {
                 }
             }
         }
-        self.snapshot.publish(t);
+        // The old tables are held until every worker has moved on, so the
+        // last reference to them is this thread's and they are freed here,
+        // not on a worker between two bursts.
+        let old = self.snapshot.publish(t);
         if !self.snapshot.synchronize(SYNC_TIMEOUT) {
             eprintln!("weir-dataplane: warning: a worker did not pass a quiescent state within {SYNC_TIMEOUT:?}");
         }
+        drop(old);
         self.announce();
         self.generation
     }
@@ -355,7 +364,23 @@ impl<'e> Node<'e> {
     /// is a valid config whose tables build; refused whole otherwise, with
     /// the offending object named.
     pub fn apply_cluster(&mut self, t: ClusterTables) -> Result<u64, String> {
+        // The config with `t` in place of its cluster tables (not cloned:
+        // at 10 000 Services they are most of it).
+        let cluster = (
+            std::mem::take(&mut self.cfg.services),
+            std::mem::take(&mut self.cfg.networks),
+            std::mem::take(&mut self.cfg.remote_nodes),
+            std::mem::take(&mut self.cfg.remote_routes),
+            std::mem::take(&mut self.cfg.acl),
+        );
         let mut with = self.cfg.clone();
+        (
+            self.cfg.services,
+            self.cfg.networks,
+            self.cfg.remote_nodes,
+            self.cfg.remote_routes,
+            self.cfg.acl,
+        ) = cluster;
         with.ports = self.ports.iter().map(|lp| lp.cfg.clone()).collect();
         with.services = t.services;
         with.networks = t.networks;
@@ -363,13 +388,13 @@ impl<'e> Node<'e> {
         with.remote_routes = t.remote_routes;
         with.acl = t.acl;
         with.validate().map_err(|e| crate::config::name_object(&e.to_string(), &with))?;
-        ServiceTable::build(&with)?;
-        AclTable::build(&with.acl, &node_addrs(&with))?;
-        self.cfg.services = with.services;
-        self.cfg.networks = with.networks;
-        self.cfg.remote_nodes = with.remote_nodes;
-        self.cfg.remote_routes = with.remote_routes;
-        self.cfg.acl = with.acl;
+        let services = ServiceTable::build_reusing(&with, Some(&self.services))?;
+        let mut acl = AclTable::build(&with.acl, &node_addrs(&with))?;
+        acl.carry_counters_from(&self.acl);
+        self.services = services;
+        self.acl = Arc::new(acl);
+        with.ports = std::mem::take(&mut self.cfg.ports);
+        self.cfg = with;
         Ok(self.publish())
     }
 

@@ -13,6 +13,7 @@
 //! flows they have (`is_member`).
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use super::cidr::Ipv4Cidr;
 use super::maglev::{self, Backend, MaglevTable};
@@ -64,14 +65,33 @@ pub struct Pick {
     pub maglev: MaglevTable,
 }
 
+/// What a [`Pick`] is built from: its backends and weights, in order.
+type PickKey = Vec<(Ipv4Addr, u32)>;
+
 impl Pick {
-    fn build(name: &str, from: &[&BackendConfig]) -> Result<Pick, String> {
+    /// The pick for `from`: the one `cache` (the previous table's) has for
+    /// the same backends and weights, else a new one — so a change to one
+    /// Service of many rebuilds one Maglev table, not all of them.
+    fn get(
+        name: &str,
+        from: &[&BackendConfig],
+        cache: Option<&FastMap<PickKey, Arc<Pick>>>,
+        out: &mut FastMap<PickKey, Arc<Pick>>,
+    ) -> Result<Arc<Pick>, String> {
+        let key: PickKey = from.iter().map(|b| (b.ip, b.weight)).collect();
+        if let Some(p) = out.get(&key).or_else(|| cache.and_then(|c| c.get(&key))) {
+            let p = Arc::clone(p);
+            out.insert(key, Arc::clone(&p));
+            return Ok(p);
+        }
         let keys: Vec<String> = from.iter().map(|b| b.ip.to_string()).collect();
         let backends: Vec<Backend> =
             from.iter().zip(&keys).map(|(b, k)| Backend { key: k.as_bytes(), weight: b.weight }).collect();
         let maglev =
             maglev::build(&backends, maglev::table_size(backends.len())).map_err(|e| format!("service {name}: {e}"))?;
-        Ok(Pick { backends: from.iter().map(|b| b.ip).collect(), maglev })
+        let p = Arc::new(Pick { backends: from.iter().map(|b| b.ip).collect(), maglev });
+        out.insert(key, Arc::clone(&p));
+        Ok(p)
     }
 
     /// The backend for a flow hash (`None`: no backend).
@@ -95,9 +115,9 @@ pub struct ServicePort {
     pub target_port: u16,
     pub proto: u8,
     /// Every usable endpoint.
-    pub cluster: Pick,
+    pub cluster: Arc<Pick>,
     /// This node's usable endpoints.
-    pub local: Pick,
+    pub local: Arc<Pick>,
     /// Every listed endpoint, usable or not: flows to them live on.
     pub members: Vec<Ipv4Addr>,
     /// ClientIP session affinity: how long a client keeps its backend, ms.
@@ -129,7 +149,7 @@ impl ServicePort {
     /// Whether the Local policy restricted this pick (a miss is then a drop,
     /// not a reject).
     pub fn is_local(&self, pick: &Pick) -> bool {
-        std::ptr::eq(pick, &self.local)
+        std::ptr::eq(pick, &*self.local)
     }
 
     pub fn source_allowed(&self, src: Ipv4Addr) -> bool {
@@ -144,28 +164,40 @@ pub struct SnatPorts {
     pub max: u16,
 }
 
+/// The Service table. Cheap to clone (one `Arc`): the management thread
+/// keeps the last one built and every publication of other tables shares it.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceTable {
+    inner: Arc<Inner>,
+    /// The node IP NodePorts and SNAT use.
+    pub node_ip: Option<Ipv4Addr>,
+    pub snat_ports: Option<SnatPorts>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
     frontends: FastMap<Frontend, (u32, FrontendKind)>,
     ports: Vec<ServicePort>,
     /// Every frontend address and every backend address: a packet that has
     /// neither as its destination or source has no flow to look up.
     vips: FastSet<Ipv4Addr>,
     backend_ips: FastSet<Ipv4Addr>,
-    /// The node IP NodePorts and SNAT use.
-    pub node_ip: Option<Ipv4Addr>,
-    pub snat_ports: Option<SnatPorts>,
+    /// The Maglev picks by backends and weights, for the next build.
+    picks: FastMap<PickKey, Arc<Pick>>,
 }
 
 impl ServiceTable {
     /// Compiles a validated node config's Services (see `config::NodeConfig`).
     pub fn build(cfg: &NodeConfig) -> Result<ServiceTable, String> {
+        Self::build_reusing(cfg, None)
+    }
+
+    /// `build`, taking the Maglev tables of Services whose backends did not
+    /// change from `prev`.
+    pub fn build_reusing(cfg: &NodeConfig, prev: Option<&ServiceTable>) -> Result<ServiceTable, String> {
         let node_ip = cfg.node.node_ip;
-        let mut t = ServiceTable {
-            node_ip,
-            snat_ports: Some(SnatPorts { min: cfg.nat.snat_port_min, max: cfg.nat.snat_port_max }),
-            ..ServiceTable::default()
-        };
+        let cache = prev.map(|p| &p.inner.picks);
+        let mut t = Inner::default();
         let is_local = |b: &BackendConfig| {
             b.local.unwrap_or_else(|| cfg.node.pod_cidr.contains(b.ip) || Some(b.ip) == node_ip)
         };
@@ -177,8 +209,8 @@ impl ServiceTable {
                 ready
             };
             let local: Vec<&BackendConfig> = usable.iter().copied().filter(|b| is_local(b)).collect();
-            let cluster = Pick::build(&svc.name, &usable)?;
-            let local = Pick::build(&svc.name, &local)?;
+            let cluster = Pick::get(&svc.name, &usable, cache, &mut t.picks)?;
+            let local = Pick::get(&svc.name, &local, cache, &mut t.picks)?;
             t.backend_ips.extend(svc.backends.iter().map(|b| b.ip));
             for p in &svc.ports {
                 let id = t.ports.len() as u32;
@@ -189,8 +221,8 @@ impl ServiceTable {
                     node_port: p.node_port,
                     target_port: p.target_port.unwrap_or(p.port),
                     proto,
-                    cluster: cluster.clone(),
-                    local: local.clone(),
+                    cluster: Arc::clone(&cluster),
+                    local: Arc::clone(&local),
                     members: svc.backends.iter().map(|b| b.ip).collect(),
                     affinity_ms: svc.affinity_timeout_seconds.map(|s| s.saturating_mul(1000)),
                     external_local: svc.external_traffic_policy == TrafficPolicy::Local,
@@ -214,7 +246,11 @@ impl ServiceTable {
                 }
             }
         }
-        Ok(t)
+        Ok(ServiceTable {
+            inner: Arc::new(t),
+            node_ip,
+            snat_ports: Some(SnatPorts { min: cfg.nat.snat_port_min, max: cfg.nat.snat_port_max }),
+        })
     }
 
     /// Whether a packet from `src` to `dst` can belong to a translated flow:
@@ -222,43 +258,43 @@ impl ServiceTable {
     /// reply). Everything else skips NAT: two set lookups, no flow probe.
     #[inline]
     pub fn may_translate(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
-        !self.ports.is_empty() && (self.vips.contains(&dst) || self.backend_ips.contains(&src))
+        !self.inner.ports.is_empty() && (self.inner.vips.contains(&dst) || self.inner.backend_ips.contains(&src))
     }
 
     /// Whether `a` is a frontend address (a ClusterIP, the node IP with
     /// NodePorts, an externalIP or a LoadBalancer IP).
     #[inline]
     pub fn is_frontend_addr(&self, a: Ipv4Addr) -> bool {
-        self.vips.contains(&a)
+        self.inner.vips.contains(&a)
     }
 
     /// The Service port a packet to (vip, port, proto) belongs to.
     #[inline]
     pub fn lookup(&self, f: &Frontend) -> Option<(u32, FrontendKind, &ServicePort)> {
-        let (id, kind) = *self.frontends.get(f)?;
-        self.ports.get(id as usize).map(|p| (id, kind, p))
+        let (id, kind) = *self.inner.frontends.get(f)?;
+        self.inner.ports.get(id as usize).map(|p| (id, kind, p))
     }
 
     pub fn get(&self, id: u32) -> Option<&ServicePort> {
-        self.ports.get(id as usize)
+        self.inner.ports.get(id as usize)
     }
 
     pub fn len(&self) -> usize {
-        self.ports.len()
+        self.inner.ports.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ports.is_empty()
+        self.inner.ports.is_empty()
     }
 
     /// A stable text dump (`weirctl`, golden tests): one line per frontend
     /// with each usable backend's Maglev slot count, and the local set.
     pub fn dump(&self) -> String {
-        let mut fronts: Vec<(&Frontend, &(u32, FrontendKind))> = self.frontends.iter().collect();
+        let mut fronts: Vec<(&Frontend, &(u32, FrontendKind))> = self.inner.frontends.iter().collect();
         fronts.sort_by_key(|(f, _)| (u32::from(f.vip), f.port, f.proto));
         let mut out = String::new();
         for (f, (id, kind)) in fronts {
-            let p = &self.ports[*id as usize];
+            let p = &self.inner.ports[*id as usize];
             let show = |pick: &Pick| {
                 let counts = pick.maglev.slot_counts(pick.backends.len());
                 let bs: Vec<String> =
