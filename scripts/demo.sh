@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The weir demo: two nodes (network namespaces, each running weir-dataplane)
-# joined by a veth "underlay", with pods on veth links driven by DPDK's
-# af_packet driver. node1 has pod-a and pod-b, node2 has pod-c. The pods ping
-# each other and their gateway through weir, on one node and across nodes
-# over VXLAN, stream 10 MB over TCP, and weirctl shows the counters and the
-# resolved underlay neighbours. Everything is torn down on exit or Ctrl-C.
+# The weir demo, from the cluster file config/demo-cluster.yaml (embedded in
+# weir-control): two nodes (network namespaces, each running weir-dataplane
+# and weir-control) on a bridged "underlay" with an outside client, and the
+# file's six pods on veth links driven by DPDK's af_packet driver. It shows
+# pods reaching each other over VXLAN, the ClusterIP Service spreading over
+# backends on both nodes, the NodePort reached from outside, the
+# NetworkPolicy letting only the client reach the database, the Contiv demo
+# (icmpPol: no ping into noping-epg, TCP still fine), and what weirctl
+# shows. Every step checks its result. Torn down on exit or Ctrl-C.
 #
 # Does its own setup (packages, hugepages, build). Run as root.
 # WEIR_DEMO_QUIET=1: do not wait for Enter before tearing down.
@@ -26,10 +29,12 @@ BIN=$ROOT/target/debug
 TAG=wd$$
 WORK=$(mktemp -d /tmp/weir-demo.XXXXXX)
 PIDS=()
+CONTROL_PIDS=()
 NSS=()
 
 cleanup() {
     set +e
+    for pid in "${CONTROL_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     for n in 1 2; do "$BIN/weirctl" -s "$WORK/n$n.sock" shutdown >/dev/null 2>&1; done
     for pid in "${PIDS[@]}"; do
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -43,40 +48,53 @@ trap 'exit 130' INT TERM
 
 newns() { ip netns add "$1"; NSS+=("$1"); ip -n "$1" link set lo up; ip netns exec "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1; }
 
-# pod NODE NAME IP MAC GATEWAY: a pod namespace on a veth to its node.
+# pod NODE NAME IP MAC GATEWAY NETWORK: a pod namespace on a veth to its node.
 pod() {
-    local node=$1 name=$2 ip=$3 mac=$4 gw=$5 ns=$TAG-$2
+    local node=$1 name=$2 ip=$3 mac=$4 gw=$5 net=$6 ns=$TAG-$2
     newns "$ns"
-    ip link add "$TAG$name" netns "$node" type veth peer name eth0 netns "$ns"
-    ip netns exec "$node" sysctl -qw "net.ipv6.conf.$TAG$name.disable_ipv6=1"
+    local host_if=$TAG${name//-/}
+    ip link add "$host_if" netns "$node" type veth peer name eth0 netns "$ns"
+    ip netns exec "$node" sysctl -qw "net.ipv6.conf.$host_if.disable_ipv6=1"
     ip -n "$ns" link set eth0 address "$mac" mtu 1450   # underlay MTU - VXLAN's 50
     ip netns exec "$ns" ethtool -K eth0 tx off >/dev/null  # see README: af_packet ports
     ip -n "$ns" addr add "$ip/24" dev eth0
     ip -n "$ns" link set eth0 up
     ip -n "$ns" route add default via "$gw"
-    ip -n "$node" link set "$TAG$name" up
+    ip -n "$node" link set "$host_if" up
     cat >> "$WORK/$node.ports" <<CFG
 
 [[ports]]
 name = "$name"
 kind = "af_packet"
-iface = "$TAG$name"
-pod = { ip = "$ip", mac = "$mac" }
+iface = "$host_if"
+pod = { ip = "$ip", mac = "$mac", network = "$net" }
 CFG
 }
 
-say "node1 (pods 10.1.0.0/24) and node2 (pods 10.2.0.0/24), underlay 192.168.50.0/24"
-newns "$TAG-n1"; newns "$TAG-n2"
-ip link add "${TAG}u1" netns "$TAG-n1" type veth peer name "${TAG}u2" netns "$TAG-n2"
-ip -n "$TAG-n1" link set "${TAG}u1" up
-ip -n "$TAG-n2" link set "${TAG}u2" up
-pod "$TAG-n1" a 10.1.0.2 02:00:00:00:01:02 10.1.0.1
-pod "$TAG-n1" b 10.1.0.3 02:00:00:00:01:03 10.1.0.1
-pod "$TAG-n2" c 10.2.0.2 02:00:00:00:02:02 10.2.0.1
+say "underlay 192.168.50.0/24 (a bridge): node1 .1, node2 .2, an outside client .9"
+newns "$TAG-u"; newns "$TAG-n1"; newns "$TAG-n2"; newns "$TAG-x"
+ip -n "$TAG-u" link add br0 type bridge
+ip -n "$TAG-u" link set br0 up
+for end in n1 n2 x; do
+    ip link add "${TAG}$end" netns "$TAG-$end" type veth peer name "${TAG}b$end" netns "$TAG-u"
+    ip -n "$TAG-u" link set "${TAG}b$end" master br0 up
+    ip -n "$TAG-$end" link set "${TAG}$end" up
+done
+ip -n "$TAG-x" addr add 192.168.50.9/24 dev "${TAG}x"
+ip netns exec "$TAG-x" ethtool -K "${TAG}x" tx off >/dev/null
+
+say "the pods of the cluster file: node1 web-1 client-1 poc-1, node2 web-2 db-1 noping-1"
+pod "$TAG-n1" web-1 10.1.0.2 02:00:00:00:01:02 10.1.0.1 default
+pod "$TAG-n1" client-1 10.1.0.3 02:00:00:00:01:03 10.1.0.1 default
+pod "$TAG-n1" poc-1 21.1.1.2 02:00:00:00:21:02 21.1.1.1 poc-net
+pod "$TAG-n2" web-2 10.2.0.2 02:00:00:00:02:02 10.2.0.1 default
+pod "$TAG-n2" db-1 10.2.0.3 02:00:00:00:02:03 10.2.0.1 default
+pod "$TAG-n2" noping-1 21.1.1.3 02:00:00:00:21:03 21.1.1.1 poc-net
 
 for n in 1 2; do
-    other=$((3 - n))
     cat > "$WORK/n$n.toml" <<CFG
+# The node's own facts and ports; Services, policy and the other node's
+# routes come from weir-control.
 [node]
 name = "node$n"
 pod_cidr = "10.$n.0.0/24"
@@ -91,22 +109,23 @@ mac = "02:fe:00:00:00:0$n"
 main_core = 0
 worker_cores = [1]
 memory_mb = 256
-mbufs = 8191
+mbufs = 16383
 
 [management]
 socket = "$WORK/n$n.sock"
 
+# poc-net's pods are ports from the start, so their network is too.
+[[networks]]
+name = "poc-net"
+subnet = "21.1.1.0/24"
+gateway = "21.1.1.1"
+vni = 21
+
 [[ports]]
 name = "uplink"
 kind = "af_packet"
-iface = "${TAG}u$n"
+iface = "${TAG}n$n"
 uplink = true
-
-[[remote_nodes]]
-name = "node$other"
-node_ip = "192.168.50.$other"
-pod_cidr = "10.$other.0.0/24"
-vtep_mac = "02:fe:00:00:00:0$other"
 CFG
     cat "$WORK/$TAG-n$n.ports" >> "$WORK/n$n.toml"
     say "weir-dataplane -c n$n.toml (in $TAG-n$n)"
@@ -117,20 +136,74 @@ CFG
         kill -0 "${PIDS[-1]}" 2>/dev/null || { cat "$WORK/n$n.log"; exit 1; }
         sleep 0.1
     done
+    say "weir-control -s n$n.sock (the embedded demo cluster)"
+    "$BIN/weir-control" -s "$WORK/n$n.sock" >"$WORK/control$n.log" 2>&1 &
+    CONTROL_PIDS+=($!)
+    for _ in $(seq 100); do
+        "$BIN/weirctl" -s "$WORK/n$n.sock" hello 2>/dev/null | grep -q "control generation" && break
+        sleep 0.1
+    done
     "$BIN/weirctl" -s "$WORK/n$n.sock" hello
+    cat "$WORK/control$n.log"
 done
 
-say "pod-a pings its gateway, pod-b on its node, and pod-c on node2 (VXLAN)"
-ip netns exec "$TAG-a" ping -c 2 -i 0.2 -W 2 10.1.0.1
-ip netns exec "$TAG-a" ping -c 2 -i 0.2 -W 2 10.1.0.3
-ip netns exec "$TAG-a" ping -c 3 -i 0.2 -W 2 10.2.0.2
+inpod() { local pod=$1; shift; ip netns exec "$TAG-$pod" "$@"; }
+# serve POD NAME PORT: answers every TCP connection with NAME and the peer's address.
+serve() {
+    inpod "$1" timeout 600 python3 -c '
+import socket, sys, threading
+name, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port)); s.listen(64)
+while True:
+    c, a = s.accept(); c.sendall((name + " " + a[0]).encode()); c.close()
+' "$2" "$3" &
+    PIDS+=($!)
+    for _ in $(seq 50); do inpod "$1" ss -ltn | grep -q ":$3 " && return; sleep 0.1; done
+}
+# ask FROM ADDR PORT: who answers (or "refused"/"timeout").
+ask() {
+    local from=$1; shift
+    if [ "$from" = outside ]; then from=x; fi
+    ip netns exec "$TAG-$from" timeout 10 python3 -c '
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2); print(s.recv(64).decode())
+except ConnectionRefusedError: print("refused")
+except OSError: print("timeout")
+' "$@"
+}
+expect() {  # expect WHAT GOT PATTERN
+    if [[ "$2" =~ $3 ]]; then echo "  ok: $1: $2"; else echo "demo.sh: $1: got '$2', wanted $3" >&2; exit 1; fi
+}
+serve web-1 web-1 8080; serve web-2 web-2 8080; serve db-1 db-1 6379; serve noping-1 noping-1 6379
 
-say "TTL 1 gets time-exceeded from the gateway"
-ttl1=$(ip netns exec "$TAG-a" ping -c 1 -t 1 -W 2 10.1.0.3 || true)
+say "pods across nodes over VXLAN; TTL 1 gets time-exceeded from the gateway"
+inpod client-1 ping -c 3 -i 0.2 -W 2 10.2.0.2
+ttl1=$(inpod client-1 ping -c 1 -t 1 -W 2 10.1.0.2 || true)
 echo "$ttl1" | grep "Time to live exceeded" || { echo "$ttl1"; echo "demo.sh: no time-exceeded for TTL 1" >&2; exit 1; }
 
-stream() {  # stream FROM-NS TO-NS TO-IP: 10 MB over TCP, checksummed both ends
-    ip netns exec "$2" timeout 60 python3 -c '
+say "ClusterIP web 10.96.0.10:80 → web-1 (node1) and web-2 (node2), picked by Maglev per connection"
+seen=""
+for i in $(seq 12); do seen+="$(ask client-1 10.96.0.10 80 | cut -d' ' -f1) "; done
+echo "  $seen"
+expect "both backends answered" "$seen" "web-1.*web-2|web-2.*web-1"
+
+say "NodePort web-external :30080 from outside the cluster (externalTrafficPolicy Cluster: the backend sees node1)"
+got=$(ask outside 192.168.50.1 30080); expect "outside → node1:30080" "$got" "^web-[12] 192.168.50.1$"
+
+say "NetworkPolicy db-from-client: only app=client reaches the database (TCP 6379)"
+expect "client-1 → db 10.96.0.20:6379" "$(ask client-1 10.96.0.20 6379)" "^db-1 "
+expect "web-1 → db (no policy allows it)" "$(ask web-1 10.96.0.20 6379)" "^timeout$"
+
+say "Contiv demo: noping-epg's icmpPol denies ping in; TCP to it still works; poc-epg can be pinged"
+if inpod poc-1 ping -c 2 -i 0.2 -W 1 -q 21.1.1.3 >/dev/null; then echo "demo.sh: ping into noping-epg went through" >&2; exit 1; fi
+echo "  ok: poc-1 → noping-1 ping: no answer"
+expect "poc-1 → noping-1 TCP 6379" "$(ask poc-1 21.1.1.3 6379)" "^noping-1 "
+inpod noping-1 ping -c 2 -i 0.2 -W 2 -q 21.1.1.2
+
+stream() {  # stream FROM TO TO-IP: 10 MB over TCP, checksummed both ends
+    inpod "$2" timeout 60 python3 -c '
 import socket, hashlib
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", 5001)); s.listen(1)
@@ -142,8 +215,8 @@ while True:
 print("  received", n, "bytes, sha256", h.hexdigest()[:16])
 ' &
     local srv=$!
-    for _ in $(seq 50); do ip netns exec "$2" ss -ltn | grep -q ':5001' && break; sleep 0.1; done
-    ip netns exec "$1" timeout 60 python3 -c '
+    for _ in $(seq 50); do inpod "$2" ss -ltn | grep -q ':5001' && break; sleep 0.1; done
+    inpod "$1" timeout 60 python3 -c '
 import socket, hashlib, os, sys
 d = os.urandom(10 * 1024 * 1024)
 s = socket.create_connection((sys.argv[1], 5001), timeout=10); s.sendall(d); s.close()
@@ -151,15 +224,15 @@ print("  sent    ", len(d), "bytes, sha256", hashlib.sha256(d).hexdigest()[:16])
 ' "$3"
     wait "$srv"
 }
-say "pod-a streams 10 MB to pod-b (same node)"
-stream "$TAG-a" "$TAG-b" 10.1.0.3
-say "pod-c (node2) streams 10 MB to pod-a (node1), over VXLAN"
-stream "$TAG-c" "$TAG-a" 10.1.0.2
+say "web-2 (node2) streams 10 MB to client-1 (node1), over VXLAN"
+stream web-2 client-1 10.1.0.3
 
 sleep 0.5
 for n in 1 2; do
     say "weirctl stats (node$n)"
     "$BIN/weirctl" -s "$WORK/n$n.sock" stats
 done
-[ "$quiet" = 1 ] || { echo; echo "(logs: $WORK/n1.log, $WORK/n2.log; press Enter to tear down)"; read -r _ || true; }
+say "the tables weir-control computed for node2"
+"$BIN/weir-control" dump --node node2
+[ "$quiet" = 1 ] || { echo; echo "(logs in $WORK; press Enter to tear down)"; read -r _ || true; }
 say "done"
