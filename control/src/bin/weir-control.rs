@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use weir_control::kube_source::{self, KubeOptions};
 use weir_control::model::{compute, ClusterObjects, Settings};
 use weir_control::source::{self, Shared};
 use weir_control::sync::{Link, Pushed};
@@ -48,6 +49,14 @@ struct RunArgs {
     /// changes. Default: the embedded demo cluster.
     #[arg(long)]
     cluster_file: Option<PathBuf>,
+    /// Watch the Kubernetes API instead of a cluster file: the in-cluster
+    /// config (service account), else KUBECONFIG / ~/.kube/config.
+    #[arg(long, conflicts_with_all = ["cluster_file", "kube_url"])]
+    kube: bool,
+    /// Watch the Kubernetes API at this plain-HTTP URL, without
+    /// authentication (`kubectl proxy`, the tests' fake API server).
+    #[arg(long, value_name = "URL", conflicts_with = "cluster_file")]
+    kube_url: Option<String>,
     /// The node whose tables to compute; default: the dataplane's node name.
     #[arg(long)]
     node: Option<String>,
@@ -105,7 +114,18 @@ fn dump(node: &str, file: Option<PathBuf>) -> ExitCode {
 fn run(a: RunArgs) -> ExitCode {
     let shared = Shared::new();
     let interval = Duration::from_millis(a.interval_ms.max(10));
-    source::watch_file(a.cluster_file.clone(), shared.clone(), interval);
+    // The Kubernetes source runs while this is held.
+    let _kube = match kube_config(&a) {
+        Ok(Some(config)) => Some(kube_source::spawn(config, shared.clone(), KubeOptions::default())),
+        Ok(None) => {
+            source::watch_file(a.cluster_file.clone(), shared.clone(), interval);
+            None
+        }
+        Err(e) => {
+            eprintln!("weir-control: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut link = Link::new(a.dataplane.clone());
     let settings = Settings::default();
     // The tables last computed (objects version, node), and the last error
@@ -148,6 +168,20 @@ fn run(a: RunArgs) -> ExitCode {
         }
         std::thread::sleep(interval);
     }
+}
+
+/// The Kubernetes client config of `--kube` / `--kube-url`, if either.
+fn kube_config(a: &RunArgs) -> Result<Option<kube::Config>, String> {
+    if let Some(url) = &a.kube_url {
+        let uri = url.parse().map_err(|e| format!("--kube-url {url:?}: {e}"))?;
+        return Ok(Some(kube::Config::new(uri)));
+    }
+    if !a.kube {
+        return Ok(None);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("--kube: {e}"))?;
+    let config = rt.block_on(kube::Config::infer());
+    config.map(Some).map_err(|e| format!("--kube: no Kubernetes config (neither in-cluster nor KUBECONFIG): {e}"))
 }
 
 /// Tables computed for (objects version, node).
