@@ -10,7 +10,6 @@
 
 pub mod crd;
 pub mod dump;
-#[cfg(any(test, feature = "fake-api"))]
 pub mod fake_api;
 pub mod kube_source;
 pub mod model;

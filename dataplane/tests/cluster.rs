@@ -396,3 +396,111 @@ fn a_control_restart_breaks_no_flow() {
     let log = std::fs::read_to_string(demo.nodes[0].dir.join("control2.log")).unwrap();
     assert!(log.contains("resync applied"), "{log}");
 }
+
+/// The fake Kubernetes API server as a process (control/src/bin).
+struct FakeApi {
+    child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+    url: String,
+}
+
+impl FakeApi {
+    fn start(dir: &Path, objects: &str) -> FakeApi {
+        let f = dir.join("objects.yaml");
+        std::fs::write(&f, objects).unwrap();
+        let bin = control_bin().with_file_name("weir-fake-apiserver");
+        let mut child = Command::new(bin)
+            .arg("--apply")
+            .arg(&f)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("weir-fake-apiserver (cargo build --workspace)");
+        let stdin = child.stdin.take().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut url = String::new();
+        out.read_line(&mut url).unwrap();
+        FakeApi { child, stdin, out, url: url.trim().to_string() }
+    }
+
+    fn apply(&mut self, dir: &Path, text: &str) {
+        let f = dir.join("change.yaml");
+        std::fs::write(&f, text).unwrap();
+        writeln!(self.stdin, "apply {}", f.display()).unwrap();
+        let mut l = String::new();
+        self.out.read_line(&mut l).unwrap();
+        assert!(l.starts_with("ok "), "{l}");
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The demo cluster served by a fake Kubernetes API: weir-control watches
+/// it (`--kube-url`); an EndpointSlice, a Service and a NetworkPolicy
+/// changed in the API change where real packets go.
+#[test]
+fn the_kubernetes_api_drives_packets() {
+    let mut demo = Demo::start(DEMO);
+    let dir = demo.nodes[0].dir.clone();
+    let mut api = FakeApi::start(&dir, DEMO);
+    // Swap each node's file-fed control for one watching the API.
+    for n in &mut demo.nodes {
+        n.control.kill();
+        let before = n.dp.stats().control_generation;
+        let log = n.dir.join("control-kube.log");
+        let child = Command::new(control_bin())
+            .args(["--interval-ms", "100", "--kube-url", &api.url, "--dataplane"])
+            .arg(n.socket())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+            .spawn()
+            .unwrap();
+        n.control = Control(child);
+        n.wait_synced(before);
+    }
+    let _servers = [
+        serve(demo.pod("web-1"), "web-1", 8080),
+        serve(demo.pod("web-2"), "web-2", 8080),
+        serve(demo.pod("db-1"), "db-1", 6379),
+    ];
+    let logs = || demo.logs();
+    let names = |n: usize| -> Vec<String> { (0..n).map(|_| who(demo.pod("client-1"), "10.96.0.10", 80)).collect() };
+    let both = names(20);
+    assert!(both.contains(&"web-1".into()) && both.contains(&"web-2".into()), "{both:?}\n{}", logs());
+    assert_eq!(who(demo.pod("client-1"), "10.96.0.20", 6379), "db-1");
+
+    // An EndpointSlice: web-2 is no longer an endpoint of web.
+    let g = demo.nodes[0].dp.stats().control_generation;
+    api.apply(
+        &dir,
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-x1, namespace: default, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{name: http, protocol: TCP, port: 8080}]\nendpoints:\n- {addresses: [10.1.0.2], conditions: {ready: true}, nodeName: node1}\n",
+    );
+    demo.nodes[0].wait_synced(g);
+    assert!(names(10).iter().all(|n| n == "web-1"), "{}", logs());
+
+    // A Service: web moves to port 81.
+    let g = demo.nodes[0].dp.stats().control_generation;
+    api.apply(
+        &dir,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {type: ClusterIP, clusterIP: 10.96.0.10, clusterIPs: [10.96.0.10], ports: [{name: http, protocol: TCP, port: 81, targetPort: http}]}\n",
+    );
+    demo.nodes[0].wait_synced(g);
+    assert_eq!(who(demo.pod("client-1"), "10.96.0.10", 81), "web-1", "{}", logs());
+    assert_ne!(who(demo.pod("client-1"), "10.96.0.10", 80), "web-1");
+
+    // A NetworkPolicy: the database's allow goes to another label.
+    let g = demo.nodes[1].dp.stats().control_generation;
+    api.apply(
+        &dir,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db-from-client, namespace: default}\nspec:\n  podSelector: {matchLabels: {app: db}}\n  policyTypes: [Ingress]\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: web}}}]\n    ports: [{protocol: TCP, port: redis}]\n",
+    );
+    demo.nodes[1].wait_synced(g);
+    assert_eq!(who(demo.pod("client-1"), "10.96.0.20", 6379), "timeout", "{}", logs());
+    assert_eq!(who(demo.pod("web-1"), "10.96.0.20", 6379), "db-1");
+}
