@@ -148,6 +148,7 @@ pub fn compute(objs: &ClusterObjects, node: &str, settings: &Settings) -> Result
     for n in &objs.nodes {
         let name = n.metadata.name.clone().unwrap_or_default();
         if name == node {
+            t.node_port_ips = node_port_ips(n);
             continue;
         }
         match remote_node(n, settings) {
@@ -183,6 +184,21 @@ pub fn compute(objs: &ClusterObjects, node: &str, settings: &Settings) -> Result
     warn.extend(compiled.warnings);
     t.acl = compiled.acl;
     Ok((t, warn))
+}
+
+/// This node's addresses NodePorts are also served on: its IPv4 addresses
+/// of kind InternalIP or ExternalIP other than the first InternalIP (the
+/// node IP the dataplane is configured with).
+fn node_port_ips(n: &Node) -> Vec<Ipv4Addr> {
+    let addrs = n.status.as_ref().and_then(|s| s.addresses.as_ref());
+    let v4 = |kind: &str| -> Vec<Ipv4Addr> {
+        addrs.map(|a| a.iter().filter(|a| a.type_ == kind).filter_map(|a| a.address.parse().ok()).collect()).unwrap_or_default()
+    };
+    let internal = v4("InternalIP");
+    let mut out: Vec<Ipv4Addr> = internal.iter().skip(1).copied().chain(v4("ExternalIP")).collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn pod_node(p: &Pod) -> Option<&str> {

@@ -131,6 +131,12 @@ fn nodes_become_routes_and_bad_ones_are_skipped() {
     assert_eq!(names, vec!["n2"], "n1 is this node; n3 has no podCIDR");
     assert_eq!(t.remote_nodes[0].node_ip, Ipv4Addr::new(192, 168, 50, 2));
     assert_eq!(t.remote_nodes[0].vtep_mac, DEFAULT_GATEWAY_MAC);
+    assert!(t.node_port_ips.is_empty(), "n1 has one InternalIP: the node IP");
+    let with_external = BASE.replace(
+        "status: {addresses: [{type: InternalIP, address: 192.168.50.1}]}",
+        "status: {addresses: [{type: InternalIP, address: 192.168.50.1}, {type: ExternalIP, address: 203.0.113.7}, {type: Hostname, address: n1}]}",
+    );
+    assert_eq!(tables(&with_external, "n1").0.node_port_ips, vec![Ipv4Addr::new(203, 0, 113, 7)]);
     assert!(warnings.iter().any(|w| w.contains("n3")), "{warnings:?}");
 }
 

@@ -111,6 +111,9 @@ pub fn diff(old: &ClusterTables, new: &ClusterTables) -> Vec<Change> {
     if old.remote_routes != new.remote_routes {
         out.push(Change::SetRemoteRoutes { routes: new.remote_routes.clone() });
     }
+    if old.node_port_ips != new.node_port_ips {
+        out.push(Change::SetNodePortIps { ips: new.node_port_ips.clone() });
+    }
     let (o_svc, n_svc) = (by(&old.services, |x| x.name.clone()), by(&new.services, |x| x.name.clone()));
     for (k, v) in &n_svc {
         if o_svc.get(k) != Some(v) {

@@ -29,6 +29,9 @@ pub struct ClusterTables {
     pub remote_routes: Vec<crate::config::RemoteRouteConfig>,
     #[serde(default)]
     pub acl: crate::tables::acl::AclConfig,
+    /// This node's addresses NodePorts are served on besides its node IP.
+    #[serde(default)]
+    pub node_port_ips: Vec<std::net::Ipv4Addr>,
 }
 
 /// One change of an `Update`; objects are named by their `name` (pods' ACLs
@@ -45,6 +48,8 @@ pub enum Change {
     DeleteNode { name: String },
     /// Replaces every remote route.
     SetRemoteRoutes { routes: Vec<crate::config::RemoteRouteConfig> },
+    /// Replaces the addresses NodePorts are served on besides the node IP.
+    SetNodePortIps { ips: Vec<std::net::Ipv4Addr> },
     /// Adds a pod's ACLs, or replaces those of its address.
     UpsertPodAcl { pod: crate::tables::acl::PodAclConfig },
     DeletePodAcl { ip: std::net::Ipv4Addr },
@@ -84,6 +89,7 @@ impl ClusterTables {
                 }
                 Change::DeleteNode { name } => delete(&mut t.remote_nodes, "node", name, |n| &n.name == name)?,
                 Change::SetRemoteRoutes { routes } => t.remote_routes = routes.clone(),
+                Change::SetNodePortIps { ips } => t.node_port_ips = ips.clone(),
                 Change::UpsertPodAcl { pod } => {
                     let ip = pod.ip;
                     upsert(&mut t.acl.pods, pod.clone(), |p| p.ip == ip)

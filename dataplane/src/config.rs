@@ -84,6 +84,11 @@ pub struct NodeConfig {
     /// Contiv model (see docs/policy.md); static here for tests and demos.
     #[serde(default)]
     pub acl: crate::tables::acl::AclConfig,
+    /// More addresses of this node NodePorts are served on, besides
+    /// node.node_ip (e.g. its ExternalIP); packets for them must be routed
+    /// to the uplink.
+    #[serde(default)]
+    pub node_port_ips: Vec<Ipv4Addr>,
 }
 
 /// Source NAT of Service traffic.
@@ -698,6 +703,15 @@ impl NodeConfig {
         }
         if !(1024..=(1 << 24)).contains(&self.dpdk.max_flows) {
             return Err(ConfigError::invalid("dpdk.max_flows", self.dpdk.max_flows, "want 1024..=16777216"));
+        }
+        for (i, ip) in self.node_port_ips.iter().enumerate() {
+            if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || self.node.pod_cidr.contains(*ip) {
+                return Err(ConfigError::invalid(
+                    format!("node_port_ips[{i}]"),
+                    ip,
+                    "must be a unicast address of the node, outside node.pod_cidr",
+                ));
+            }
         }
         let mut frontends = HashSet::new();
         let mut names = HashSet::new();

@@ -357,6 +357,7 @@ impl<'e> Node<'e> {
             remote_nodes: self.cfg.remote_nodes.clone(),
             remote_routes: self.cfg.remote_routes.clone(),
             acl: self.cfg.acl.clone(),
+            node_port_ips: self.cfg.node_port_ips.clone(),
         }
     }
 
@@ -372,6 +373,7 @@ impl<'e> Node<'e> {
             std::mem::take(&mut self.cfg.remote_nodes),
             std::mem::take(&mut self.cfg.remote_routes),
             std::mem::take(&mut self.cfg.acl),
+            std::mem::take(&mut self.cfg.node_port_ips),
         );
         let mut with = self.cfg.clone();
         (
@@ -380,6 +382,7 @@ impl<'e> Node<'e> {
             self.cfg.remote_nodes,
             self.cfg.remote_routes,
             self.cfg.acl,
+            self.cfg.node_port_ips,
         ) = cluster;
         with.ports = self.ports.iter().map(|lp| lp.cfg.clone()).collect();
         with.services = t.services;
@@ -387,6 +390,7 @@ impl<'e> Node<'e> {
         with.remote_nodes = t.remote_nodes;
         with.remote_routes = t.remote_routes;
         with.acl = t.acl;
+        with.node_port_ips = t.node_port_ips;
         with.validate().map_err(|e| crate::config::name_object(&e.to_string(), &with))?;
         let services = ServiceTable::build_reusing(&with, Some(&self.services))?;
         let mut acl = AclTable::build(&with.acl, &node_addrs(&with))?;

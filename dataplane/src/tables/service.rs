@@ -240,9 +240,13 @@ impl ServiceTable {
                         t.vips.insert(*ip);
                     }
                 }
-                if let (Some(np), Some(ip)) = (p.node_port, node_ip) {
-                    t.frontends.insert(Frontend { vip: ip, port: np, proto }, (id, FrontendKind::NodePort));
-                    t.vips.insert(ip);
+                // NodePorts on the node IP, and on the node's other
+                // addresses (only with a node IP: SNAT needs it).
+                let node_ips = node_ip.iter().chain(if node_ip.is_some() { &cfg.node_port_ips[..] } else { &[] });
+                for ip in node_ips.filter(|_| p.node_port.is_some()) {
+                    let np = p.node_port.unwrap_or_default();
+                    t.frontends.insert(Frontend { vip: *ip, port: np, proto }, (id, FrontendKind::NodePort));
+                    t.vips.insert(*ip);
                 }
             }
         }

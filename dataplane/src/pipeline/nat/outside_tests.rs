@@ -343,6 +343,27 @@ fn node_port_local_policy_keeps_the_client_address() {
     assert_eq!(a, Action::Drop(DropReason::ServiceNoLocalBackend));
 }
 
+/// NodePorts are served on the node's other addresses too.
+#[test]
+fn node_ports_on_more_node_addresses() {
+    let mut cfg = config("");
+    let other = Ipv4Addr::new(192, 168, 70, 1);
+    cfg.node_port_ips = vec![other];
+    cfg.validate().unwrap();
+    let t = tables_from(&cfg);
+    let flows = FlowTable::new(1024);
+    let (a, out) = run(&t, &flows, UPLINK, &syn_from_outside(CLIENT, 40500, other, 30081));
+    assert_eq!(a, Action::Forward(1));
+    assert_eq!(tuple(&out), (CLIENT.0, B.0, 40500, 8080));
+    // The answer leaves from the address the client used.
+    let answer = frame(TCP, B, GW_MAC, 8080, CLIENT.0, 40500, tcp::flags::SYN | tcp::flags::ACK);
+    let (a, out) = run(&t, &flows, 1, &answer);
+    assert_eq!((a, tuple(&out)), (Action::Forward(UPLINK), (other, CLIENT.0, 30081, 40500)));
+    // Not a pod address.
+    cfg.node_port_ips = vec![Ipv4Addr::new(10, 1, 0, 77)];
+    assert!(cfg.validate().unwrap_err().to_string().starts_with("node_port_ips[0] = 10.1.0.77"));
+}
+
 #[test]
 fn no_endpoint_is_refused_from_the_node_port() {
     let t = tables();
