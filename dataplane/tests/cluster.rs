@@ -395,6 +395,20 @@ fn a_control_restart_breaks_no_flow() {
     }
     let log = std::fs::read_to_string(demo.nodes[0].dir.join("control2.log")).unwrap();
     assert!(log.contains("resync applied"), "{log}");
+
+    // The database's node restarts its dataplane: weir-control sees a new
+    // instance and resyncs it, and the Service and its policy work again.
+    drop(held);
+    let n2 = &mut demo.nodes[1];
+    let config = std::fs::read_to_string(n2.dir.join("node.toml")).unwrap();
+    let ns = demo._ns[1].0.clone();
+    n2.dp.restart(&ns, &config);
+    n2.wait_synced(None);
+    let t0 = Instant::now();
+    while who(demo.pod("client-1"), "10.96.0.20", 6379) != "db-1" {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no db after the dataplane restart\n{}", demo.logs());
+    }
+    assert_eq!(who(demo.pod("web-1"), "10.96.0.20", 6379), "timeout", "the policy came back with the resync");
 }
 
 /// The fake Kubernetes API server as a process (control/src/bin).
