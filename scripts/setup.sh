@@ -4,7 +4,8 @@
 set -euo pipefail
 
 PKGS=(dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config iproute2 iputils-ping ethtool
-      procps psmisc netcat-openbsd python3)
+      procps psmisc netcat-openbsd python3
+      podman containernetworking-plugins busybox-static runc)
 
 need_root() {
     if [ "$(id -u)" -ne 0 ]; then
@@ -23,6 +24,24 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# podman as a CNI runtime (dataplane/tests/cni.rs): the CNI backend, runc
+# (crun refuses these machines' hybrid cgroups) and ulimits under the hard
+# open-file limit. Written only if absent: an existing file is left alone.
+if [ ! -e /etc/containers/containers.conf ]; then
+    mkdir -p /etc/containers
+    cat > /etc/containers/containers.conf <<'CONF'
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=20000:20000"]
+
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
+
+[engine]
+runtime = "runc"
+CONF
 fi
 
 # Hugepages: 2 MiB pages, WEIR_HUGEPAGES of them (default 1024 = 2 GiB).

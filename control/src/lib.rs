@@ -8,8 +8,10 @@
 //! - `dump`: the stable text form of a node's tables (golden tests);
 //! - `render`: what weirctl prints.
 
+pub mod cni;
 pub mod crd;
 pub mod dump;
+pub mod ipam;
 pub mod fake_api;
 pub mod kube_source;
 pub mod model;

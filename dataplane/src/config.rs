@@ -1013,6 +1013,15 @@ pub fn validate_port(p: &PortConfig, key: &str) -> Result<(), ConfigError> {
             "want 1-24 characters of [a-z0-9-]",
         ));
     }
+    if p.kind == PortKind::Tap && p.name.len() > 14 {
+        // DPDK's net_tap names its device net_tap_<name>; from 15
+        // characters of name on, its tx queue setup fails (EPERM).
+        return Err(ConfigError::invalid(
+            format!("{key}.name"),
+            format!("{:?}", p.name),
+            "a tap port's name is at most 14 characters (DPDK's net_tap fails with longer ones)",
+        ));
+    }
     if p.rx_queues == 0 || p.rx_queues > MAX_RX_QUEUES {
         return Err(ConfigError::invalid(format!("{key}.rx_queues"), p.rx_queues, format!("want 1..={MAX_RX_QUEUES}")));
     }
@@ -1256,6 +1265,9 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
         assert!(e.starts_with("dpdk.burst = 0"), "{e}");
         let e = refused(&GOOD.replace("[dpdk]", "[dpdk]\nmbufs = 100"));
         assert!(e.starts_with("dpdk.mbufs = 100"), "{e}");
+        let tap = "[[ports]]\nname = \"fifteen-chars-x\"\nkind = \"tap\"\niface = \"t0\"\n";
+        let e = refused(&format!("{GOOD}\n{tap}"));
+        assert!(e.contains(".name = \"fifteen-chars-x\"") && e.contains("14 characters"), "{e}");
         let e = refused(&GOOD.replace("iface = \"wa-a\"", "iface = \"wa-a,qpairs=9\""));
         assert!(e.starts_with("ports[0].iface"), "{e}");
     }

@@ -63,6 +63,12 @@ struct RunArgs {
     /// How often sources and the dataplane are checked, ms.
     #[arg(long, default_value_t = 300)]
     interval_ms: u64,
+    /// Serve weir-cni on this Unix socket (IPAM and pod ports; see docs/cni.md).
+    #[arg(long, value_name = "PATH", env = "WEIR_CNI_SOCKET")]
+    cni_socket: Option<PathBuf>,
+    /// Where the CNI server keeps its IPAM state (with --cni-socket).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/weir/ipam")]
+    ipam_dir: PathBuf,
     /// Push once and exit (0 when applied).
     #[arg(long)]
     once: bool,
@@ -127,6 +133,24 @@ fn run(a: RunArgs) -> ExitCode {
         }
     };
     let mut link = Link::new(a.dataplane.clone());
+    // The CNI server runs on its own threads while this is held.
+    let _cni = match &a.cni_socket {
+        None => None,
+        Some(sock) => match weir_control::cni::server::Server::start(weir_control::cni::server::ServerConfig {
+            socket: sock.clone(),
+            ipam_dir: a.ipam_dir.clone(),
+            dataplane: a.dataplane.clone(),
+            node: a.node.clone(),
+            objects: Some(shared.clone()),
+            interval,
+        }) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("weir-control: CNI server: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let settings = Settings::default();
     // The tables last computed (objects version, node), and the last error
     // shown (each shown once).

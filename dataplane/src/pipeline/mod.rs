@@ -125,6 +125,13 @@ fn arp_input(t: &Tables, in_port: PortId, frame: &mut [u8]) -> Action {
         return Drop(DropReason::PortGone);
     };
     let (target, sender_ip, sender_mac) = (req.target_ip(), req.sender_ip(), req.sender_mac());
+    // Anti-spoofing: a pod's ARP speaks for its own MAC and address (or
+    // for none: 0.0.0.0 in a duplicate-address probe).
+    if let Some(pod) = t.port(in_port).and_then(|p| p.pod) {
+        if sender_mac != pod.mac || eth.src() != pod.mac || !(sender_ip == pod.ip || sender_ip.is_unspecified()) {
+            return Drop(DropReason::PodSourceSpoofed);
+        }
+    }
     // Answer for the gateway, and as a proxy for every address of this
     // network routed elsewhere (another port, another node), so pods on one
     // subnet still reach each other through weir. Never for an address routed
@@ -224,6 +231,15 @@ fn pod_ipv4_input<B: PacketBuf>(t: &Tables, nat: Option<&nat::Nat>, in_port: Por
         Ok(m) => m,
         Err(r) => return Drop(r),
     };
+    // Anti-spoofing: a pod sends from its own MAC and address only.
+    if let Some(pod) = t.port(in_port).and_then(|p| p.pod) {
+        let frame = pkt.data();
+        let src_mac = ethernet::Frame::new_unchecked(frame).src();
+        let src_ip = ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]).src_addr();
+        if src_mac != pod.mac || src_ip != pod.ip {
+            return Drop(DropReason::PodSourceSpoofed);
+        }
+    }
     let Some(net) = t.network(t.port_network(in_port)) else {
         return Drop(DropReason::PortGone);
     };

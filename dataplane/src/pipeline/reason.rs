@@ -110,6 +110,9 @@ numbered! {
         PolicyDeniedEgress = 33, "policy_denied_egress";
         /// The destination pod's ingress policy denies the flow.
         PolicyDeniedIngress = 34, "policy_denied_ingress";
+        /// From a pod port, with an Ethernet source, IPv4 source or ARP
+        /// sender that is not the pod's own (anti-spoofing).
+        PodSourceSpoofed = 35, "pod_source_spoofed";
     }
 }
 

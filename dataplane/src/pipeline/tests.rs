@@ -184,7 +184,13 @@ fn forwarding_cases() -> Vec<Case> {
         Case::fwd("ttl 255", 0, pkt(A, B_IP, 255, L4::Udp(b"x")), 1, B_MAC),
         Case::fwd("udp to static route", 0, pkt(A, REMOTE, 64, L4::Udp(b"far")), 1, NH_MAC),
         Case::fwd("icmp to static route", 0, pkt(A, Ipv4Addr::new(192, 168, 7, 254), 64, ping(1, 2, b"")), 1, NH_MAC),
-        Case::fwd("frame to gateway MAC from any source MAC", 0, poke(udp_ab.clone(), 6, &OTHER_MAC.0), 1, B_MAC),
+        Case::drop("frame from a MAC not the pod's", 0, poke(udp_ab.clone(), 6, &OTHER_MAC.0), DropReason::PodSourceSpoofed),
+        Case::drop(
+            "IPv4 from an address not the pod's",
+            0,
+            pkt((A_MAC, Ipv4Addr::new(10, 1, 0, 77)), B_IP, 64, L4::Udp(b"spoof")),
+            DropReason::PodSourceSpoofed,
+        ),
         Case::fwd("unknown protocol, 3 bytes", 0, pkt(A, B_IP, 64, L4::Raw(47, b"gre")), 1, B_MAC),
         Case::fwd("sctp, common header only", 0, pkt(A, B_IP, 64, L4::Raw(protocol::SCTP, &[0; 12])), 1, B_MAC),
         Case::fwd(
@@ -275,9 +281,16 @@ fn arp_cases() -> Vec<Case> {
         Case::drop("static route back to the asker", 1, who_has(B, REMOTE), DropReason::ArpNotForUs),
         Case::drop("gratuitous, own address", 0, who_has(A, A_IP), DropReason::ArpNotForUs),
         Case::drop(
-            "gratuitous for an address routed elsewhere",
+            "gratuitous for an address routed elsewhere (not the pod's)",
             0,
             who_has((A_MAC, B_IP), B_IP),
+            DropReason::PodSourceSpoofed,
+        ),
+        Case::drop("ARP from the pod's address with another MAC", 0, who_has((OTHER_MAC, A_IP), B_IP), DropReason::PodSourceSpoofed),
+        Case::drop(
+            "duplicate-address probe (sender 0.0.0.0)",
+            0,
+            who_has((A_MAC, Ipv4Addr::UNSPECIFIED), A_IP),
             DropReason::ArpNotForUs,
         ),
         Case::drop("no route for target", 0, who_has(A, UNROUTED), DropReason::ArpNotForUs),
@@ -290,7 +303,7 @@ fn arp_cases() -> Vec<Case> {
                 A_MAC,
                 arp::Repr { sender_mac: MacAddr([0x01, 0, 0x5e, 0, 0, 1]), ..req(arp::OP_REQUEST, A, GW_IP) },
             ),
-            DropReason::ArpNotForUs,
+            DropReason::PodSourceSpoofed,
         ),
         Case::drop("arp reply", 0, arp_frame(GW_MAC, A_MAC, req(arp::OP_REPLY, A, GW_IP)), DropReason::ArpNotForUs),
         Case::drop(

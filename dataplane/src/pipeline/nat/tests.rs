@@ -227,15 +227,20 @@ fn hairpin_translates_both_addresses() {
 /// ClientIP affinity: every new flow of a client goes where its first went.
 #[test]
 fn client_ip_affinity_pins_a_client() {
-    let t = both();
+    let mut t = both();
+    // Thirty clients, each a pod on its own port (100 + last byte).
+    for last in 10..40u8 {
+        t.add_port(100 + u16::from(last), PortEntry::pod("client", Ipv4Addr::new(10, 1, 0, last), MacAddr([2, 0, 0, 0, 1, last]), 0), 1);
+    }
     let flows = FlowTable::new(1 << 12);
     let sticky = Ipv4Addr::new(10, 96, 0, 13);
     let mut by_client = Vec::new();
     for last in 10..40u8 {
         let client = (Ipv4Addr::new(10, 1, 0, last), MacAddr([2, 0, 0, 0, 1, last]));
-        let first = run(&t, &flows, 0, &l4(ipv4::protocol::TCP, client, 20000, sticky, 80, true)).0;
+        let port = 100 + u16::from(last);
+        let first = run(&t, &flows, port, &l4(ipv4::protocol::TCP, client, 20000, sticky, 80, true)).0;
         for sport in 20001..20020 {
-            let a = run(&t, &flows, 0, &l4(ipv4::protocol::TCP, client, sport, sticky, 80, true)).0;
+            let a = run(&t, &flows, port, &l4(ipv4::protocol::TCP, client, sport, sticky, 80, true)).0;
             assert_eq!(a, first, "client {} moved", client.0);
         }
         by_client.push(first);
