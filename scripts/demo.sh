@@ -137,7 +137,7 @@ CFG
         sleep 0.1
     done
     say "weir-control -s n$n.sock (the embedded demo cluster)"
-    "$BIN/weir-control" -s "$WORK/n$n.sock" >"$WORK/control$n.log" 2>&1 &
+    "$BIN/weir-control" -s "$WORK/n$n.sock" --metrics "127.0.0.1:931$n" >"$WORK/control$n.log" 2>&1 &
     CONTROL_PIDS+=($!)
     for _ in $(seq 100); do
         "$BIN/weirctl" -s "$WORK/n$n.sock" hello 2>/dev/null | grep -q "control generation" && break
@@ -232,6 +232,13 @@ for n in 1 2; do
     say "weirctl stats (node$n)"
     "$BIN/weirctl" -s "$WORK/n$n.sock" stats
 done
+say "a few of node2's metrics (http://127.0.0.1:9312/metrics)"
+python3 -c '
+import urllib.request
+for l in urllib.request.urlopen("http://127.0.0.1:9312/metrics", timeout=5).read().decode().splitlines():
+    if l.startswith(("weir_control_resyncs", "weir_control_table_entries", "weir_dataplane_up")) or "policy_denied" in l:
+        print("  " + l)
+'
 say "the tables weir-control computed for node2"
 "$BIN/weir-control" dump --node node2
 [ "$quiet" = 1 ] || { echo; echo "(logs in $WORK; press Enter to tear down)"; read -r _ || true; }

@@ -14,6 +14,7 @@ pub mod dump;
 pub mod ipam;
 pub mod fake_api;
 pub mod kube_source;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod render;

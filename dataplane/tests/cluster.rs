@@ -31,7 +31,7 @@ struct Control(Child);
 impl Control {
     fn start(socket: &Path, file: &Path, log: &Path) -> Control {
         let child = Command::new(control_bin())
-            .args(["--interval-ms", "100", "--dataplane"])
+            .args(["--interval-ms", "100", "--metrics", "127.0.0.1:0", "--dataplane"])
             .arg(socket)
             .arg("--cluster-file")
             .arg(file)
@@ -172,6 +172,19 @@ impl DemoNode {
             assert!(t0.elapsed() < Duration::from_secs(20), "weir-control never synced\n{}", self.logs());
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// A scrape of weir-control's metrics endpoint (its address from its log).
+    fn scrape(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("control.log")).unwrap_or_default();
+        let url = log.lines().find_map(|l| l.strip_prefix("weir-control: metrics on http://")).expect("metrics address");
+        let addr = url.trim_end_matches("/metrics");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut s, &mut body).unwrap();
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        body.split_once("\r\n\r\n").unwrap().1.to_string()
     }
 
     fn logs(&self) -> String {
@@ -364,6 +377,22 @@ spec:
 
     let s = demo.nodes[1].dp.settled_stats();
     assert!(s.drop_count("policy_denied_ingress") > 0, "{:?}", s.drops);
+
+    // The metrics endpoint: every sample's family typed, the figures there.
+    let text = demo.nodes[1].scrape();
+    let typed: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (head, value) = line.rsplit_once(' ').unwrap();
+        let name = head.split('{').next().unwrap();
+        let family = ["_bucket", "_sum", "_count"].iter().find_map(|x| name.strip_suffix(x)).unwrap_or(name);
+        assert!(typed.contains(&name) || typed.contains(&family), "no TYPE for {line}");
+        samples.insert(head.to_string(), value.parse::<f64>().unwrap());
+    }
+    let denied = samples["weir_dataplane_drops_total{node=\"node2\",reason=\"policy_denied_ingress\"}"];
+    assert_eq!(denied as u64, s.drop_count("policy_denied_ingress"), "{text}");
+    assert!(samples["weir_control_resyncs_total"] >= 1.0 && samples["weir_control_updates_total"] >= 1.0, "{text}");
+    assert_eq!(samples["weir_dataplane_up"], 1.0);
     let s1 = demo.nodes[0].dp.settled_stats();
     assert!(s1.drop_count("policy_denied_egress") > 0, "{:?}", s1.drops);
 }

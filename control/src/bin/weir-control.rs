@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use weir_control::kube_source::{self, KubeOptions};
+use std::sync::atomic::Ordering;
+
+use weir_control::metrics::Metrics;
 use weir_control::model::{compute, ClusterObjects, Settings};
 use weir_control::source::{self, Shared};
 use weir_control::sync::{Link, Pushed};
@@ -69,6 +72,10 @@ struct RunArgs {
     /// Where the CNI server keeps its IPAM state (with --cni-socket).
     #[arg(long, value_name = "DIR", default_value = "/var/lib/weir/ipam")]
     ipam_dir: PathBuf,
+    /// Prometheus endpoint (`GET /metrics`); `off` for none. A port that is
+    /// taken is reported and the agent runs on without it.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9310")]
+    metrics: String,
     /// Push once and exit (0 when applied).
     #[arg(long)]
     once: bool,
@@ -151,6 +158,19 @@ fn run(a: RunArgs) -> ExitCode {
             }
         },
     };
+    let metrics = Metrics::new();
+    if a.metrics != "off" {
+        match a.metrics.parse().map_err(|e| format!("--metrics {:?}: {e}", a.metrics)) {
+            Ok(addr) => match weir_control::metrics::serve(addr, metrics.clone(), a.dataplane.clone()) {
+                Ok(bound) => println!("weir-control: metrics on http://{bound}/metrics"),
+                Err(e) => eprintln!("weir-control: warning: {e}; running without metrics"),
+            },
+            Err(e) => {
+                eprintln!("weir-control: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let settings = Settings::default();
     // The tables last computed (objects version, node), and the last error
     // shown (each shown once).
@@ -162,7 +182,7 @@ fn run(a: RunArgs) -> ExitCode {
         if let Some(e) = shared.take_error() {
             eprintln!("weir-control: {e}");
         }
-        let result = step(&mut link, &shared, a.node.as_deref(), &settings, &mut cache, &mut last_warnings);
+        let result = step(&mut link, &shared, a.node.as_deref(), &settings, &mut cache, &mut last_warnings, &metrics);
         match result {
             Ok(Some(p)) => {
                 last_error.clear();
@@ -181,6 +201,7 @@ fn run(a: RunArgs) -> ExitCode {
             }
             Ok(None) => {}
             Err(e) => {
+                metrics.errors.fetch_add(1, Ordering::Relaxed);
                 if e != last_error {
                     eprintln!("weir-control: {e}");
                     last_error = e;
@@ -221,6 +242,7 @@ fn step(
     settings: &Settings,
     cache: &mut Cache,
     last_warnings: &mut Vec<String>,
+    metrics: &Metrics,
 ) -> Result<Option<Pushed>, String> {
     if !shared.ready() {
         return Ok(None); // not every store listed yet: push nothing
@@ -242,8 +264,23 @@ fn step(
             }
             *last_warnings = warnings;
         }
+        metrics.set_tables(&tables);
         *cache = Some((version, node, tables));
     }
     let Some((_, _, tables)) = cache.as_ref() else { return Ok(None) };
-    link.push(tables).map(Some)
+    let t0 = Instant::now();
+    let p = link.push(tables)?;
+    match p {
+        Pushed::Nothing => {}
+        Pushed::Resync { .. } => {
+            metrics.resyncs.fetch_add(1, Ordering::Relaxed);
+            metrics.observe_sync(t0.elapsed());
+        }
+        Pushed::Update { changes, .. } => {
+            metrics.updates.fetch_add(1, Ordering::Relaxed);
+            metrics.changes.fetch_add(changes as u64, Ordering::Relaxed);
+            metrics.observe_sync(t0.elapsed());
+        }
+    }
+    Ok(Some(p))
 }
