@@ -177,9 +177,12 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>, dataplane: PathBuf) -> Res
     Ok(bound)
 }
 
-/// A minimal parser of the exposition text (tests): (name, labels, value)
-/// of every sample, after checking every sample's family has HELP and TYPE.
-pub fn parse(text: &str) -> Result<Vec<(String, Vec<(String, String)>, f64)>, String> {
+/// One sample: name, labels, value.
+pub type Sample = (String, Vec<(String, String)>, f64);
+
+/// A minimal parser of the exposition text (tests): every sample, after
+/// checking every sample's family has a TYPE.
+pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
     let mut typed = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     for line in text.lines() {

@@ -92,7 +92,7 @@ impl Link {
 
 /// The changes that turn `old` into `new`.
 pub fn diff(old: &ClusterTables, new: &ClusterTables) -> Vec<Change> {
-    fn by<'a, T, K: Ord>(v: &'a [T], key: impl Fn(&T) -> K) -> BTreeMap<K, &'a T> {
+    fn by<T, K: Ord>(v: &[T], key: impl Fn(&T) -> K) -> BTreeMap<K, &T> {
         v.iter().map(|x| (key(x), x)).collect()
     }
     let mut out = Vec::new();

@@ -683,7 +683,7 @@ impl NodeConfig {
                 format!("the ports' rings and caches need at least {need}"),
             ));
         }
-        if self.dpdk.forward_mode == ForwardMode::Io && self.ports.len() % 2 != 0 {
+        if self.dpdk.forward_mode == ForwardMode::Io && !self.ports.len().is_multiple_of(2) {
             return Err(ConfigError::invalid(
                 "dpdk.forward_mode",
                 "\"io\"",
@@ -1238,7 +1238,7 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
             .join("\n");
         let c = NodeConfig::from_toml(&format!("{GOOD}\n[[services]]\n{svc}")).unwrap();
         assert_eq!(c.services[0].ports[0].node_port, Some(30080));
-        assert_eq!(c.services[0].backends[2].serving(), true);
+        assert!(c.services[0].backends[2].serving());
     }
 
     fn refused(text: &str) -> String {

@@ -433,14 +433,14 @@ mod tests {
         FlowEntry {
             nat_addr: Ipv4Addr::from(0x0a02_0000 + i),
             nat_port: 8080,
-            rewrite_dst: i % 2 == 0,
+            rewrite_dst: i.is_multiple_of(2),
             service: i,
             backend: (i % 7) as u16,
             generation: i.wrapping_mul(3),
             timeout_ms: 1000,
-            other: (i % 3 == 0).then(|| (Ipv4Addr::from(i ^ 0x5a5a), i as u16)),
+            other: i.is_multiple_of(3).then(|| (Ipv4Addr::from(i ^ 0x5a5a), i as u16)),
             state: (i % 16) as u8,
-            plain: i % 5 == 0,
+            plain: i.is_multiple_of(5),
         }
     }
 
@@ -497,7 +497,7 @@ mod tests {
                 Err(InsertError::Exists) => panic!("insert replaces"),
             }
         }
-        assert!(ok <= 64 && ok >= 32, "{ok} inserted");
+        assert!((32..=64).contains(&ok), "{ok} inserted");
         assert_eq!(ok + full, 200);
         // Everything inserted is found.
         let live = t.entries(1);

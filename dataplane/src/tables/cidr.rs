@@ -37,6 +37,8 @@ impl Ipv4Cidr {
         self.addr
     }
 
+    /// The prefix length.
+    #[allow(clippy::len_without_is_empty)] // a prefix length, not a container
     pub fn len(&self) -> u8 {
         self.len
     }

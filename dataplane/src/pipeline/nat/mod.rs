@@ -456,7 +456,7 @@ fn claim_snat_port(
     let me = u32::from(nat.worker) % workers;
     let span = u32::from(r.max) - u32::from(r.min) + 1;
     // Ports min + me, min + me + workers, ...: this worker's slice.
-    let mine = (span.saturating_sub(me) + workers - 1) / workers;
+    let mine = span.saturating_sub(me).div_ceil(workers);
     if mine == 0 {
         return Err(Action::Drop(DropReason::SnatPortsExhausted));
     }
