@@ -135,6 +135,12 @@ pub enum Request {
     RemovePort {
         name: String,
     },
+    /// A table as text: `services` (frontends, backends with their Maglev
+    /// slot counts), `rules` (ACL rules with hits), `flows` (live flow
+    /// entries, pre- and post-NAT).
+    Show {
+        what: String,
+    },
     Shutdown,
 }
 
@@ -163,6 +169,10 @@ pub enum Reply {
     Synced {
         generation: u64,
         tables_generation: u64,
+    },
+    /// The answer to `Show`.
+    Text {
+        text: String,
     },
     Error {
         message: String,

@@ -515,12 +515,44 @@ impl<'e> Node<'e> {
             },
             Request::Handshake { .. } => self.hello(),
             Request::Resync { generation, tables } => self.sync(generation, Ok(tables)),
+            Request::Show { what } => match self.show(&what) {
+                Ok(text) => Reply::Text { text },
+                Err(message) => Reply::Error { message },
+            },
             Request::Update { generation, changes } => self.update(generation, &changes),
             Request::Stats => Reply::Stats(self.stats()),
             Request::AddPort { port } => applied(self.add_port(port)),
             Request::RemovePort { name } => applied(self.remove_port(&name)),
             Request::SetServices { services } => applied(self.set_services(services)),
             Request::Shutdown => Reply::Applied { generation: self.generation },
+        }
+    }
+
+    /// `weirctl services | rules | flows`.
+    fn show(&self, what: &str) -> Result<String, String> {
+        let t = self.snapshot.get();
+        match what {
+            "services" => Ok(t.services.dump()),
+            "rules" => Ok(t.acl.dump()),
+            "flows" => {
+                let now = crate::dpdk::tsc() / (crate::dpdk::tsc_hz() / 1000).max(1);
+                let mut out = String::new();
+                for (k, e) in self.flows.entries(now) {
+                    let rewrite = if e.plain {
+                        "tracked (policy only)".to_string()
+                    } else {
+                        let side = if e.rewrite_dst { "dst" } else { "src" };
+                        let other = e.other.map(|(a, p)| format!(", other side {a}:{p}")).unwrap_or_default();
+                        format!("{side} → {}:{}{other}", e.nat_addr, e.nat_port)
+                    };
+                    out.push_str(&format!(
+                        "{}:{} → {}:{} proto {}: {rewrite}, state {:#x}, timeout {} ms, generation {}\n",
+                        k.src, k.src_port, k.dst, k.dst_port, k.proto, e.state, e.timeout_ms, e.generation
+                    ));
+                }
+                Ok(out)
+            }
+            other => Err(format!("show {other:?}: want services, rules or flows")),
         }
     }
 

@@ -368,6 +368,20 @@ spec:
     assert_eq!(who(demo.pod("client-1"), "10.2.0.2", 8080), "timeout");
     assert_eq!(who(demo.pod("web-1"), "10.2.0.2", 8080), "web-2", "web-1 has no egress policy");
 
+    // weirctl shows the tables the workers run: the rule just added, the
+    // Service with its one backend, and the flows through it.
+    let weirctl = |n: &DemoNode, what: &str| {
+        let out = Command::new(control_bin().with_file_name("weirctl")).arg("-s").arg(n.socket()).arg(what).output().unwrap();
+        assert!(out.status.success(), "weirctl {what}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let rules = weirctl(&demo.nodes[0], "rules");
+    assert!(rules.contains("np:default/client-out/egress/0") && rules.contains("pod 10.1.0.3 default/client-1"), "{rules}");
+    let services = weirctl(&demo.nodes[0], "services");
+    assert!(services.contains("SERVICE default/web:http 10.96.0.10:80/6 ClusterIP M=251 [10.1.0.2:8080(251)]"), "{services}");
+    let flows = weirctl(&demo.nodes[0], "flows");
+    assert!(flows.contains("→ 10.96.0.10:80 proto 6: dst → 10.1.0.2:8080"), "{flows}");
+
     // An open connection is cut when the policy that allowed it goes.
     let (mut held, hello) = Held::open(demo.pod("client-1"), "10.96.0.20", 6379);
     assert_eq!(hello, "hello db-1");

@@ -76,6 +76,12 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         file: std::path::PathBuf,
     },
+    /// Service frontends and backends with their Maglev slot counts.
+    Services,
+    /// ACL rules of the node's pods, with hit counts.
+    Rules,
+    /// Live flows: the tuple, the rewrite (NAT) or "tracked", state, timeout.
+    Flows,
     /// Ask the dataplane to exit cleanly.
     Shutdown,
 }
@@ -114,6 +120,9 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Shutdown => Request::Shutdown,
+        Cmd::Services => Request::Show { what: "services".into() },
+        Cmd::Rules => Request::Show { what: "rules".into() },
+        Cmd::Flows => Request::Show { what: "flows".into() },
         Cmd::AddPort {
             name,
             kind,
@@ -160,6 +169,7 @@ fn main() -> ExitCode {
             let synced = control_generation.map_or("not synced by weir-control".to_string(), |g| format!("control generation {g}"));
             println!("node {node}, protocol {version}, {dpdk}, {synced}")
         }
+        Reply::Text { text } => print!("{text}"),
         Reply::Synced { generation, tables_generation } => {
             println!("synced: control generation {generation}, tables generation {tables_generation}")
         }
