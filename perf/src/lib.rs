@@ -1,20 +1,39 @@
 //! weir-perf: benchmarks of the weir data plane, run side by side with
-//! DPDK's own `dpdk-testpmd` on the same machine and port type.
+//! DPDK's own `dpdk-testpmd` (and OVS-DPDK) on the same machine and port type.
 //!
-//! This crate never links DPDK: it starts `weir-dataplane` and `dpdk-testpmd`
-//! as child processes, drives them (management socket, testpmd's prompt) and
-//! reads their counters. Everything it starts is killed by PID and every file
-//! it leaves (temp dir, DPDK runtime dir, hugepage files of its own
+//! The benchmarks that compare processes (weir-bench-fwd, weir-bench-harness)
+//! never link DPDK: they start `weir-dataplane`, `dpdk-testpmd`,
+//! `ovs-vswitchd` and `weir-pktgen` as child processes, drive them
+//! (management socket, testpmd's prompt, ovs-vsctl) and read their counters
+//! and reports. Everything they start is killed by PID and every file they
+//! leave (temp dir, DPDK runtime dir, hugepage files of their own
 //! `--file-prefix`es) is removed when the owning guard goes out of scope.
+//! weir-pktgen, the traffic generator, is the one DPDK program here (the
+//! `pktgen` feature); it reaches DPDK only through `weir_dataplane::dpdk`.
 //!
 //! - [`proc`]: child-process, temp-dir and DPDK-prefix guards, interruptible sleep.
 //! - [`weir`]: one io-forwarding measurement of `weir-dataplane`.
 //! - [`testpmd`]: one io-forwarding measurement of `dpdk-testpmd`.
 //! - [`scenario`]: tables and template frames for the pure-pipeline benchmark.
+//! - [`traffic`]: weir-pktgen's scenarios, template frames, flows and stamps.
+//! - [`pcap`]: classic pcap files of any scenario.
+//! - [`search`]: trial results, the no-drop-rate search, rate sweeps.
+//! - [`report`]: tables, JSON reports and SVG plots.
+//! - [`gen`] (feature `pktgen`): the DPDK generator and receiver loop.
+//! - [`harness`]: the devices under test (weir, testpmd, OVS-DPDK) set up for
+//!   each scenario, and the runs that compare them.
+#![deny(unsafe_code)]
 
+#[cfg(feature = "pktgen")]
+pub mod gen;
+pub mod harness;
+pub mod pcap;
 pub mod proc;
+pub mod report;
 pub mod scenario;
+pub mod search;
 pub mod testpmd;
+pub mod traffic;
 pub mod weir;
 
 use std::fmt;

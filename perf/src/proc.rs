@@ -117,7 +117,7 @@ impl Proc {
         if let Some(s) = self.wait_timeout(grace) {
             return Some(s);
         }
-        eprintln!("weir-bench-fwd: {} (pid {}) did not exit within {grace:?}; killing it", self.name, self.pid());
+        eprintln!("weir-perf: {} (pid {}) did not exit within {grace:?}; killing it", self.name, self.pid());
         self.kill();
         None
     }
@@ -238,6 +238,11 @@ impl DpdkPrefix {
     /// `weir-bench-<pid>-<tag>`: unique to this benchmark process.
     pub fn new(tag: &str) -> DpdkPrefix {
         DpdkPrefix { name: format!("weir-bench-{}-{tag}", std::process::id()) }
+    }
+
+    /// A prefix with a name of the caller's choosing (still cleaned up on drop).
+    pub fn named(name: &str) -> DpdkPrefix {
+        DpdkPrefix { name: name.to_string() }
     }
 
     pub fn name(&self) -> &str {

@@ -202,7 +202,14 @@ pub fn tables() -> Tables {
         [[services]]
         name = "bench/svc"
         cluster_ips = ["10.96.0.10"]
-        ports = [{ port = 8080, protocol = "udp" }]
+        ports = [{ port = 8080, protocol = "udp" }, { port = 8081, protocol = "udp" },
+                 { port = 8082, protocol = "udp" }, { port = 8083, protocol = "udp" },
+                 { port = 8084, protocol = "udp" }, { port = 8085, protocol = "udp" },
+                 { port = 8086, protocol = "udp" }, { port = 8087, protocol = "udp" },
+                 { port = 8088, protocol = "udp" }, { port = 8089, protocol = "udp" },
+                 { port = 8090, protocol = "udp" }, { port = 8091, protocol = "udp" },
+                 { port = 8092, protocol = "udp" }, { port = 8093, protocol = "udp" },
+                 { port = 8094, protocol = "udp" }, { port = 8095, protocol = "udp" }]
         backends = [{ ip = "10.1.0.3" }]
         "#,
     )
@@ -219,21 +226,24 @@ struct Services {
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
-/// Makes the frame flow number `i`: source port and the low bits of the
-/// source address (16 clients × 65536 ports), IPv4 checksum kept valid.
+/// Makes the frame flow number `i`: source port `i % 65536` and Service
+/// port `8080 + (i / 65536) % 16` (16 ports × 65536 source ports), UDP
+/// checksum kept valid. The source address stays pod-a's: weir drops
+/// frames whose source is not the pod's.
 fn set_flow(frame: &mut [u8], i: u32) {
-    let ip_at = ethernet::HEADER_LEN;
-    let old_src = u32::from_be_bytes([frame[ip_at + 12], frame[ip_at + 13], frame[ip_at + 14], frame[ip_at + 15]]);
-    let new_src = (old_src & !0xf) | ((i >> 16) & 0xf);
-    if new_src != old_src {
-        frame[ip_at + 12..ip_at + 16].copy_from_slice(&new_src.to_be_bytes());
-        let sum = u16::from_be_bytes([frame[ip_at + 10], frame[ip_at + 11]]);
-        let sum = checksum::update32(sum, old_src, new_src);
-        frame[ip_at + 10..ip_at + 12].copy_from_slice(&sum.to_be_bytes());
-    }
-    let l4 = ip_at + ipv4::HEADER_LEN;
-    frame[l4..l4 + 2].copy_from_slice(&(i as u16).to_be_bytes());
+    let l4 = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
+    let word = |f: &[u8], at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
+    let (old_sport, old_dport) = (word(frame, l4), word(frame, l4 + 2));
+    let (sport, dport) = (i as u16, SVC_PORT + ((i >> 16) & 0xf) as u16);
+    let mut sum = word(frame, l4 + 6);
+    sum = checksum::update16(checksum::update16(sum, old_sport, sport), old_dport, dport);
+    frame[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
+    frame[l4 + 2..l4 + 4].copy_from_slice(&dport.to_be_bytes());
+    frame[l4 + 6..l4 + 8].copy_from_slice(&sum.to_be_bytes());
 }
+
+/// The Service's first port; it has 16 (one per 65536 flows).
+const SVC_PORT: u16 = 8080;
 
 /// Runs `n` packets of a scenario through the pipeline (each a fresh copy of
 /// the template in a reused buffer, as an rx ring hands out a new packet).
@@ -296,5 +306,32 @@ pub fn max_packets(s: Scenario) -> u64 {
     match s {
         Scenario::NewFlow => 1 << 20,
         _ => u64::MAX,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every scenario's frames get the action the benchmark expects of them
+    /// (what weir-bench-pipeline checks before it prints a figure).
+    #[test]
+    fn every_scenario_takes_its_path() {
+        let t = tables();
+        for s in [
+            Scenario::Copy,
+            Scenario::Forward,
+            Scenario::Encap,
+            Scenario::Decap,
+            Scenario::Established(10_000),
+            Scenario::Established(100_000),
+            Scenario::NewFlow,
+        ] {
+            let n = 20_000u64.max(u64::from(match s {
+                Scenario::Established(f) => f,
+                _ => 0,
+            }));
+            assert_eq!(run(&t, s, n), n, "{}", s.name());
+        }
     }
 }

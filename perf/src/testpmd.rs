@@ -82,15 +82,33 @@ pub fn parse_port_stats(text: &str) -> Vec<(u16, u64)> {
 }
 
 /// A running testpmd and its output.
-struct Session {
-    proc: Proc,
-    stdin: Option<ChildStdin>,
-    out: Collector,
-    err: Collector,
+pub(crate) struct Session {
+    pub(crate) proc: Proc,
+    pub(crate) stdin: Option<ChildStdin>,
+    pub(crate) out: Collector,
+    pub(crate) err: Collector,
 }
 
 impl Session {
-    fn send(&mut self, line: &str) -> Result<usize, String> {
+    /// Starts `testpmd` with `args` under `stdbuf -oL`, its output collected.
+    pub(crate) fn spawn(testpmd: &Path, args: &[String]) -> Result<Session, String> {
+        let mut cmd = Command::new("stdbuf");
+        cmd.arg("-oL").arg(testpmd).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut p = Proc::spawn("dpdk-testpmd", &mut cmd)?;
+        let c = p.child_mut();
+        let (stdin, stdout, stderr) = (c.stdin.take(), c.stdout.take(), c.stderr.take());
+        let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
+            return Err("testpmd's output pipes are missing".into());
+        };
+        Ok(Session {
+            proc: p,
+            stdin,
+            out: Collector::start("testpmd-out", stdout),
+            err: Collector::start("testpmd-err", stderr),
+        })
+    }
+
+    pub(crate) fn send(&mut self, line: &str) -> Result<usize, String> {
         let from = self.out.len();
         let stdin = self.stdin.as_mut().ok_or("testpmd's stdin is closed")?;
         writeln!(stdin, "{line}")
@@ -100,7 +118,7 @@ impl Session {
     }
 
     /// Waits until the output from `from` on satisfies `done`.
-    fn wait_for<T>(
+    pub(crate) fn wait_for<T>(
         &mut self,
         from: usize,
         what: &str,
@@ -128,7 +146,7 @@ impl Session {
         }
     }
 
-    fn command(&mut self, line: &str) -> Result<String, String> {
+    pub(crate) fn command(&mut self, line: &str) -> Result<String, String> {
         let from = self.send(line)?;
         self.wait_for(from, &format!("prompt after {line:?}"), COMMAND_TIMEOUT, |t| {
             // The echoed command is followed by its output, then the prompt.
@@ -153,7 +171,7 @@ impl Session {
         Ok((before + (after - before) / 2, stats.iter().map(|(_, t)| t).sum()))
     }
 
-    fn output_tail(&self) -> String {
+    pub(crate) fn output_tail(&self) -> String {
         let mut s = format!("  stdout:\n{}", self.out.tail(25));
         if !self.err.is_empty() {
             s.push_str(&format!("\n  stderr:\n{}", self.err.tail(15)));
@@ -165,25 +183,7 @@ impl Session {
 /// Runs testpmd once and measures it. `tag` makes its file prefix unique.
 pub fn run(testpmd: &Path, spec: &RunSpec, tag: &str) -> Result<Measurement, String> {
     let prefix = DpdkPrefix::new(tag);
-    let mut cmd = Command::new("stdbuf");
-    cmd.arg("-oL")
-        .arg(testpmd)
-        .args(args(spec, prefix.name()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut p = Proc::spawn("dpdk-testpmd", &mut cmd)?;
-    let c = p.child_mut();
-    let (stdin, stdout, stderr) = (c.stdin.take(), c.stdout.take(), c.stderr.take());
-    let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
-        return Err("testpmd's output pipes are missing".into());
-    };
-    let mut s = Session {
-        proc: p,
-        stdin,
-        out: Collector::start("testpmd-out", stdout),
-        err: Collector::start("testpmd-err", stderr),
-    };
+    let mut s = Session::spawn(testpmd, &args(spec, prefix.name()))?;
 
     let result = measure(&mut s, spec);
     let clean = result.is_ok() && s.command("stop").is_ok() && s.send("quit").is_ok();

@@ -80,7 +80,7 @@ pub fn call(socket: &Path, req: Request, timeout: Duration) -> Result<Reply, Str
         .map_err(|_| format!("{what} request to {} got no reply within {timeout:?}", socket.display()))?
 }
 
-fn stats(socket: &Path) -> Result<Stats, String> {
+pub(crate) fn stats(socket: &Path) -> Result<Stats, String> {
     match call(socket, Request::Stats, CALL_TIMEOUT)? {
         Reply::Stats(s) => Ok(s),
         other => Err(format!("stats request answered {other:?}")),
@@ -197,7 +197,7 @@ fn alive(p: &mut Proc) -> Result<(), String> {
 }
 
 /// Waits until the dataplane answers `hello` (it answers once its ports are up).
-fn wait_ready(p: &mut Proc, socket: &Path) -> Result<(), String> {
+pub(crate) fn wait_ready(p: &mut Proc, socket: &Path) -> Result<(), String> {
     let start = Instant::now();
     let mut last_err = String::from("socket not created yet");
     while start.elapsed() < READY_TIMEOUT {
@@ -223,7 +223,7 @@ fn wait_ready(p: &mut Proc, socket: &Path) -> Result<(), String> {
 /// EAL answers bad arguments with pages of usage text (buffered stdout, so
 /// the error lines on stderr land before or inside it): keep what came before
 /// the usage and the error lines within it.
-fn without_eal_usage(log: &str) -> String {
+pub(crate) fn without_eal_usage(log: &str) -> String {
     let Some(i) = log.find("\nUsage:") else {
         return log.to_string();
     };

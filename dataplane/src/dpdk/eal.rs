@@ -5,6 +5,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::DpdkError;
+use crate::config::MAX_BURST;
 
 static EAL_UP: AtomicBool = AtomicBool::new(false);
 
@@ -147,5 +148,28 @@ impl Mempool {
         let m = unsafe { dpdk_sys::rte_pktmbuf_alloc(self.ptr.as_ptr()) };
         // SAFETY: m is null or an mbuf now owned by us alone.
         unsafe { super::Mbuf::from_raw(m) }
+    }
+
+    /// `n` fresh packet buffers (at most `MAX_BURST`) appended to `out` in one
+    /// `rte_pktmbuf_alloc_bulk`, or none at all (false) when the pool has
+    /// fewer free. `out` should have room reserved: pushing then allocates
+    /// nothing.
+    pub fn alloc_bulk(&self, out: &mut Vec<super::Mbuf>, n: usize) -> bool {
+        let n = n.min(MAX_BURST);
+        let mut raw = [std::ptr::null_mut::<dpdk_sys::rte_mbuf>(); MAX_BURST];
+        // SAFETY: the pool is valid; raw has room for n pointers, and on
+        // success DPDK fills all n of them with fresh, reset mbufs (on
+        // failure it fills none).
+        let ret = unsafe { dpdk_sys::rte_pktmbuf_alloc_bulk(self.ptr.as_ptr(), raw.as_mut_ptr(), n as u32) };
+        if ret != 0 {
+            return false;
+        }
+        for m in &raw[..n] {
+            // SAFETY: each pointer is a fresh mbuf owned by us alone, wrapped once.
+            if let Some(m) = unsafe { super::Mbuf::from_raw(*m) } {
+                out.push(m);
+            }
+        }
+        true
     }
 }

@@ -194,6 +194,38 @@ impl RxBurst {
         Flushed { sent: sent as u64, bytes: 0, dropped: (n - sent) as u64 }
     }
 
+    /// The bytes of every packet still held (first segment each), without
+    /// taking them: a receiver that only reads what arrived looks at them
+    /// here and then frees the whole burst with [`RxBurst::free_all`].
+    #[inline]
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.pkts[self.next..self.len].iter().map(|m| {
+            // SAFETY: every pointer in next..len is an mbuf we own; buf_addr +
+            // data_off is the start of data_len initialised bytes inside its
+            // buffer, which lives until we free it (which needs &mut self).
+            unsafe {
+                let m = &**m;
+                std::slice::from_raw_parts(
+                    (m.buf_addr as *const u8).add(usize::from(m.data_off)),
+                    usize::from(m.data_len),
+                )
+            }
+        })
+    }
+
+    /// Frees every packet still held, in one `rte_pktmbuf_free_bulk`.
+    #[inline]
+    pub fn free_all(&mut self) {
+        let n = self.len - self.next;
+        if n > 0 {
+            // SAFETY: pkts[next..len] are n mbufs we own and never handed out;
+            // nobody uses them after this.
+            unsafe { dpdk_sys::rte_pktmbuf_free_bulk(self.pkts.as_mut_ptr().add(self.next), n as u32) }
+        }
+        self.next = 0;
+        self.len = 0;
+    }
+
     fn release(&mut self) {
         for m in &self.pkts[self.next..self.len] {
             // SAFETY: pointers in next..len are mbufs we own and never handed out.

@@ -1,9 +1,10 @@
 //! The safe layer over DPDK, and the only module of weir-dataplane with `unsafe`.
 //!
 //! - [`Eal`]: EAL init and cleanup, thread registration, lcore ids.
-//! - [`Mempool`]: the mbuf pool.
+//! - [`Mempool`]: the mbuf pool; one buffer or a bulk of them at a time.
 //! - [`Mbuf`], [`RxBurst`], [`TxBuffer`]: packets that free themselves when
-//!   dropped; bursts that own what they hold.
+//!   dropped; bursts that own what they hold (and can be read in place and
+//!   freed in bulk).
 //! - [`port`]: probe (hot-plug) any kind of port by devargs, configure its
 //!   queues (RSS where the driver can), start, stop, stats, remove.
 //!
@@ -64,7 +65,7 @@ impl fmt::Display for DpdkError {
 
 impl std::error::Error for DpdkError {}
 
-/// TSC cycles since an arbitrary point, and their frequency.
+/// TSC cycles since an arbitrary point, and their frequency ([`tsc_hz`]).
 pub fn tsc() -> u64 {
     // SAFETY: reads the time-stamp counter; no memory is touched.
     unsafe { dpdk_sys::rte_rdtsc() }
