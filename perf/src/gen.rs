@@ -363,11 +363,17 @@ impl Generator {
         let mut next_report = start + tick;
         let mut last = start;
         let mut iter = 0u32;
+        let (mut prev, mut stalled, stall_gap) = (start, 0u64, self.cycles(100e-6));
         loop {
             let now = dpdk::tsc();
             if now >= end {
                 break;
             }
+            let gap = now.saturating_sub(prev);
+            if gap > stall_gap {
+                stalled += gap;
+            }
+            prev = now;
             let n = match per_cycle {
                 None => burst,
                 Some(pc) => {
@@ -413,6 +419,7 @@ impl Generator {
             other: c.other,
             frame_size: self.scenario.frame_size,
             latency: self.latency(),
+            gen_stall_ms: stalled as f64 * 1e3 / self.hz as f64,
         };
         if self.progress {
             self.show(id, rate, t.offered_pps(), t.rx_pps(), offered, c.received, true);

@@ -20,8 +20,17 @@ fn mpps(pps: f64) -> String {
 /// Header of [`trial_row`] lines.
 pub fn trial_header() -> String {
     format!(
-        "  {:>5} {:>11} {:>12} {:>9} {:>8} {:>9} {:>9} {:>9} {:>10}",
-        "trial", "target Mpps", "offered Mpps", "rx Mpps", "loss %", "p50 us", "p99 us", "p99.9 us", "max us"
+        "  {:>5} {:>11} {:>12} {:>9} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9}",
+        "trial",
+        "target Mpps",
+        "offered Mpps",
+        "rx Mpps",
+        "loss %",
+        "p50 us",
+        "p99 us",
+        "p99.9 us",
+        "max us",
+        "stall ms"
     )
 }
 
@@ -29,7 +38,7 @@ pub fn trial_row(t: &TrialResult) -> String {
     let target = t.target_pps.map_or("max".to_string(), mpps);
     let l = |f: fn(&Latency) -> u64| t.latency.as_ref().map_or("-".to_string(), |l| us(f(l)));
     format!(
-        "  {:>5} {:>11} {:>12} {:>9} {:>8.3} {:>9} {:>9} {:>9} {:>10}",
+        "  {:>5} {:>11} {:>12} {:>9} {:>8.3} {:>9} {:>9} {:>9} {:>10} {:>9.1}",
         t.trial,
         target,
         mpps(t.offered_pps()),
@@ -38,7 +47,8 @@ pub fn trial_row(t: &TrialResult) -> String {
         l(|l| l.p50_ns),
         l(|l| l.p99_ns),
         l(|l| l.p999_ns),
-        l(|l| l.max_ns)
+        l(|l| l.max_ns),
+        t.gen_stall_ms
     )
 }
 
@@ -387,6 +397,7 @@ mod tests {
                 max_ns: p99_ns * 3,
                 mean_ns: 1.0,
             }),
+            gen_stall_ms: 0.0,
         }
     }
 

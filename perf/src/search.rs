@@ -48,6 +48,10 @@ pub struct TrialResult {
     /// Wire size of the frames, FCS included.
     pub frame_size: usize,
     pub latency: Option<Latency>,
+    /// Milliseconds of the trial the generator's own loop did not run
+    /// (gaps over 100 us: its CPU was taken away).
+    #[serde(default)]
+    pub gen_stall_ms: f64,
 }
 
 impl TrialResult {
@@ -212,6 +216,7 @@ mod tests {
                 other: 0,
                 frame_size: 64,
                 latency: None,
+                gen_stall_ms: 0.0,
             })
         }
     }

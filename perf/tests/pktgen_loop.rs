@@ -21,7 +21,7 @@ fn pktgen_loops_every_scenario_through_a_ring() {
     {
         let json = dir.join(format!("{scenario}.json"));
         let out = Command::new(env!("CARGO_BIN_EXE_weir-pktgen"))
-            .args(["--port", "net_ring0", "--no-huge", "--memory-mb", "256", "--quiet"])
+            .args(["--port", "net_ring0", "--no-huge", "--memory-mb", "512", "--quiet"])
             .args(["--scenario", scenario, "--flows", &flows.to_string(), "--frame-size", "128"])
             .args(["--mode", "fixed", "--rate", "0.05", "--trial", "0.3", "--json"])
             .arg(&json)

@@ -116,6 +116,9 @@ struct Args {
     /// Seconds of the stall probe run on both cores before the scenarios (0 skips it).
     #[arg(long, value_name = "SECS", default_value_t = 2.0)]
     probe: f64,
+    /// Seconds of the stall probe before each pair (its "stall" column; 0 skips it).
+    #[arg(long, value_name = "SECS", default_value_t = 0.5)]
+    pair_probe: f64,
     /// (internal) busy-loop for SECS on the calling CPU and print the stalls seen, as JSON.
     #[arg(long, hide = true, value_name = "SECS")]
     stall_probe: Option<f64>,
@@ -309,7 +312,8 @@ fn run(args: Args) -> Result<bool, String> {
     let mut ovs_unavailable: Option<String> = None;
     let mut all_ok = true;
     for (i, s) in scenarios.iter().enumerate() {
-        let mut r = ScenarioResult { scenario: s.clone(), label: s.label(), results: Vec::new() };
+        let mut r =
+            ScenarioResult { scenario: s.clone(), label: s.label(), results: Vec::new(), stalls_ms_per_s: Vec::new() };
         for (j, d) in duts.iter().enumerate() {
             proc::check_interrupted()?;
             say(format!(
@@ -321,6 +325,13 @@ fn run(args: Args) -> Result<bool, String> {
                 j + 1,
                 duts.len()
             ));
+            let skip = d.skips(s).is_some() || (*d == DutKind::Ovs && ovs_unavailable.is_some());
+            if args.pair_probe > 0.0 && !skip {
+                // How much the machine stalls right now, before this pair.
+                let st = probe_cpus(&[setup.gen_core, setup.dut_core], args.pair_probe);
+                let per_s: f64 = st.iter().filter_map(|(_, x)| x.map(|x| x.lost_ms / x.seconds)).sum();
+                r.stalls_ms_per_s.push((*d, per_s));
+            }
             let out = match (&ovs_unavailable, d) {
                 (Some(reason), DutKind::Ovs) => Outcome::Unavailable { reason: reason.clone() },
                 _ => harness::run_one(*d, s, &setup, dir.path(), &format!("s{i}{}", d.name())),
@@ -450,15 +461,15 @@ fn summary(results: &[ScenarioResult], setup: &Setup, m: &Machine, stalls: &[(us
     }
     let _ = writeln!(
         s,
-        "NDR: highest offered rate with loss <= {} % ({} s trials); max: forwarded at the highest offered rate; latency at {:.0} % of each DUT's own NDR",
+        "NDR: highest offered rate with loss <= {} % ({} s trials); max: forwarded at the highest offered rate; latency at {:.0} % of each DUT's own NDR; stalls: ms per second both CPUs were taken away just before the run",
         setup.loss_pct,
         setup.trial,
         setup.latency_load * 100.0
     );
     let _ = writeln!(
         s,
-        "\n{:<44} {:<16} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "scenario", "DUT", "NDR Mpps", "max Mpps", "p50 us", "p99 us", "p99.9 us"
+        "\n{:<44} {:<16} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "scenario", "DUT", "NDR Mpps", "max Mpps", "p50 us", "p99 us", "p99.9 us", "stalls"
     );
     let mut any_busy = false;
     let mut any_bound = false;
@@ -480,12 +491,13 @@ fn summary(results: &[ScenarioResult], setup: &Setup, m: &Machine, stalls: &[(us
                         mpps(o.ndr_mpps())
                     };
                     format!(
-                        "{:>9} {:>9} {:>9} {:>9} {:>9}{}",
+                        "{:>9} {:>9} {:>9} {:>9} {:>9} {:>7}{}",
                         ndr,
                         mpps(o.max_mpps()),
                         l(|l| l.p50_ns),
                         l(|l| l.p99_ns),
                         l(|l| l.p999_ns),
+                        r.stalls(*d).map_or("-".into(), |v| format!("{v:.1}")),
                         if busy {
                             format!("  * others ran {:.0} %", contention.share() * 100.0)
                         } else {

@@ -343,11 +343,18 @@ pub struct ScenarioResult {
     pub scenario: Scenario,
     pub label: String,
     pub results: Vec<(DutKind, Outcome)>,
+    /// Milliseconds per second both CPUs were taken away (a short busy-loop
+    /// probe just before each DUT started), by DUT.
+    pub stalls_ms_per_s: Vec<(DutKind, f64)>,
 }
 
 impl ScenarioResult {
     pub fn get(&self, d: DutKind) -> Option<&Outcome> {
         self.results.iter().find(|(k, _)| *k == d).map(|(_, o)| o)
+    }
+
+    pub fn stalls(&self, d: DutKind) -> Option<f64> {
+        self.stalls_ms_per_s.iter().find(|(k, _)| *k == d).map(|(_, v)| *v)
     }
 }
 
@@ -612,7 +619,10 @@ mod tests {
             Link::Vhost.gen_devargs(1, p, true),
             "net_virtio_user1,path=/t/a.sock,queues=1,queue_size=8192,server=1"
         );
-        assert_eq!(Link::Memif.gen_devargs(1, p, false), "net_memif1,role=client,socket=/t/a.sock,socket-abstract=no,rsize=13");
+        assert_eq!(
+            Link::Memif.gen_devargs(1, p, false),
+            "net_memif1,role=client,socket=/t/a.sock,socket-abstract=no,rsize=13"
+        );
     }
 
     #[test]
