@@ -204,7 +204,7 @@ impl Generator {
         if self.scenario.kind.new_flows() {
             let f = self.next_flow;
             self.next_flow += 1;
-            if f > 0 && f % u64::from(self.scenario.flows) == 0 {
+            if f > 0 && f.is_multiple_of(u64::from(self.scenario.flows)) {
                 self.flow_wraps += 1;
             }
             (f % u64::from(self.scenario.flows)) as u32
@@ -392,7 +392,7 @@ impl Generator {
             let rx = self.rx;
             self.receive(rx, id, &mut c);
             iter = iter.wrapping_add(1);
-            if iter % 64 == 0 {
+            if iter.is_multiple_of(64) {
                 self.poll_others(id, &mut c);
             }
             if self.progress && now >= next_report {

@@ -166,7 +166,7 @@ pub fn ndr<E>(
         }
         if passes(&t) {
             lo = lo.max(t.offered_pps().min(rate));
-            if res.ndr_trial().map_or(true, |b| t.offered_pps() > b.offered_pps()) {
+            if res.ndr_trial().is_none_or(|b| t.offered_pps() > b.offered_pps()) {
                 res.ndr = Some(res.trials.len());
             }
             if !failed {

@@ -14,8 +14,9 @@ fn pktgen_loops_every_scenario_through_a_ring() {
         eprintln!("pktgen_loop: skipped (set WEIR_PERF_DPDK=1 to run weir-pktgen on a net_ring loopback)");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("weir-pktgen-loop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed when dropped, whatever happens.
+    let tmp = weir_perf::proc::TempDir::new("weir-pktgen-loop").unwrap();
+    let dir = tmp.path();
     for (scenario, flows) in
         [("pod2pod", 1), ("vxlan-decap", 100), ("clusterip-est", 5000), ("clusterip-new", 1), ("nodeport", 300)]
     {
@@ -40,5 +41,4 @@ fn pktgen_loops_every_scenario_through_a_ring() {
             assert_eq!(r["priming"]["received"].as_u64(), Some(flows), "{scenario}: every flow primed");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -397,7 +397,7 @@ fn run(args: Args) -> Result<bool, String> {
                     o.report().map(|rep| Series {
                         name: d.label(),
                         trials: &rep.trials,
-                        ndr_mpps: rep.ndr.as_ref().map(|n| n.offered_mpps),
+                        ndr_mpps: rep.ndr.as_ref().map(|n| n.rx_mpps),
                     })
                 })
                 .collect();
@@ -550,7 +550,7 @@ const BUSY: f64 = 0.05;
 fn ndr_of(results: &[ScenarioResult], kind: Kind, flows: Option<u32>, d: DutKind) -> Option<f64> {
     results
         .iter()
-        .find(|r| r.scenario.kind == kind && flows.map_or(true, |f| r.scenario.flows == f))
+        .find(|r| r.scenario.kind == kind && flows.is_none_or(|f| r.scenario.flows == f))
         .and_then(|r| r.get(d))
         .and_then(Outcome::ndr_mpps)
 }

@@ -418,7 +418,7 @@ fn run(args: &Args, scenario: Scenario) -> Result<(), String> {
     }
     if let Some(path) = &args.svg {
         let title = format!("{}: {}", report.label, report.scenario_label);
-        let ndr_mpps = report.ndr.as_ref().map(|n| n.offered_mpps);
+        let ndr_mpps = report.ndr.as_ref().map(|n| n.rx_mpps);
         let svg = report::rate_plot(&title, &[Series { name: &report.label, trials: &report.trials, ndr_mpps }]);
         std::fs::write(path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
