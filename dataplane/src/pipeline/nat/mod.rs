@@ -217,18 +217,18 @@ pub(crate) fn nat_stage<B: PacketBuf>(t: &Tables, nat: &Nat, net: &Network, orig
         };
     };
     let service = t.services.may_translate(key.src, key.dst);
-    if !service && !t.acl.tracks(key.src, key.dst) {
+    let tracked = t.acl.tracks(key.src, key.dst);
+    if !service && !tracked {
         return NatResult::Untouched;
     }
     let frontend = Frontend { vip: key.dst, port: key.dst_port, proto: key.proto };
     // Hashed once: the flow table and the Maglev pick both use it.
     let hash = key.hash();
     let Some(mut e) = nat.flows.lookup_hashed(&key, hash, nat.now_ms) else {
-        return match t.services.lookup(&frontend) {
-            Some(_) => new_flow(t, nat, net, origin, pkt, key, hash, frontend),
-            None if t.acl.tracks(key.src, key.dst) => plain_flow(t, nat, key, hash),
-            None => NatResult::Untouched,
-        };
+        // The frontend is looked up once, in `new_flow`; no Service's: a
+        // flow policy alone tracks, or nobody's.
+        let served = if service { new_flow(t, nat, net, origin, pkt, key, hash, frontend) } else { None };
+        return served.unwrap_or_else(|| if tracked { plain_flow(t, nat, key, hash) } else { NatResult::Untouched });
     };
     // Tables published since the flow was decided: is its backend still one
     // of the Service's, and does policy still allow it? (Checked once per
@@ -246,7 +246,7 @@ pub(crate) fn nat_stage<B: PacketBuf>(t: &Tables, nat: &Nat, net: &Network, orig
                 return NatResult::Done(tcp_reset(pkt));
             }
             // UDP and SCTP move to a live backend with this packet.
-            return new_flow(t, nat, net, origin, pkt, key, hash, frontend);
+            return new_flow(t, nat, net, origin, pkt, key, hash, frontend).unwrap_or(NatResult::Untouched);
         }
         let (src, dst, sport, dport) = policy_tuple(&key, &e);
         let d = t.acl.evaluate(src, dst, key.proto, sport, dport);
@@ -264,7 +264,7 @@ pub(crate) fn nat_stage<B: PacketBuf>(t: &Tables, nat: &Nat, net: &Network, orig
     if syn_only && e.rewrite_dst && e.state & state::CLOSING != 0 && key.proto == ipv4::protocol::TCP {
         nat.flows.remove_hashed(&key, hash);
         nat.flows.remove(&other_key(&key, &e));
-        return new_flow(t, nat, net, origin, pkt, key, hash, frontend);
+        return new_flow(t, nat, net, origin, pkt, key, hash, frontend).unwrap_or(NatResult::Untouched);
     }
     let s = next_state(key.proto, e.state, e.rewrite_dst, flags);
     if s != e.state {
@@ -337,7 +337,8 @@ fn set_state(nat: &Nat, key: &FlowKey, hash: u64, e: &FlowEntry, s: u8) {
     }
 }
 
-/// A packet of no known flow: a Service's, or nobody's (untouched).
+/// A packet of no known flow to a Service frontend; `None` when `frontend`
+/// is no Service's.
 #[allow(clippy::too_many_arguments)]
 fn new_flow<B: PacketBuf>(
     t: &Tables,
@@ -348,10 +349,24 @@ fn new_flow<B: PacketBuf>(
     key: FlowKey,
     hash: u64,
     frontend: Frontend,
+) -> Option<NatResult> {
+    let (id, kind, svc) = t.services.lookup(&frontend)?;
+    Some(service_flow(t, nat, net, origin, pkt, key, hash, (id, kind, svc)))
+}
+
+/// The first packet of a flow to Service port `svc` (number `id`),
+/// reached by a frontend of `kind`.
+#[allow(clippy::too_many_arguments)]
+fn service_flow<B: PacketBuf>(
+    t: &Tables,
+    nat: &Nat,
+    net: &Network,
+    origin: Origin,
+    pkt: &mut B,
+    key: FlowKey,
+    hash: u64,
+    (id, kind, svc): (u32, FrontendKind, &crate::tables::service::ServicePort),
 ) -> NatResult {
-    let Some((id, kind, svc)) = t.services.lookup(&frontend) else {
-        return NatResult::Untouched;
-    };
     let outside = origin == Origin::Uplink;
     if outside && !kind.is_external() {
         return NatResult::Untouched; // ClusterIPs are the cluster's own
