@@ -26,6 +26,23 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# nginx-light: the Ingress test (dataplane/tests/loadbalancer.rs) runs it in
+# a pod namespace. Installed with service starts refused (policy-rc.d), so
+# that no system instance listens on the machine's port 80.
+if ! dpkg-query -W -f='${Status}' nginx-light 2>/dev/null | grep -q "install ok installed"; then
+    echo "setup.sh: installing nginx-light (not started)"
+    guard=no
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        guard=yes
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends nginx-light >/dev/null || {
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light >/dev/null; }
+    if [ "$guard" = yes ]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
+
 # podman as a CNI runtime (dataplane/tests/cni.rs): the CNI backend, runc
 # (crun refuses these machines' hybrid cgroups) and ulimits under the hard
 # open-file limit. Written only if absent: an existing file is left alone.

@@ -35,6 +35,7 @@ cargo test -p weir-dataplane --test netns -- --test-threads=1
 cargo test -p weir-dataplane --test overlay -- --test-threads=1
 cargo test -p weir-dataplane --test services -- --test-threads=1
 cargo test -p weir-dataplane --test cluster -- --test-threads=1
+cargo test -p weir-dataplane --test loadbalancer -- --test-threads=1
 cargo test -p weir-dataplane --test cni -- --test-threads=1
 
 step "demo"

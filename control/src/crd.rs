@@ -1,7 +1,8 @@
-//! weir's own custom resources for the Contiv model: `Network`,
-//! `EndpointGroup` and `Policy` (group `weir.dev`, version `v1alpha1`,
-//! cluster-scoped). The schemas in `config/crds/` are generated from these
-//! types (`weir-control crds`); a test keeps them in step.
+//! weir's own custom resources (group `weir.dev`, version `v1alpha1`,
+//! cluster-scoped): for the Contiv model `Network`, `EndpointGroup` and
+//! `Policy`; for LoadBalancer Services `LoadBalancerPool` (see `crate::lb`).
+//! The schemas in `config/crds/` are generated from these types
+//! (`weir-control crds`); a test keeps them in step.
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -43,9 +44,43 @@ pub struct PolicySpec {
     pub rules: Vec<ContivRule>,
 }
 
+/// Addresses weir gives to Services of type LoadBalancer. A Service gets
+/// an address of a pool only if the pool is eligible for it: its namespace
+/// is among `namespaces` (or that list is empty) and its
+/// `spec.loadBalancerClass` is the pool's `loadBalancerClass` (no class on
+/// either side means weir's own, `weir.dev/lb`).
+#[derive(CustomResource, Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[kube(group = "weir.dev", version = "v1alpha1", kind = "LoadBalancerPool", plural = "loadbalancerpools")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoadBalancerPoolSpec {
+    /// IPv4 prefixes (`192.168.50.96/28`: its network and broadcast
+    /// addresses are never given out, below /31), inclusive ranges
+    /// (`192.168.50.100-192.168.50.110`) or single addresses.
+    pub addresses: Vec<String>,
+    /// Only Services of these namespaces; empty: every namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Only Services with this `spec.loadBalancerClass`; none: Services
+    /// without a class (or with weir's, `weir.dev/lb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_class: Option<String>,
+    /// Whether Services that ask for no particular address get one of
+    /// these; false: only requested addresses are given from the pool.
+    #[serde(default = "auto_assign_default")]
+    pub auto_assign: bool,
+}
+
+fn auto_assign_default() -> bool {
+    true
+}
+
 /// The Contiv model of these resources. A Network whose subnet or gateway
 /// does not parse is an error naming it.
-pub fn contiv_model(networks: &[Network], groups: &[EndpointGroup], policies: &[Policy]) -> Result<ContivModel, String> {
+pub fn contiv_model(
+    networks: &[Network],
+    groups: &[EndpointGroup],
+    policies: &[Policy],
+) -> Result<ContivModel, String> {
     let name = |m: &kube::api::ObjectMeta| m.name.clone().unwrap_or_default();
     let mut model = ContivModel::default();
     for n in networks {
@@ -73,7 +108,7 @@ pub fn contiv_model(networks: &[Network], groups: &[EndpointGroup], policies: &[
 /// The CRD manifests, as YAML documents.
 pub fn manifests() -> String {
     use kube::CustomResourceExt;
-    [Network::crd(), EndpointGroup::crd(), Policy::crd()]
+    [Network::crd(), EndpointGroup::crd(), Policy::crd(), LoadBalancerPool::crd()]
         .iter()
         .map(|c| serde_yaml::to_string(c).unwrap_or_default())
         .collect::<Vec<_>>()
@@ -95,7 +130,7 @@ mod tests {
         }
         let got = std::fs::read_to_string(path).unwrap_or_default();
         assert!(got == want, "config/crds/weir.dev.yaml is stale: run WEIR_BLESS=1 cargo test -p weir-control crd");
-        for kind in ["Network", "EndpointGroup", "Policy"] {
+        for kind in ["Network", "EndpointGroup", "Policy", "LoadBalancerPool"] {
             assert!(want.contains(&format!("kind: {kind}")), "{kind}");
         }
     }

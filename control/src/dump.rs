@@ -49,6 +49,9 @@ pub fn dump(objs: &ClusterObjects, node: &str, t: &ClusterTables) -> Result<Stri
     for r in &t.remote_routes {
         let _ = writeln!(out, "ROUTE {} {} via {}", r.network, r.prefix, r.node);
     }
+    for ip in &t.announce_ips {
+        let _ = writeln!(out, "ANNOUNCE {ip}");
+    }
     let services = ServiceTable::build(&cfg)?;
     out.push_str(&services.dump());
     let mut addrs = vec![cfg.gateway.ip];

@@ -1,8 +1,9 @@
 //! A fake Kubernetes API server for tests: plain HTTP/1.1 on 127.0.0.1,
 //! serving LIST and WATCH of exactly the kinds weir-control reads
-//! (Services, EndpointSlices, Pods, Namespaces, Nodes, NetworkPolicies and
-//! weir's Network, EndpointGroup, Policy), so the real kube client and
-//! `kube::runtime::watcher` can be driven end to end.
+//! (Services, EndpointSlices, Pods, Namespaces, Nodes, NetworkPolicies,
+//! Leases and weir's Network, EndpointGroup, Policy, LoadBalancerPool), and
+//! the writes weir-control makes (Leases, Service status), so the real kube
+//! client and `kube::runtime::watcher` can be driven end to end.
 //!
 //! What it promises, as the API server does:
 //! - one resourceVersion counter for every kind, bumped by every change;
@@ -22,13 +23,34 @@
 //!   object in or out of the selection is an ADDED or DELETED;
 //!   `timeoutSeconds` ends a watch.
 //!
-//! Not served: other verbs and kinds (404 / 405), paging (`limit` is
-//! ignored: one page), field selectors, streaming lists.
+//! - GET of one object (`.../NAME`, and `.../NAME/status`): 404 NotFound
+//!   when absent;
+//! - POST (create) on a collection: 201, or 409 AlreadyExists;
+//! - PUT (replace) of `.../NAME` or `.../NAME/status`: a
+//!   `metadata.resourceVersion` in the body must be the current one (409
+//!   Conflict otherwise; none: unconditional);
+//! - PATCH with `application/merge-patch+json` (RFC 7386) of `.../NAME` or
+//!   `.../NAME/status` (a `metadata.resourceVersion` in the patch is a
+//!   precondition too);
+//! - for kinds with a status subresource (Service, Pod, Node, Namespace),
+//!   writes to the object keep its status and writes to `/status` change
+//!   only the status, as the API server does;
+//! - every write sets `metadata.resourceVersion` (and `uid`,
+//!   `creationTimestamp` on creation), is announced to watches (ADDED or
+//!   MODIFIED) and is recorded with the client's User-Agent
+//!   ([`FakeApi::writes`]).
 //!
-//! The test side is synchronous: [`FakeApi::apply`], [`FakeApi::delete`],
+//! Not served: other verbs and kinds (404 / 405), DELETE over HTTP, other
+//! patch types (415), `generateName`, paging (`limit` is ignored: one
+//! page), field selectors, streaming lists.
+//!
+//! The test side is synchronous: [`FakeApi::apply`] (a document without
+//! `status` keeps the stored object's status, as `kubectl apply` leaves the
+//! status to controllers), [`FakeApi::get`], [`FakeApi::delete`],
 //! [`FakeApi::compact`] (drop the history: the next resume gets 410),
 //! [`FakeApi::kill_watches`] (end every open watch), [`FakeApi::fail`]
-//! (answer 403 for one kind), and counters of what clients asked for.
+//! (answer 403 for one kind, every verb), and counters of what clients
+//! asked for.
 //! Compiled for this crate's tests and behind the `fake-api` feature.
 
 #![deny(unsafe_code)]
@@ -53,28 +75,78 @@ struct KindInfo {
     api_version: &'static str,
     plural: &'static str,
     namespaced: bool,
+    /// Whether the kind has a `/status` subresource (writes to the object
+    /// keep the status; writes to `/status` change nothing else).
+    status: bool,
 }
 
-const KINDS: [KindInfo; 9] = [
-    KindInfo { kind: "Service", api_version: "v1", plural: "services", namespaced: true },
-    KindInfo { kind: "EndpointSlice", api_version: "discovery.k8s.io/v1", plural: "endpointslices", namespaced: true },
-    KindInfo { kind: "Pod", api_version: "v1", plural: "pods", namespaced: true },
-    KindInfo { kind: "Namespace", api_version: "v1", plural: "namespaces", namespaced: false },
-    KindInfo { kind: "Node", api_version: "v1", plural: "nodes", namespaced: false },
+/// How many kinds are served.
+pub const KIND_COUNT: usize = 11;
+
+const KINDS: [KindInfo; KIND_COUNT] = [
+    KindInfo { kind: "Service", api_version: "v1", plural: "services", namespaced: true, status: true },
+    KindInfo {
+        kind: "EndpointSlice",
+        api_version: "discovery.k8s.io/v1",
+        plural: "endpointslices",
+        namespaced: true,
+        status: false,
+    },
+    KindInfo { kind: "Pod", api_version: "v1", plural: "pods", namespaced: true, status: true },
+    KindInfo { kind: "Namespace", api_version: "v1", plural: "namespaces", namespaced: false, status: true },
+    KindInfo { kind: "Node", api_version: "v1", plural: "nodes", namespaced: false, status: true },
     KindInfo {
         kind: "NetworkPolicy",
         api_version: "networking.k8s.io/v1",
         plural: "networkpolicies",
         namespaced: true,
+        status: false,
     },
-    KindInfo { kind: "Network", api_version: "weir.dev/v1alpha1", plural: "networks", namespaced: false },
-    KindInfo { kind: "EndpointGroup", api_version: "weir.dev/v1alpha1", plural: "endpointgroups", namespaced: false },
-    KindInfo { kind: "Policy", api_version: "weir.dev/v1alpha1", plural: "policies", namespaced: false },
+    KindInfo {
+        kind: "Network",
+        api_version: "weir.dev/v1alpha1",
+        plural: "networks",
+        namespaced: false,
+        status: false,
+    },
+    KindInfo {
+        kind: "EndpointGroup",
+        api_version: "weir.dev/v1alpha1",
+        plural: "endpointgroups",
+        namespaced: false,
+        status: false,
+    },
+    KindInfo { kind: "Policy", api_version: "weir.dev/v1alpha1", plural: "policies", namespaced: false, status: false },
+    KindInfo {
+        kind: "LoadBalancerPool",
+        api_version: "weir.dev/v1alpha1",
+        plural: "loadbalancerpools",
+        namespaced: false,
+        status: false,
+    },
+    KindInfo {
+        kind: "Lease",
+        api_version: "coordination.k8s.io/v1",
+        plural: "leases",
+        namespaced: true,
+        status: false,
+    },
 ];
 
-/// The kinds served, by `kind` name.
-pub const KIND_NAMES: [&str; 9] =
-    ["Service", "EndpointSlice", "Pod", "Namespace", "Node", "NetworkPolicy", "Network", "EndpointGroup", "Policy"];
+/// The kinds served, by `kind` name (the index of [`Counters`]' arrays).
+pub const KIND_NAMES: [&str; KIND_COUNT] = [
+    "Service",
+    "EndpointSlice",
+    "Pod",
+    "Namespace",
+    "Node",
+    "NetworkPolicy",
+    "Network",
+    "EndpointGroup",
+    "Policy",
+    "LoadBalancerPool",
+    "Lease",
+];
 
 impl KindInfo {
     fn path_prefix(&self) -> String {
@@ -210,6 +282,14 @@ fn event_line(ty: &str, obj: &Value) -> String {
     json!({ "type": ty, "object": obj }).to_string() + "\n"
 }
 
+/// `plural.group`, as the API server names a resource in its messages.
+fn resource_name(info: &KindInfo) -> String {
+    match info.api_version.split_once('/') {
+        Some((group, _)) => format!("{}.{group}", info.plural),
+        None => info.plural.to_string(),
+    }
+}
+
 fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({
         "kind": "Status",
@@ -225,12 +305,24 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
 /// What clients asked for, per kind (index as in [`KIND_NAMES`]).
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
-    pub lists: [u64; 9],
-    pub watches: [u64; 9],
+    pub lists: [u64; KIND_COUNT],
+    pub watches: [u64; KIND_COUNT],
     /// Watches answered 410 Gone.
     pub gone: u64,
     /// BOOKMARK events sent.
     pub bookmarks: u64,
+}
+
+/// One write a client made over HTTP (whatever its answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteRecord {
+    /// `POST`, `PUT` or `PATCH`.
+    pub verb: String,
+    pub path: String,
+    /// The client's `User-Agent` header (empty if none).
+    pub user_agent: String,
+    /// The HTTP status answered.
+    pub code: u16,
 }
 
 #[derive(Default)]
@@ -243,9 +335,35 @@ struct State {
     watches: Vec<Watch>,
     failing: BTreeSet<usize>,
     counters: Counters,
+    writes: Vec<WriteRecord>,
 }
 
 impl State {
+    /// Stores `obj` (already checked: kind, namespace and name are `key`)
+    /// as a new version: the next resourceVersion, the uid and
+    /// creationTimestamp of the object it replaces (new ones when it is
+    /// new), announced to watches. Returns the object as stored.
+    fn store(&mut self, key: (usize, String, String), mut obj: Value) -> Value {
+        self.rv += 1;
+        let rv = self.rv;
+        let old = self.objects.get(&key).cloned();
+        if !obj.get("metadata").is_some_and(Value::is_object) {
+            obj["metadata"] = json!({});
+        }
+        let meta = &mut obj["metadata"];
+        meta["resourceVersion"] = json!(rv.to_string());
+        for (field, fresh) in [("uid", json!(format!("uid-{rv}"))), ("creationTimestamp", json!(now_rfc3339()))] {
+            let kept = old.as_ref().and_then(|o| o.pointer(&format!("/metadata/{field}"))).cloned();
+            if meta.get(field).is_none_or(Value::is_null) || kept.is_some() {
+                meta[field] = kept.unwrap_or(fresh);
+            }
+        }
+        let kind = key.0;
+        self.objects.insert(key, obj.clone());
+        self.publish(Change { rv, kind, old, new: obj.clone(), deleted: false });
+        obj
+    }
+
     fn publish(&mut self, c: Change) {
         for w in &self.watches {
             if let Some(line) = w.event(&c) {
@@ -330,18 +448,30 @@ impl FakeApi {
         }
         let mut st = self.lock();
         for (kind, ns, name, mut obj) in checked {
-            st.rv += 1;
-            let rv = st.rv;
             let key = (kind, ns, name);
-            let old = st.objects.get(&key).cloned();
-            let meta = obj["metadata"].as_object_mut().ok_or("metadata is not a map")?;
-            meta.insert("resourceVersion".into(), json!(rv.to_string()));
-            let uid = old.as_ref().and_then(|o| o.pointer("/metadata/uid")).cloned();
-            meta.entry("uid").or_insert_with(|| uid.unwrap_or_else(|| json!(format!("uid-{rv}"))));
-            st.objects.insert(key, obj.clone());
-            st.publish(Change { rv, kind, old, new: obj, deleted: false });
+            // The status belongs to controllers: a document without one
+            // leaves the stored status in place.
+            if KINDS[kind].status && obj.get("status").is_none() {
+                if let Some(old) = st.objects.get(&key).and_then(|o| o.get("status")) {
+                    obj["status"] = old.clone();
+                }
+            }
+            st.store(key, obj);
         }
         Ok(st.rv)
+    }
+
+    /// The stored object (`kind` as `Service` or `services`; `namespace`
+    /// empty for cluster-scoped kinds), if there is one.
+    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let k = kind_index(kind)?;
+        let ns = if KINDS[k].namespaced { namespace } else { "" };
+        self.lock().objects.get(&(k, ns.to_string(), name.to_string())).cloned()
+    }
+
+    /// Every write clients made over HTTP so far, in order.
+    pub fn writes(&self) -> Vec<WriteRecord> {
+        self.lock().writes.clone()
     }
 
     /// Deletes an object (`kind` as `Service` or `services`; `namespace`
@@ -376,7 +506,7 @@ impl FakeApi {
         self.lock().watches.clear();
     }
 
-    /// While `on`, LIST and WATCH of `kind` answer 403 Forbidden (a
+    /// While `on`, every request for `kind` answers 403 Forbidden (a
     /// permission the RBAC rules forgot), and its open watches end. (Not
     /// 503: the kube client retries that one itself for minutes.)
     pub fn fail(&self, kind: &str, on: bool) {
@@ -443,18 +573,52 @@ fn check(mut obj: Value) -> Result<(usize, String, String, Value), String> {
     if api_version != info.api_version {
         return Err(format!("{kind}: apiVersion {api_version:?}, want {:?}", info.api_version));
     }
+    let (ns, name) = check_meta(&mut obj, info, "default")?;
+    Ok((k, ns, name, obj))
+}
+
+/// An object's namespace (`default_ns` when it names none; always empty
+/// for cluster-scoped kinds, whose objects then carry none) and name.
+fn check_meta(obj: &mut Value, info: &KindInfo, default_ns: &str) -> Result<(String, String), String> {
+    let kind = info.kind;
     let meta = obj.get_mut("metadata").and_then(Value::as_object_mut).ok_or_else(|| format!("{kind}: no metadata"))?;
     let name = meta.get("name").and_then(Value::as_str).filter(|n| !n.is_empty());
     let name = name.ok_or_else(|| format!("{kind}: no metadata.name"))?.to_string();
     let ns = if info.namespaced {
-        let ns = meta.get("namespace").and_then(Value::as_str).unwrap_or("default").to_string();
+        let ns = meta.get("namespace").and_then(Value::as_str).unwrap_or(default_ns).to_string();
         meta.insert("namespace".into(), json!(ns));
         ns
     } else {
         meta.remove("namespace");
         String::new()
     };
-    Ok((k, ns, name, obj))
+    Ok((ns, name))
+}
+
+/// Now as the API server writes a `metav1.Time` (whole seconds, UTC).
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// RFC 7386 JSON merge patch: objects merge key by key, `null` removes a
+/// key, anything else (arrays included) replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(fields) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in fields {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
 }
 
 async fn serve(
@@ -489,23 +653,32 @@ struct Request {
     method: String,
     path: String,
     query: BTreeMap<String, String>,
+    /// Header names lower-cased.
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
 }
+
+/// The largest request body read (a Lease or a patch is far smaller).
+const MAX_BODY: usize = 4 << 20;
 
 async fn read_request(rd: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Option<Request> {
     let mut head = String::new();
-    let mut limited = rd.take(64 * 1024);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if limited.read_line(&mut line).await.ok()? == 0 {
-            return None;
+    {
+        let mut limited = (&mut *rd).take(64 * 1024);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if limited.read_line(&mut line).await.ok()? == 0 {
+                return None;
+            }
+            if line == "\r\n" || line == "\n" {
+                break;
+            }
+            head.push_str(&line);
         }
-        if line == "\r\n" || line == "\n" {
-            break;
-        }
-        head.push_str(&line);
     }
-    let first = head.lines().next()?;
+    let mut lines = head.lines();
+    let first = lines.next()?;
     let mut parts = first.split_whitespace();
     let method = parts.next()?.to_string();
     let target = parts.next()?;
@@ -518,7 +691,19 @@ async fn read_request(rd: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Opt
             (percent_decode(k), percent_decode(v))
         })
         .collect();
-    Some(Request { method, path: percent_decode(path), query })
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    // Only bodies with a Content-Length (what the kube client sends for
+    // its JSON bodies); a larger one than MAX_BODY ends the connection.
+    let len: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+    if len > MAX_BODY {
+        return None;
+    }
+    let mut body = vec![0; len];
+    rd.read_exact(&mut body).await.ok()?;
+    Some(Request { method, path: percent_decode(path), query, headers, body })
 }
 
 fn percent_decode(s: &str) -> String {
@@ -541,20 +726,47 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The kind (and namespace, for `/namespaces/NS/...` paths) of a
-/// collection path.
-fn route(path: &str) -> Option<(usize, Option<String>)> {
-    for (i, k) in KINDS.iter().enumerate() {
-        let Some(rest) = path.strip_prefix(&k.path_prefix()) else { continue };
-        if rest.strip_prefix('/') == Some(k.plural) {
-            return Some((i, None));
+/// What a path names: a kind's collection (all of it, or one
+/// namespace's), or one object, or one object's subresource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    kind: usize,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+/// The [`Target`] of a path: `PREFIX/PLURAL[/NAME[/SUB]]`, and for
+/// namespaced kinds also `PREFIX/namespaces/NS/PLURAL[/NAME[/SUB]]`.
+/// (`/api/v1/namespaces/default/pods` is Pods of `default`, not a
+/// subresource of the Namespace `default`: namespaced forms are tried
+/// first.)
+fn target(path: &str) -> Option<Target> {
+    // `PLURAL[/NAME[/SUB]]` of kind `k`.
+    let object = |k: usize, namespace: Option<String>, rest: &str| -> Option<Target> {
+        let mut parts = rest.split('/');
+        if parts.next()? != KINDS[k].plural {
+            return None;
         }
-        if k.namespaced {
-            if let Some((ns, plural)) = rest.strip_prefix("/namespaces/").and_then(|r| r.split_once('/')) {
-                if plural == k.plural && !ns.is_empty() {
-                    return Some((i, Some(ns.to_string())));
-                }
+        let name = parts.next().map(str::to_string);
+        let subresource = parts.next().map(str::to_string);
+        if parts.next().is_some() || name.as_deref() == Some("") || subresource.as_deref() == Some("") {
+            return None;
+        }
+        Some(Target { kind: k, namespace, name, subresource })
+    };
+    for (i, k) in KINDS.iter().enumerate().filter(|(_, k)| k.namespaced) {
+        let Some(rest) = path.strip_prefix(&k.path_prefix()) else { continue };
+        if let Some((ns, rest)) = rest.strip_prefix("/namespaces/").and_then(|r| r.split_once('/')) {
+            if let Some(t) = object(i, Some(ns.to_string()), rest).filter(|_| !ns.is_empty()) {
+                return Some(t);
             }
+        }
+    }
+    for (i, k) in KINDS.iter().enumerate() {
+        let Some(rest) = path.strip_prefix(&k.path_prefix()).and_then(|r| r.strip_prefix('/')) else { continue };
+        if let Some(t) = object(i, None, rest) {
+            return Some(t);
         }
     }
     None
@@ -563,10 +775,13 @@ fn route(path: &str) -> Option<(usize, Option<String>)> {
 async fn respond(wr: &mut OwnedWriteHalf, code: u16, body: &Value) -> std::io::Result<()> {
     let reason = match code {
         200 => "OK",
+        201 => "Created",
         400 => "Bad Request",
         404 => "Not Found",
         403 => "Forbidden",
         405 => "Method Not Allowed",
+        409 => "Conflict",
+        415 => "Unsupported Media Type",
         _ => "Internal Server Error",
     };
     let body = body.to_string();
@@ -584,6 +799,129 @@ async fn chunk(wr: &mut OwnedWriteHalf, data: &str) -> std::io::Result<()> {
     wr.flush().await
 }
 
+fn write_record(req: &Request, code: u16) -> WriteRecord {
+    WriteRecord {
+        verb: req.method.clone(),
+        path: req.path.clone(),
+        user_agent: req.headers.get("user-agent").cloned().unwrap_or_default(),
+        code,
+    }
+}
+
+/// An error answer: HTTP code, Status reason, message.
+type Refusal = (u16, &'static str, String);
+
+/// GET of one object, and the writes (POST, PUT, PATCH): the answer's
+/// code and body. Runs under the state's lock, so a write's precondition
+/// check and its store are one step.
+fn write(req: &Request, t: &Target, st: &mut State) -> Result<(u16, Value), Refusal> {
+    let info = &KINDS[t.kind];
+    let res = resource_name(info);
+    let namespaced_path = t.namespace.is_some();
+    if info.namespaced != namespaced_path && (req.method == "POST" || t.name.is_some()) {
+        let message = format!("{} is not a path of {res} objects", req.path);
+        return Err((404, "NotFound", message));
+    }
+    match t.subresource.as_deref() {
+        None => {}
+        Some("status") if info.status => {}
+        Some(sub) => return Err((404, "NotFound", format!("{res} has no subresource {sub:?}"))),
+    }
+    let ns = t.namespace.clone().unwrap_or_default();
+    let key = |name: &str| (t.kind, ns.clone(), name.to_string());
+    let body = || -> Result<Value, Refusal> {
+        serde_json::from_slice(&req.body).map_err(|e| (400, "BadRequest", format!("the body is not JSON: {e}")))
+    };
+    let not_found = |name: &str| (404, "NotFound", format!("{res} {name:?} not found"));
+    let conflict = |name: &str| {
+        let message = format!(
+            "Operation cannot be fulfilled on {res} {name:?}: the object has been modified; please apply your changes to the latest version and try again"
+        );
+        (409, "Conflict", message)
+    };
+    // A body's kind, apiVersion, namespace and name must be the target's.
+    let checked = |mut obj: Value, name: Option<&str>| -> Result<(String, Value), Refusal> {
+        for (field, want) in [("kind", info.kind), ("apiVersion", info.api_version)] {
+            match obj.get(field).and_then(Value::as_str) {
+                None => obj[field] = json!(want),
+                Some(got) if got == want => {}
+                Some(got) => return Err((400, "BadRequest", format!("{field} {got:?} in a request for {res}"))),
+            }
+        }
+        let (got_ns, got_name) = check_meta(&mut obj, info, &ns).map_err(|e| (400, "BadRequest", e))?;
+        if got_ns != ns || name.is_some_and(|n| n != got_name) {
+            let message = format!("the body names {got_ns}/{got_name}, the path {}", req.path);
+            return Err((400, "BadRequest", message));
+        }
+        Ok((got_name, obj))
+    };
+    // A resourceVersion given in a body is a precondition.
+    let precondition = |body: &Value, current: &Value, name: &str| -> Result<(), Refusal> {
+        let want = body.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty());
+        let have = current.pointer("/metadata/resourceVersion").and_then(Value::as_str);
+        match want {
+            Some(w) if Some(w) != have => Err(conflict(name)),
+            _ => Ok(()),
+        }
+    };
+    match (req.method.as_str(), t.name.as_deref()) {
+        ("GET", Some(name)) => st.objects.get(&key(name)).map(|o| (200, o.clone())).ok_or_else(|| not_found(name)),
+        ("POST", None) => {
+            let (name, obj) = checked(body()?, None)?;
+            if st.objects.contains_key(&key(&name)) {
+                return Err((409, "AlreadyExists", format!("{res} {name:?} already exists")));
+            }
+            Ok((201, st.store(key(&name), obj)))
+        }
+        ("PUT", Some(name)) => {
+            let current = st.objects.get(&key(name)).cloned().ok_or_else(|| not_found(name))?;
+            let (_, mut obj) = checked(body()?, Some(name))?;
+            precondition(&obj, &current, name)?;
+            if info.status && t.subresource.is_some() {
+                // `/status` changes only the status.
+                let mut next = current.clone();
+                next["status"] = obj.get("status").cloned().unwrap_or_else(|| json!({}));
+                obj = next;
+            } else if info.status {
+                // The object keeps its status.
+                match (current.get("status"), obj.as_object_mut()) {
+                    (Some(s), Some(o)) => _ = o.insert("status".into(), s.clone()),
+                    (None, Some(o)) => _ = o.remove("status"),
+                    (_, None) => {}
+                }
+            }
+            Ok((200, st.store(key(name), obj)))
+        }
+        ("PATCH", Some(name)) => {
+            let ty = req.headers.get("content-type").map(String::as_str).unwrap_or("");
+            if ty.split(';').next().map(str::trim) != Some("application/merge-patch+json") {
+                let message = format!("patch type {ty:?} is not served (only application/merge-patch+json)");
+                return Err((415, "UnsupportedMediaType", message));
+            }
+            let current = st.objects.get(&key(name)).cloned().ok_or_else(|| not_found(name))?;
+            let patch = body()?;
+            precondition(&patch, &current, name)?;
+            let mut patch = patch;
+            if info.status {
+                // Only the status through `/status`, all but it otherwise.
+                patch = match (t.subresource.is_some(), patch) {
+                    (true, p) => json!({ "status": p.get("status").cloned().unwrap_or(json!({})) }),
+                    (false, Value::Object(mut m)) => {
+                        m.remove("status");
+                        Value::Object(m)
+                    }
+                    (false, p) => p,
+                };
+            }
+            let mut next = current.clone();
+            merge_patch(&mut next, &patch);
+            let (_, next) = checked(next, Some(name))?;
+            Ok((200, st.store(key(name), next)))
+        }
+        (method, _) => Err((405, "MethodNotAllowed", format!("{method} {} is not served", req.path))),
+    }
+}
+
 /// One request per connection (`Connection: close`).
 async fn connection(stream: TcpStream, state: Arc<Mutex<State>>) {
     let (rd, mut wr) = stream.into_split();
@@ -595,17 +933,34 @@ async fn connection(stream: TcpStream, state: Arc<Mutex<State>>) {
 
 async fn handle(req: Request, wr: &mut OwnedWriteHalf, state: &Mutex<State>) -> std::io::Result<()> {
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
-    if req.method != "GET" {
-        return respond(wr, 405, &status(405, "MethodNotAllowed", &format!("{} is not served", req.method))).await;
-    }
-    let Some((k, namespace)) = route(&req.path) else {
+    let Some(target) = target(&req.path) else {
         return respond(wr, 404, &status(404, "NotFound", &format!("{} is not served", req.path))).await;
     };
+    let k = target.kind;
     let info = &KINDS[k];
     if lock().failing.contains(&k) {
         let message = format!("{} is forbidden: the fake API refuses it", info.plural);
-        return respond(wr, 403, &status(403, "Forbidden", &message)).await;
+        let code = 403;
+        if req.method != "GET" {
+            lock().writes.push(write_record(&req, code));
+        }
+        return respond(wr, code, &status(code, "Forbidden", &message)).await;
     }
+    if req.method != "GET" || target.name.is_some() {
+        let (code, body) = {
+            let mut st = lock();
+            let (code, body) = match write(&req, &target, &mut st) {
+                Ok(r) => r,
+                Err((code, reason, message)) => (code, status(code, reason, &message)),
+            };
+            if req.method != "GET" {
+                st.writes.push(write_record(&req, code));
+            }
+            (code, body)
+        };
+        return respond(wr, code, &body).await;
+    }
+    let namespace = target.namespace;
     let selector = match parse_selector(req.query.get("labelSelector").map(String::as_str).unwrap_or("")) {
         Ok(s) => s,
         Err(e) => return respond(wr, 400, &status(400, "BadRequest", &e)).await,
@@ -716,6 +1071,12 @@ mod tests {
         assert!(parse_selector("").unwrap().is_empty());
     }
 
+    /// The kind (and namespace, for `/namespaces/NS/...` paths) of a
+    /// collection path.
+    fn route(path: &str) -> Option<(usize, Option<String>)> {
+        target(path).filter(|t| t.name.is_none()).map(|t| (t.kind, t.namespace))
+    }
+
     #[test]
     fn routes_and_decoding() {
         assert_eq!(route("/api/v1/services"), Some((0, None)));
@@ -743,5 +1104,146 @@ mod tests {
         assert_eq!(api.apply("apiVersion: v1\nkind: Service\nmetadata: {name: a}\n").unwrap(), 1);
         assert!(api.delete("Service", "default", "a").is_ok());
         assert!(api.delete("Service", "default", "a").is_err());
+    }
+
+    #[test]
+    fn object_paths_route() {
+        let t = |kind, ns: Option<&str>, name: Option<&str>, sub: Option<&str>| Target {
+            kind,
+            namespace: ns.map(str::to_string),
+            name: name.map(str::to_string),
+            subresource: sub.map(str::to_string),
+        };
+        let lease = KIND_NAMES.iter().position(|k| *k == "Lease").unwrap();
+        let pools = KIND_NAMES.iter().position(|k| *k == "LoadBalancerPool").unwrap();
+        assert_eq!(
+            target("/apis/coordination.k8s.io/v1/namespaces/weir-system/leases/x"),
+            Some(t(lease, Some("weir-system"), Some("x"), None))
+        );
+        assert_eq!(
+            target("/api/v1/namespaces/default/services/web/status"),
+            Some(t(0, Some("default"), Some("web"), Some("status")))
+        );
+        assert_eq!(target("/api/v1/namespaces/default"), Some(t(3, None, Some("default"), None)));
+        assert_eq!(target("/apis/weir.dev/v1alpha1/loadbalancerpools"), Some(t(pools, None, None, None)));
+        assert_eq!(target("/api/v1/namespaces/default/services/web/status/more"), None);
+        assert_eq!(target("/api/v1/namespaces/default/services/"), None);
+    }
+
+    #[test]
+    fn merge_patch_is_rfc_7386() {
+        let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}, "l": [1, 2]});
+        merge_patch(&mut doc, &json!({"a": "z", "c": {"f": null}, "l": [3], "n": {"x": 1}}));
+        assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}, "l": [3], "n": {"x": 1}}));
+        let mut doc = json!({"a": 1});
+        merge_patch(&mut doc, &json!(["x"]));
+        assert_eq!(doc, json!(["x"]));
+    }
+
+    /// The verbs weir-control's LoadBalancer allocator uses, through the
+    /// real kube client: GET one, create, replace with a resourceVersion
+    /// precondition, merge patches of objects and of `/status`; every
+    /// write seen by a watch and recorded.
+    #[test]
+    fn writes_through_the_kube_client() {
+        use futures::StreamExt;
+        use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+        use k8s_openapi::api::core::v1::Service;
+        use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+
+        fn code<T>(r: Result<T, kube::Error>) -> (u16, String) {
+            match r {
+                Err(kube::Error::Api(s)) => (s.code, s.reason),
+                Err(e) => panic!("not an API error: {e}"),
+                Ok(_) => panic!("succeeded"),
+            }
+        }
+        let api = FakeApi::start();
+        api.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+            let leases: Api<Lease> = Api::namespaced(client.clone(), "weir-system");
+            let mut events = leases.watch(&WatchParams::default().timeout(5), "0").await.unwrap().boxed();
+            assert!(leases.get_opt("l").await.unwrap().is_none());
+            assert_eq!(code(leases.get("l").await), (404, "NotFound".to_string()));
+
+            let lease = Lease {
+                metadata: kube::api::ObjectMeta { name: Some("l".into()), ..Default::default() },
+                spec: Some(LeaseSpec { holder_identity: Some("a".into()), ..Default::default() }),
+            };
+            let pp = PostParams::default();
+            let created = leases.create(&pp, &lease).await.unwrap();
+            assert_eq!(created.metadata.namespace.as_deref(), Some("weir-system"));
+            assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
+            assert_eq!(code(leases.create(&pp, &lease).await), (409, "AlreadyExists".to_string()));
+
+            let mut next = created.clone();
+            next.spec.as_mut().unwrap().holder_identity = Some("b".into());
+            let replaced = leases.replace("l", &pp, &next).await.unwrap();
+            assert_ne!(replaced.metadata.resource_version, created.metadata.resource_version);
+            assert_eq!(replaced.metadata.uid, created.metadata.uid);
+            // `next` still carries the first resourceVersion: stale.
+            assert_eq!(code(leases.replace("l", &pp, &next).await), (409, "Conflict".to_string()));
+            let got = leases.get("l").await.unwrap();
+            assert_eq!(got.spec.unwrap().holder_identity.as_deref(), Some("b"));
+
+            let holders: Vec<(String, String)> = events
+                .by_ref()
+                .take(2)
+                .map(|e| match e.unwrap() {
+                    WatchEvent::Added(l) => ("ADDED".into(), l.spec.unwrap().holder_identity.unwrap()),
+                    WatchEvent::Modified(l) => ("MODIFIED".into(), l.spec.unwrap().holder_identity.unwrap()),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+                .await;
+            assert_eq!(holders, [("ADDED".into(), "a".into()), ("MODIFIED".into(), "b".into())]);
+
+            let services: Api<Service> = Api::namespaced(client.clone(), "default");
+            let pp = PatchParams::default();
+            // Through /status only the status changes.
+            let patch = serde_json::json!({
+                "spec": {"type": "ClusterIP"},
+                "status": {"loadBalancer": {"ingress": [{"ip": "192.168.50.1"}]}},
+            });
+            let web = services.patch_status("web", &pp, &Patch::Merge(&patch)).await.unwrap();
+            assert_eq!(web.spec.as_ref().unwrap().type_.as_deref(), Some("LoadBalancer"));
+            assert_eq!(crate::lb::ingress_ips(&web), [std::net::Ipv4Addr::new(192, 168, 50, 1)]);
+            // Through the object all but the status.
+            let patch = serde_json::json!({"metadata": {"labels": {"x": "y"}}, "status": null});
+            let web = services.patch("web", &pp, &Patch::Merge(&patch)).await.unwrap();
+            assert_eq!(web.metadata.labels.as_ref().unwrap()["x"], "y");
+            assert_eq!(crate::lb::ingress_ips(&web).len(), 1);
+            // A stale resourceVersion in a patch is a failed precondition.
+            let patch = serde_json::json!({"metadata": {"resourceVersion": "1"}, "spec": {"type": "ClusterIP"}});
+            assert_eq!(code(services.patch("web", &pp, &Patch::Merge(&patch)).await), (409, "Conflict".into()));
+            let strategic = Patch::Strategic(serde_json::json!({"spec": {}}));
+            assert_eq!(code(services.patch("web", &pp, &strategic).await).0, 415);
+            assert_eq!(code(services.patch_status("nope", &pp, &Patch::Merge(&patch)).await).0, 404);
+        });
+        // Kept by `apply` when a document has no status.
+        api.apply(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {type: ClusterIP}\n",
+        )
+        .unwrap();
+        let web = api.get("Service", "default", "web").unwrap();
+        assert_eq!(web["status"]["loadBalancer"]["ingress"][0]["ip"], "192.168.50.1");
+        let writes: Vec<(String, u16)> = api.writes().into_iter().map(|w| (w.verb, w.code)).collect();
+        let want: Vec<(String, u16)> = [
+            ("POST", 201),
+            ("POST", 409),
+            ("PUT", 200),
+            ("PUT", 409),
+            ("PATCH", 200),
+            ("PATCH", 200),
+            ("PATCH", 409),
+            ("PATCH", 415),
+            ("PATCH", 404),
+        ]
+        .iter()
+        .map(|(v, c)| (v.to_string(), *c))
+        .collect();
+        assert_eq!(writes, want);
     }
 }

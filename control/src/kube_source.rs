@@ -1,7 +1,7 @@
 //! The Kubernetes source: keeps [`Shared`] equal to the cluster, through
 //! one `kube::runtime` reflector per kind — Services, EndpointSlices, Pods,
-//! Namespaces, Nodes, NetworkPolicies and weir's Network, EndpointGroup
-//! and Policy, all cluster-wide.
+//! Namespaces, Nodes, NetworkPolicies and weir's Network, EndpointGroup,
+//! Policy and LoadBalancerPool, all cluster-wide.
 //!
 //! What it promises:
 //! - **Ready before the first push.** Nothing is published until every
@@ -51,7 +51,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::crd::{EndpointGroup, Network, Policy};
+use crate::crd::{EndpointGroup, LoadBalancerPool, Network, Policy};
 use crate::model::ClusterObjects;
 use crate::source::Shared;
 
@@ -157,6 +157,7 @@ struct Stores {
     networks: Store<Network>,
     endpoint_groups: Store<EndpointGroup>,
     policies: Store<Policy>,
+    lb_pools: Store<LoadBalancerPool>,
 }
 
 impl Stores {
@@ -172,6 +173,7 @@ impl Stores {
             && self.networks.wait_until_ready().await.is_ok()
             && self.endpoint_groups.wait_until_ready().await.is_ok()
             && self.policies.wait_until_ready().await.is_ok()
+            && self.lb_pools.wait_until_ready().await.is_ok()
     }
 
     fn objects(&self) -> ClusterObjects {
@@ -185,6 +187,7 @@ impl Stores {
             networks: owned(&self.networks),
             endpoint_groups: owned(&self.endpoint_groups),
             policies: owned(&self.policies),
+            lb_pools: owned(&self.lb_pools),
         }
     }
 }
@@ -232,7 +235,8 @@ pub async fn run(client: kube::Client, shared: Arc<Shared>, opts: KubeOptions) {
         network_policies: reflect(Api::all(client.clone()), all.clone(), "NetworkPolicies", &mut streams),
         networks: reflect(Api::all(client.clone()), all.clone(), "Networks (weir.dev)", &mut streams),
         endpoint_groups: reflect(Api::all(client.clone()), all.clone(), "EndpointGroups (weir.dev)", &mut streams),
-        policies: reflect(Api::all(client), all, "Policies (weir.dev)", &mut streams),
+        policies: reflect(Api::all(client.clone()), all.clone(), "Policies (weir.dev)", &mut streams),
+        lb_pools: reflect(Api::all(client), all, "LoadBalancerPools (weir.dev)", &mut streams),
     };
     let mut events = futures::stream::select_all(streams);
     let ready_fut = stores.clone().ready();
@@ -302,9 +306,25 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::fake_api::{FakeApi, FakeOptions, KIND_NAMES};
+    use crate::fake_api::{FakeApi, FakeOptions, KIND_COUNT, KIND_NAMES};
     use crate::model::{compute, Settings};
     use crate::source::DEMO_CLUSTER;
+
+    /// The fake's kinds the source watches (all but Leases), as indices of
+    /// its counters.
+    fn watched() -> impl Iterator<Item = usize> {
+        (0..KIND_COUNT).filter(|&k| KIND_NAMES[k] != "Lease")
+    }
+
+    /// How many kinds the source watches.
+    const WATCHED: u64 = KIND_COUNT as u64 - 1;
+
+    /// One LIST of each watched kind.
+    fn one_list_each() -> [u64; KIND_COUNT] {
+        let mut lists = [0; KIND_COUNT];
+        watched().for_each(|k| lists[k] = 1);
+        lists
+    }
 
     /// Generous: the watcher's backoff after an error starts at 0.8 s.
     const WAIT: Duration = Duration::from_secs(30);
@@ -390,9 +410,13 @@ mod tests {
         }
     }
 
+    /// A LoadBalancerPool besides the demo cluster's objects.
+    const POOL: &str = "apiVersion: weir.dev/v1alpha1\nkind: LoadBalancerPool\nmetadata: {name: public}\nspec: {addresses: [192.168.50.96/28]}\n";
+
     fn demo() -> Cluster {
         let mut c = Cluster::new(FakeApi::start());
         c.apply(DEMO_CLUSTER);
+        c.apply(POOL);
         c
     }
 
@@ -413,6 +437,7 @@ mod tests {
             "Network" => names(&o.networks),
             "EndpointGroup" => names(&o.endpoint_groups),
             "Policy" => names(&o.policies),
+            "LoadBalancerPool" => names(&o.lb_pools),
             _ => panic!("kind {kind}"),
         };
         list.iter().any(|n| n == name)
@@ -426,7 +451,7 @@ mod tests {
         // Every other kind listed and watching (its store is ready) ...
         wait_for("every kind but Pods to watch", || {
             let c = cluster.api.counters();
-            (0..KIND_NAMES.len()).all(|k| KIND_NAMES[k] == "Pod" || c.watches[k] > 0)
+            watched().all(|k| KIND_NAMES[k] == "Pod" || c.watches[k] > 0)
         });
         // ... and the failing one reported, naming it ...
         let mut error = None;
@@ -453,6 +478,8 @@ mod tests {
         assert_eq!(names(&objs.networks), names(&want.networks));
         assert_eq!(names(&objs.endpoint_groups), names(&want.endpoint_groups));
         assert_eq!(names(&objs.policies), names(&want.policies));
+        assert_eq!(names(&objs.lb_pools), names(&want.lb_pools));
+        assert_eq!(objs.lb_pools.len(), 2, "the demo's and the test's");
         assert_eq!(objs.pods.len(), 6);
     }
 
@@ -466,7 +493,7 @@ mod tests {
         converged(&shared, &cluster);
         let (_, objs) = shared.snapshot().unwrap();
         assert!(!names(&objs.services).contains(&"default/other".to_string()));
-        assert_eq!(names(&objs.services).len(), 3, "{:?}", names(&objs.services));
+        assert_eq!(names(&objs.services).len(), 4, "{:?}", names(&objs.services));
         let slices = names(&objs.endpoint_slices);
         assert!(!slices.iter().any(|n| n == "default/other-x1" || n == "default/dns-x1"), "{slices:?}");
 
@@ -524,7 +551,7 @@ mod tests {
         let (shared, _source) = cluster.start();
         converged(&shared, &cluster);
         let before = cluster.api.counters();
-        assert_eq!(before.lists, [1; 9], "one initial list per kind");
+        assert_eq!(before.lists, one_list_each(), "one initial list per kind");
         cluster.api.compact();
         cluster.api.kill_watches();
         // Changed while the watches are down: only a relist can see it.
@@ -532,10 +559,10 @@ mod tests {
         converged(&shared, &cluster);
         wait_for("every kind to be answered 410 and relist", || {
             let c = cluster.api.counters();
-            c.gone >= 9 && (0..9).all(|k| c.lists[k] > before.lists[k])
+            c.gone >= WATCHED && watched().all(|k| c.lists[k] > before.lists[k])
         });
         // Watching again: later changes and deletes arrive.
-        wait_for("every kind to watch again", || cluster.api.open_watches() == 9);
+        wait_for("every kind to watch again", || cluster.api.open_watches() as u64 == WATCHED);
         cluster.apply("apiVersion: v1\nkind: Node\nmetadata: {name: node3}\nspec: {podCIDR: 10.3.0.0/24}\nstatus: {addresses: [{type: InternalIP, address: 192.168.50.3}]}\n");
         let with_node3 = converged(&shared, &cluster);
         assert!(with_node3.contains("node3"), "{with_node3}");
@@ -557,7 +584,7 @@ mod tests {
         wait_for("the new Namespace", || has(&shared, "Namespace", "other"));
         let version = shared.version();
         let seen = cluster.api.counters().bookmarks;
-        wait_for("bookmarks to every watch", || cluster.api.counters().bookmarks >= seen + 9 * 5);
+        wait_for("bookmarks to every watch", || cluster.api.counters().bookmarks >= seen + WATCHED * 5);
         assert_eq!(shared.version(), version, "a bookmark is not a change");
         // Watches end; what changes meanwhile is replayed from the history
         // when they resume from the bookmarked resourceVersion: no relist,
@@ -567,7 +594,7 @@ mod tests {
         let now = converged(&shared, &cluster);
         assert!(now.contains("10.1.0.4"), "{now}");
         let c = cluster.api.counters();
-        assert_eq!(c.lists, [1; 9], "resumed without a relist");
+        assert_eq!(c.lists, one_list_each(), "resumed without a relist");
         assert_eq!(c.gone, 0);
     }
 
@@ -584,43 +611,52 @@ mod tests {
             ("Node", "", "node2"),
             ("EndpointGroup", "", "noping-epg"),
             ("Policy", "", "icmpPol"),
+            ("LoadBalancerPool", "", "public"),
+            ("LoadBalancerPool", "", "demo-pool"),
         ] {
             let full = if ns.is_empty() { name.to_string() } else { format!("{ns}/{name}") };
             assert!(has(&shared, kind, &full));
             cluster.delete(kind, ns, name);
             wait_for("the delete", || !has(&shared, kind, &full));
             let now = converged(&shared, &cluster);
-            // (An unreferenced Contiv policy is in no table.)
+            // (An unreferenced Contiv policy is in no table, nor a pool.)
             assert!(
-                now != last || kind == "Policy",
+                now != last || kind == "Policy" || kind == "LoadBalancerPool",
                 "deleting {kind} {name} changed nothing in the tables (a bad test)"
             );
             last = now;
         }
         let (_, objs) = shared.snapshot().unwrap();
         assert!(objs.policies.is_empty());
+        assert!(objs.lb_pools.is_empty());
         assert_eq!(objs.nodes.len(), 1);
     }
 
     /// config/k8s/rbac.yaml grants list and watch on every kind the
-    /// source watches, to the ServiceAccount its binding names.
+    /// source watches, patch of Services' status (the LoadBalancer
+    /// allocator) and Leases in the allocator's namespace only (a Role
+    /// there), to the ServiceAccount its bindings name; and nothing more.
     #[test]
     fn rbac_grants_what_the_source_watches() {
-        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+        use k8s_openapi::api::coordination::v1::Lease;
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject};
         let text = include_str!("../../config/k8s/rbac.yaml");
-        let mut role = None;
-        let mut binding = None;
-        let mut account = None;
+        let (mut role, mut binding, mut ns_role, mut ns_binding, mut account, mut namespace) =
+            (None, None, None, None, None, None);
         for doc in serde_yaml::Deserializer::from_str(text) {
             let v = serde_yaml::Value::deserialize(doc).unwrap();
             match v.get("kind").and_then(|k| k.as_str()) {
                 Some("ClusterRole") => role = Some(serde_yaml::from_value::<ClusterRole>(v).unwrap()),
                 Some("ClusterRoleBinding") => binding = Some(serde_yaml::from_value::<ClusterRoleBinding>(v).unwrap()),
+                Some("Role") => ns_role = Some(serde_yaml::from_value::<Role>(v).unwrap()),
+                Some("RoleBinding") => ns_binding = Some(serde_yaml::from_value::<RoleBinding>(v).unwrap()),
                 Some("ServiceAccount") => account = Some(v),
+                Some("Namespace") => namespace = Some(v),
                 other => panic!("unexpected {other:?}"),
             }
         }
         let (role, binding, account) = (role.unwrap(), binding.unwrap(), account.unwrap());
+        let (ns_role, ns_binding, namespace) = (ns_role.unwrap(), ns_binding.unwrap(), namespace.unwrap());
         fn kind<K: Resource<DynamicType = ()>>() -> (String, String) {
             (K::group(&()).into_owned(), K::plural(&()).into_owned())
         }
@@ -634,26 +670,66 @@ mod tests {
             kind::<Network>(),
             kind::<EndpointGroup>(),
             kind::<Policy>(),
+            kind::<LoadBalancerPool>(),
         ];
-        let rules = role.rules.unwrap_or_default();
-        for (group, plural) in &watched {
-            let granted = |verb: &str| {
-                rules.iter().any(|r| {
-                    r.api_groups.iter().flatten().any(|g| g == group)
-                        && r.resources.iter().flatten().any(|x| x == plural)
-                        && r.verbs.iter().any(|v| v == verb)
-                })
-            };
-            assert!(granted("list") && granted("watch"), "{group}/{plural}: list and watch not granted");
+        let service_status = (String::new(), "services/status".to_string());
+        let leases = kind::<Lease>();
+        let granted = |rules: &[PolicyRule], (group, res): &(String, String), verb: &str| {
+            rules.iter().any(|r| {
+                r.api_groups.iter().flatten().any(|g| g == group)
+                    && r.resources.iter().flatten().any(|x| x == res)
+                    && r.verbs.iter().any(|v| v == verb)
+            })
+        };
+        let cluster_rules = role.rules.clone().unwrap_or_default();
+        for k in &watched {
+            assert!(granted(&cluster_rules, k, "list") && granted(&cluster_rules, k, "watch"), "{k:?}: list and watch");
         }
-        for r in &rules {
-            assert!(r.verbs.iter().all(|v| v == "list" || v == "watch"), "more than list/watch: {r:?}");
+        assert!(granted(&cluster_rules, &service_status, "patch"), "services/status: patch");
+        let ns_rules = ns_role.rules.clone().unwrap_or_default();
+        for verb in ["get", "list", "watch", "create", "update"] {
+            assert!(granted(&ns_rules, &leases, verb), "leases: {verb}");
         }
+        // Nothing more: list/watch of watched kinds, status writes of
+        // Services, Leases in the namespace only.
+        let allowed = |group: &str, res: &str, verb: &str, namespaced: bool| {
+            let k = (group.to_string(), res.to_string());
+            if namespaced {
+                k == leases && ["get", "list", "watch", "create", "update"].contains(&verb)
+            } else {
+                (watched.contains(&k) && (verb == "list" || verb == "watch"))
+                    || (k == service_status && (verb == "patch" || verb == "update"))
+            }
+        };
+        for (rules, namespaced) in [(&cluster_rules, false), (&ns_rules, true)] {
+            for r in rules {
+                for g in r.api_groups.iter().flatten() {
+                    for res in r.resources.iter().flatten() {
+                        for v in &r.verbs {
+                            assert!(allowed(g, res, v, namespaced), "more than needed: {v} {g}/{res} in {r:?}");
+                        }
+                    }
+                }
+            }
+        }
+        // The Role is in the allocator's default namespace, which the file
+        // creates; both bindings name the ServiceAccount.
+        let lb_namespace = crate::lb::LbOptions::default().namespace;
+        assert_eq!(ns_role.metadata.namespace.as_deref(), Some(lb_namespace.as_str()));
+        assert_eq!(ns_binding.metadata.namespace.as_deref(), Some(lb_namespace.as_str()));
+        assert_eq!(namespace["metadata"]["name"].as_str(), Some(lb_namespace.as_str()));
         assert_eq!(binding.role_ref.name, role.metadata.name.unwrap());
-        let subject = &binding.subjects.unwrap()[0];
-        assert_eq!(subject.kind, "ServiceAccount");
-        assert_eq!(Some(subject.name.as_str()), account["metadata"]["name"].as_str());
-        assert_eq!(subject.namespace.as_deref(), account["metadata"]["namespace"].as_str());
+        assert_eq!(
+            (ns_binding.role_ref.kind.as_str(), &ns_binding.role_ref.name),
+            ("Role", ns_role.metadata.name.as_ref().unwrap())
+        );
+        let check = |subject: &Subject| {
+            assert_eq!(subject.kind, "ServiceAccount");
+            assert_eq!(Some(subject.name.as_str()), account["metadata"]["name"].as_str());
+            assert_eq!(subject.namespace.as_deref(), account["metadata"]["namespace"].as_str());
+        };
+        check(&binding.subjects.unwrap()[0]);
+        check(&ns_binding.subjects.unwrap()[0]);
     }
 
     #[test]

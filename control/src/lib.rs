@@ -8,15 +8,19 @@
 //! - `dump`: the stable text form of a node's tables (golden tests);
 //! - `render`: what weirctl prints.
 
+pub mod announce;
 pub mod cni;
 pub mod crd;
 pub mod dump;
 pub mod ipam;
 pub mod fake_api;
+pub mod health;
 pub mod kube_source;
+pub mod lb;
 pub mod metrics;
 pub mod model;
 pub mod policy;
+pub mod query;
 pub mod render;
 pub mod source;
 pub mod sync;

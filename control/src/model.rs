@@ -29,7 +29,7 @@ use weir_dataplane::config::{
 use weir_dataplane::tables::cidr::Ipv4Cidr;
 use weir_dataplane::wire::MacAddr;
 
-use crate::crd::{EndpointGroup, Network, Policy};
+use crate::crd::{EndpointGroup, LoadBalancerPool, Network, Policy};
 use crate::policy::{self, PolicyInput};
 
 /// The label kube-proxy leaves to other proxies.
@@ -56,6 +56,8 @@ pub struct ClusterObjects {
     pub networks: Vec<Network>,
     pub endpoint_groups: Vec<EndpointGroup>,
     pub policies: Vec<Policy>,
+    /// Address pools of LoadBalancer Services (`crate::lb`).
+    pub lb_pools: Vec<LoadBalancerPool>,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +113,7 @@ impl ClusterObjects {
             "Network" => self.networks.push(parse(&kind, value)?),
             "EndpointGroup" => self.endpoint_groups.push(parse(&kind, value)?),
             "Policy" => self.policies.push(parse(&kind, value)?),
+            "LoadBalancerPool" => self.lb_pools.push(parse(&kind, value)?),
             other => return Err(format!("kind {other:?} is not one weir reads")),
         }
         Ok(())
@@ -125,11 +128,14 @@ pub type Warnings = Vec<String>;
 pub struct Settings {
     /// The VTEP MAC of nodes without the annotation.
     pub gateway_mac: MacAddr,
+    /// The nodes known alive (membership Leases), which alone may announce
+    /// LoadBalancer IPs; `None`: every Node (a cluster file).
+    pub live_nodes: Option<BTreeSet<String>>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { gateway_mac: DEFAULT_GATEWAY_MAC }
+        Settings { gateway_mac: DEFAULT_GATEWAY_MAC, live_nodes: None }
     }
 }
 
@@ -183,6 +189,7 @@ pub fn compute(objs: &ClusterObjects, node: &str, settings: &Settings) -> Result
     })?;
     warn.extend(compiled.warnings);
     t.acl = compiled.acl;
+    t.announce_ips = crate::announce::announced(objs, node, settings.live_nodes.as_ref());
     Ok((t, warn))
 }
 

@@ -14,7 +14,9 @@ fn tables(text: &str, node: &str) -> (ClusterTables, Warnings) {
 #[test]
 fn golden_dumps_of_the_demo_cluster() {
     let text = include_str!("../../config/demo-cluster.yaml");
-    let objs = ClusterObjects::from_yaml(text).unwrap();
+    let mut objs = ClusterObjects::from_yaml(text).unwrap();
+    // As weir-control runs a cluster file: LoadBalancer IPs allocated first.
+    assert!(crate::lb::allocate_in_place(&mut objs).is_empty());
     for node in ["node1", "node2"] {
         let (t, warnings) = compute(&objs, node, &Settings::default()).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");

@@ -114,6 +114,9 @@ pub fn diff(old: &ClusterTables, new: &ClusterTables) -> Vec<Change> {
     if old.node_port_ips != new.node_port_ips {
         out.push(Change::SetNodePortIps { ips: new.node_port_ips.clone() });
     }
+    if old.announce_ips != new.announce_ips {
+        out.push(Change::SetAnnounceIps { ips: new.announce_ips.clone() });
+    }
     let (o_svc, n_svc) = (by(&old.services, |x| x.name.clone()), by(&new.services, |x| x.name.clone()));
     for (k, v) in &n_svc {
         if o_svc.get(k) != Some(v) {
@@ -175,5 +178,10 @@ mod tests {
         let mut b = a.clone();
         b.services[0].backends.pop();
         assert_eq!(diff(&a, &b).len(), 1);
+        // A LoadBalancer IP taken over: one change, and applying it gives b.
+        let mut c = a.clone();
+        c.announce_ips = vec!["192.168.50.100".parse().unwrap()];
+        assert_eq!(diff(&a, &c), vec![Change::SetAnnounceIps { ips: c.announce_ips.clone() }]);
+        assert_eq!(a.clone().with(&diff(&a, &c)).unwrap(), c);
     }
 }

@@ -32,6 +32,9 @@ pub struct ClusterTables {
     /// This node's addresses NodePorts are served on besides its node IP.
     #[serde(default)]
     pub node_port_ips: Vec<std::net::Ipv4Addr>,
+    /// The LoadBalancer IPs this node answers ARP for on the uplink.
+    #[serde(default)]
+    pub announce_ips: Vec<std::net::Ipv4Addr>,
 }
 
 /// One change of an `Update`; objects are named by their `name` (pods' ACLs
@@ -50,6 +53,8 @@ pub enum Change {
     SetRemoteRoutes { routes: Vec<crate::config::RemoteRouteConfig> },
     /// Replaces the addresses NodePorts are served on besides the node IP.
     SetNodePortIps { ips: Vec<std::net::Ipv4Addr> },
+    /// Replaces the LoadBalancer IPs this node announces (ARP).
+    SetAnnounceIps { ips: Vec<std::net::Ipv4Addr> },
     /// Adds a pod's ACLs, or replaces those of its address.
     UpsertPodAcl { pod: crate::tables::acl::PodAclConfig },
     DeletePodAcl { ip: std::net::Ipv4Addr },
@@ -90,6 +95,7 @@ impl ClusterTables {
                 Change::DeleteNode { name } => delete(&mut t.remote_nodes, "node", name, |n| &n.name == name)?,
                 Change::SetRemoteRoutes { routes } => t.remote_routes = routes.clone(),
                 Change::SetNodePortIps { ips } => t.node_port_ips = ips.clone(),
+                Change::SetAnnounceIps { ips } => t.announce_ips = ips.clone(),
                 Change::UpsertPodAcl { pod } => {
                     let ip = pod.ip;
                     upsert(&mut t.acl.pods, pod.clone(), |p| p.ip == ip)
@@ -216,6 +222,9 @@ pub struct OverlayStats {
     pub pod_mtu: u16,
     pub vxlan_port: u16,
     pub host_port: Option<String>,
+    /// LoadBalancer IPs answered for on the uplink (ARP).
+    #[serde(default)]
+    pub announced: Vec<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

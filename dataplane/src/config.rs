@@ -89,6 +89,11 @@ pub struct NodeConfig {
     /// to the uplink.
     #[serde(default)]
     pub node_port_ips: Vec<Ipv4Addr>,
+    /// Addresses this node answers ARP for on the uplink besides its node
+    /// IP: the LoadBalancer IPs weir-control elected it to announce (see
+    /// docs/loadbalancer.md). Newly listed ones get gratuitous ARPs.
+    #[serde(default)]
+    pub announce_ips: Vec<Ipv4Addr>,
 }
 
 /// Source NAT of Service traffic.
@@ -710,6 +715,18 @@ impl NodeConfig {
                     format!("node_port_ips[{i}]"),
                     ip,
                     "must be a unicast address of the node, outside node.pod_cidr",
+                ));
+            }
+        }
+        for (i, ip) in self.announce_ips.iter().enumerate() {
+            if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+                return Err(ConfigError::invalid(format!("announce_ips[{i}]"), ip, "must be a unicast address"));
+            }
+            if Some(*ip) == self.node.node_ip || self.node.pod_cidr.contains(*ip) {
+                return Err(ConfigError::invalid(
+                    format!("announce_ips[{i}]"),
+                    ip,
+                    "must not be the node IP or inside node.pod_cidr",
                 ));
             }
         }

@@ -6,6 +6,8 @@
 //! miss through a lock-free queue; this thread sends ARP requests on its own
 //! tx queue of the uplink and publishes what gets resolved.
 
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,10 @@ pub const EVENT_QUEUE: usize = 1024;
 
 /// How long a change waits for every worker to pass a quiescent state.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Gratuitous ARPs for a LoadBalancer IP taken over: one at once, then
+/// `GARP_REPEATS` more this far apart.
+const GARP_REPEAT: Duration = Duration::from_secs(1);
+const GARP_REPEATS: u8 = 2;
 
 struct LivePort {
     cfg: PortConfig,
@@ -57,6 +63,11 @@ pub struct Node<'e> {
     mgmt_tx: TxBuffer,
     /// A gratuitous ARP announced the node on the current uplink.
     announced: Option<PortId>,
+    /// The LoadBalancer IPs announced on that uplink, and the gratuitous
+    /// ARPs still to repeat for those newly taken over (when, IP, repeats
+    /// left).
+    announced_vips: BTreeSet<Ipv4Addr>,
+    garp_due: Vec<(Instant, Ipv4Addr, u8)>,
     /// Service NAT's flows, shared by every worker.
     flows: Arc<FlowTable>,
     /// Different for every start (see `Reply::Hello::instance`).
@@ -88,6 +99,8 @@ impl<'e> Node<'e> {
             events: Arc::new(ArrayQueue::new(EVENT_QUEUE)),
             mgmt_tx: TxBuffer::default(),
             announced: None,
+            announced_vips: BTreeSet::new(),
+            garp_due: Vec::new(),
             flows: Arc::new(FlowTable::new(cfg_flows)),
             instance: instance_id(),
             control_generation: None,
@@ -268,20 +281,64 @@ impl<'e> Node<'e> {
             underlay: n.underlay_cidr?,
             gateway: n.underlay_gateway,
             host: self.ports.iter().find(|lp| lp.cfg.host).map(|lp| lp.id),
+            // Only addresses on the underlay's subnet are announced: others
+            // must be routed to the nodes (BGP, static routes).
+            announced: {
+                let underlay = n.underlay_cidr?;
+                let mut v: Vec<Ipv4Addr> =
+                    self.cfg.announce_ips.iter().copied().filter(|ip| underlay.contains(*ip)).collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            },
         })
     }
 
-    /// A gratuitous ARP for the node IP when an uplink (re)appears.
+    /// A gratuitous ARP for the node IP when an uplink (re)appears, and for
+    /// each LoadBalancer IP the node takes over: at once and twice more a
+    /// second apart (`tick`), so that a neighbour that missed one still
+    /// moves the address to this node's MAC.
     fn announce(&mut self) {
         let o = self.snapshot.get().overlay.clone();
-        match o {
-            Some(o) if self.announced != Some(o.uplink) => {
-                self.send(o.uplink, &overlay::arp_request(&o, o.node_ip));
-                self.announced = Some(o.uplink);
-            }
-            Some(_) => {}
-            None => self.announced = None,
+        let Some(o) = o else {
+            self.announced = None;
+            self.announced_vips.clear();
+            self.garp_due.clear();
+            return;
+        };
+        if self.announced != Some(o.uplink) {
+            self.send(o.uplink, &overlay::arp_request(&o, o.node_ip));
+            self.announced = Some(o.uplink);
+            self.announced_vips.clear();
         }
+        let now = Instant::now();
+        self.announced_vips.retain(|ip| o.announces(*ip));
+        self.garp_due.retain(|(_, ip, _)| o.announces(*ip));
+        for &vip in &o.announced {
+            if self.announced_vips.insert(vip) {
+                self.send(o.uplink, &overlay::arp_request_from(o.uplink_mac, vip, vip));
+                self.garp_due.push((now + GARP_REPEAT, vip, GARP_REPEATS));
+                println!("weir-dataplane: announcing {vip} on the uplink");
+            }
+        }
+    }
+
+    /// Repeats the gratuitous ARPs of newly announced LoadBalancer IPs.
+    fn repeat_garps(&mut self, now: Instant) {
+        if self.garp_due.iter().all(|(due, _, _)| *due > now) {
+            return;
+        }
+        let Some(o) = self.snapshot.get().overlay.clone() else { return };
+        let mut due = std::mem::take(&mut self.garp_due);
+        for (when, vip, left) in &mut due {
+            if *when <= now {
+                self.send(o.uplink, &overlay::arp_request_from(o.uplink_mac, *vip, *vip));
+                *left -= 1;
+                *when = now + GARP_REPEAT;
+            }
+        }
+        due.retain(|(_, _, left)| *left > 0);
+        self.garp_due = due;
     }
 
     /// Sends one frame from the management thread on its own tx queue.
@@ -302,6 +359,7 @@ impl<'e> Node<'e> {
     /// the management loop every few milliseconds.
     pub fn tick(&mut self) {
         let now = Instant::now();
+        self.repeat_garps(now);
         let mut fx = Effects::default();
         let underlay = self.cfg.node.underlay_cidr;
         while let Some(ev) = self.events.pop() {
@@ -358,6 +416,7 @@ impl<'e> Node<'e> {
             remote_routes: self.cfg.remote_routes.clone(),
             acl: self.cfg.acl.clone(),
             node_port_ips: self.cfg.node_port_ips.clone(),
+            announce_ips: self.cfg.announce_ips.clone(),
         }
     }
 
@@ -374,6 +433,7 @@ impl<'e> Node<'e> {
             std::mem::take(&mut self.cfg.remote_routes),
             std::mem::take(&mut self.cfg.acl),
             std::mem::take(&mut self.cfg.node_port_ips),
+            std::mem::take(&mut self.cfg.announce_ips),
         );
         let mut with = self.cfg.clone();
         (
@@ -383,6 +443,7 @@ impl<'e> Node<'e> {
             self.cfg.remote_routes,
             self.cfg.acl,
             self.cfg.node_port_ips,
+            self.cfg.announce_ips,
         ) = cluster;
         with.ports = self.ports.iter().map(|lp| lp.cfg.clone()).collect();
         with.services = t.services;
@@ -391,6 +452,7 @@ impl<'e> Node<'e> {
         with.remote_routes = t.remote_routes;
         with.acl = t.acl;
         with.node_port_ips = t.node_port_ips;
+        with.announce_ips = t.announce_ips;
         with.validate().map_err(|e| crate::config::name_object(&e.to_string(), &with))?;
         let services = ServiceTable::build_reusing(&with, Some(&self.services))?;
         let mut acl = AclTable::build(&with.acl, &node_addrs(&with))?;
@@ -496,6 +558,7 @@ impl<'e> Node<'e> {
                 pod_mtu: o.mtu.saturating_sub(crate::tables::VXLAN_OVERHEAD as u16),
                 vxlan_port: o.vxlan_port,
                 host_port: o.host.map(name),
+                announced: o.announced.clone(),
             });
         }
         s.mbufs_free = u64::from(self.pool.available());

@@ -189,6 +189,7 @@ pub fn tables() -> Tables {
         underlay: "192.168.50.0/24".parse().expect("cidr"),
         gateway: None,
         host: None,
+        announced: Vec::new(),
     });
     t.add_remote_route(
         0,

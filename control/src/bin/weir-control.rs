@@ -7,9 +7,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use weir_control::kube_source::{self, KubeOptions};
 use std::sync::atomic::Ordering;
+use weir_control::kube_source::{self, KubeOptions};
 
+use std::collections::BTreeSet;
+
+use weir_control::health::HealthServer;
 use weir_control::metrics::Metrics;
 use weir_control::model::{compute, ClusterObjects, Settings};
 use weir_control::source::{self, Shared};
@@ -27,6 +30,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start: the size of `Run` does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Keep a dataplane's tables equal to the cluster's (the default).
     Run(RunArgs),
@@ -76,6 +81,27 @@ struct RunArgs {
     /// taken is reported and the agent runs on without it.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9310")]
     metrics: String,
+    /// weirctl's query socket (networks, groups, policies, status; mode
+    /// 0600); `off` for none. One in use is reported and the agent runs on.
+    #[arg(long, value_name = "PATH", default_value = weir_control::query::DEFAULT_SOCKET, env = "WEIR_CONTROL_SOCKET")]
+    control_socket: String,
+    /// Serve the healthCheckNodePort of each `externalTrafficPolicy: Local`
+    /// LoadBalancer Service on this address (in the host network
+    /// namespace, where the kernel has the node IP); `off` for none.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    health_check_address: String,
+    /// Namespace of weir's Leases: the LoadBalancer allocator's and each
+    /// node's membership (with --kube / --kube-url).
+    #[arg(long, value_name = "NS", default_value = "weir-system")]
+    lb_namespace: String,
+    /// The allocator's leader Lease: a new leader takes over this long
+    /// after the last renewal of a leader that went away.
+    #[arg(long, value_name = "S", default_value_t = 15)]
+    leader_lease_seconds: u64,
+    /// A node's membership Lease: this long after its agent or dataplane
+    /// stopped, the other nodes take over the LoadBalancer IPs it announced.
+    #[arg(long, value_name = "S", default_value_t = 3)]
+    membership_lease_seconds: u64,
     /// Push once and exit (0 when applied).
     #[arg(long)]
     once: bool,
@@ -105,8 +131,11 @@ fn dump(node: &str, file: Option<PathBuf>) -> ExitCode {
         },
         None => source::DEMO_CLUSTER.to_string(),
     };
-    let out = ClusterObjects::from_yaml(&text).and_then(|o| {
-        let (t, warnings) = compute(&o, node, &Settings::default())?;
+    let out = ClusterObjects::from_yaml(&text).and_then(|mut o| {
+        // As `run` computes from a cluster file: LoadBalancer IPs allocated here.
+        let mut warnings = weir_control::lb::allocate_in_place(&mut o);
+        let (t, more) = compute(&o, node, &Settings::default())?;
+        warnings.extend(more);
         for w in warnings {
             eprintln!("weir-control: warning: {w}");
         }
@@ -127,17 +156,32 @@ fn dump(node: &str, file: Option<PathBuf>) -> ExitCode {
 fn run(a: RunArgs) -> ExitCode {
     let shared = Shared::new();
     let interval = Duration::from_millis(a.interval_ms.max(10));
-    // The Kubernetes source runs while this is held.
-    let _kube = match kube_config(&a) {
-        Ok(Some(config)) => Some(kube_source::spawn(config, shared.clone(), KubeOptions::default())),
+    // The Kubernetes source runs while this is held; the LoadBalancer
+    // allocator and membership need the same config, once the node is known.
+    let (_kube, lb_config) = match kube_config(&a) {
+        Ok(Some(config)) => {
+            (Some(kube_source::spawn(config.clone(), shared.clone(), KubeOptions::default())), Some(config))
+        }
         Ok(None) => {
             source::watch_file(a.cluster_file.clone(), shared.clone(), interval);
-            None
+            (None, None)
         }
         Err(e) => {
             eprintln!("weir-control: {e}");
             return ExitCode::from(2);
         }
+    };
+    let mut lb_config = lb_config;
+    let mut lb: Option<weir_control::lb::LbHandle> = None;
+    let health = match a.health_check_address.as_str() {
+        "off" => None,
+        addr => match addr.parse() {
+            Ok(ip) => Some(HealthServer::start(ip)),
+            Err(e) => {
+                eprintln!("weir-control: --health-check-address {addr:?}: {e}");
+                return ExitCode::from(2);
+            }
+        },
     };
     let mut link = Link::new(a.dataplane.clone());
     // The CNI server runs on its own threads while this is held.
@@ -171,7 +215,35 @@ fn run(a: RunArgs) -> ExitCode {
             }
         }
     }
-    let settings = Settings::default();
+    // weirctl's queries (net, group and rule list, control-status) run while this is held.
+    let _query = (a.control_socket != "off")
+        .then(|| {
+            use weir_control::query;
+            let source = query::source_name(a.kube_url.as_deref(), a.kube, a.cluster_file.as_deref());
+            let ctx = query::Context {
+                source,
+                node: a.node.clone(),
+                dataplane: a.dataplane.clone(),
+                metrics: Some(metrics.clone()),
+            };
+            match query::serve(std::path::Path::new(&a.control_socket), shared.clone(), ctx) {
+                Ok(q) => {
+                    println!("weir-control: queries on {}", q.path().display());
+                    Some(q)
+                }
+                Err(e) => {
+                    eprintln!("weir-control: warning: {e}; running without the query socket");
+                    None
+                }
+            }
+        })
+        .flatten();
+    let mut settings = Settings::default();
+    if lb_config.is_some() {
+        // Nobody is known alive before the first membership list: announce
+        // nothing rather than guess.
+        settings.live_nodes = Some(BTreeSet::new());
+    }
     // The tables last computed (objects version, node), and the last error
     // shown (each shown once).
     let mut cache = None;
@@ -182,7 +254,38 @@ fn run(a: RunArgs) -> ExitCode {
         if let Some(e) = shared.take_error() {
             eprintln!("weir-control: {e}");
         }
-        let result = step(&mut link, &shared, a.node.as_deref(), &settings, &mut cache, &mut last_warnings, &metrics);
+        // Kubernetes: the allocator and this node's membership run once the
+        // node is known (from --node or the dataplane), and the nodes alive
+        // decide who announces LoadBalancer IPs.
+        if let Some(node) = a.node.clone().or_else(|| link.node.clone()) {
+            if let Some(config) = lb_config.take() {
+                let opts = weir_control::lb::LbOptions {
+                    namespace: a.lb_namespace.clone(),
+                    node: node.clone(),
+                    identity: node,
+                    lease_duration: Duration::from_secs(a.leader_lease_seconds.max(1)),
+                    membership_duration: Duration::from_secs(a.membership_lease_seconds.max(1)),
+                    ..Default::default()
+                };
+                lb = Some(weir_control::lb::spawn(config, shared.clone(), opts));
+            }
+        }
+        if let Some(lb) = &lb {
+            settings.live_nodes = lb.live_nodes().or_else(|| Some(Default::default()));
+        }
+        let file_mode = _kube.is_none();
+        let round = Round {
+            shared: &shared,
+            node: a.node.as_deref(),
+            settings: &settings,
+            file_mode,
+            health: health.as_ref(),
+            metrics: &metrics,
+        };
+        let result = step(&mut link, &round, &mut cache, &mut last_warnings);
+        if let Some(lb) = &lb {
+            lb.set_healthy(result.is_ok());
+        }
         match result {
             Ok(Some(p)) => {
                 last_error.clear();
@@ -229,21 +332,33 @@ fn kube_config(a: &RunArgs) -> Result<Option<kube::Config>, String> {
     config.map(Some).map_err(|e| format!("--kube: no Kubernetes config (neither in-cluster nor KUBECONFIG): {e}"))
 }
 
-/// Tables computed for (objects version, node).
-type Cache = Option<(u64, String, weir_dataplane::api::ClusterTables)>;
+/// Tables computed for (objects version, node, nodes alive).
+type Cache = Option<(u64, String, Option<BTreeSet<String>>, weir_dataplane::api::ClusterTables)>;
+
+/// What a round works from: the objects, the node (else the dataplane's),
+/// how to compute, and where results go besides the dataplane.
+#[derive(Clone, Copy)]
+struct Round<'a> {
+    shared: &'a Shared,
+    node: Option<&'a str>,
+    settings: &'a Settings,
+    /// A cluster file: LoadBalancer IPs are allocated here (no API to
+    /// write them to).
+    file_mode: bool,
+    health: Option<&'a HealthServer>,
+    metrics: &'a Metrics,
+}
 
 /// One round: if the source is ready, compute the tables when the objects
 /// changed, and push (a push with nothing changed is one handshake, which
 /// also notices a restarted dataplane and resyncs it).
 fn step(
     link: &mut Link,
-    shared: &Shared,
-    node: Option<&str>,
-    settings: &Settings,
+    r: &Round,
     cache: &mut Cache,
     last_warnings: &mut Vec<String>,
-    metrics: &Metrics,
 ) -> Result<Option<Pushed>, String> {
+    let Round { shared, node, settings, file_mode, health, metrics } = *r;
     if !shared.ready() {
         return Ok(None); // not every store listed yet: push nothing
     }
@@ -254,10 +369,20 @@ fn step(
             None => link.hello()?.0,
         },
     };
-    let fresh = matches!(cache, Some((v, n, _)) if *v == shared.version() && *n == node);
+    let fresh =
+        matches!(cache, Some((v, n, l, _)) if *v == shared.version() && *n == node && *l == settings.live_nodes);
     if !fresh {
-        let Some((version, objs)) = shared.snapshot() else { return Ok(None) };
-        let (tables, warnings) = compute(&objs, &node, settings)?;
+        let Some((version, mut objs)) = shared.snapshot() else { return Ok(None) };
+        // No API to write status to from a cluster file: every node
+        // allocates its LoadBalancer IPs itself, all to the same answer.
+        let lb_problems = if file_mode { weir_control::lb::allocate_in_place(&mut objs) } else { Vec::new() };
+        let (tables, mut warnings) = compute(&objs, &node, settings)?;
+        warnings.extend(lb_problems);
+        let (checks, health_warnings) = weir_control::announce::health_checks(&objs, &node);
+        warnings.extend(health_warnings);
+        if let Some(h) = health {
+            h.set(&checks);
+        }
         if warnings != *last_warnings {
             for w in &warnings {
                 eprintln!("weir-control: warning: {w}");
@@ -265,9 +390,9 @@ fn step(
             *last_warnings = warnings;
         }
         metrics.set_tables(&tables);
-        *cache = Some((version, node, tables));
+        *cache = Some((version, node, settings.live_nodes.clone(), tables));
     }
-    let Some((_, _, tables)) = cache.as_ref() else { return Ok(None) };
+    let Some((_, _, _, tables)) = cache.as_ref() else { return Ok(None) };
     let t0 = Instant::now();
     let p = link.push(tables)?;
     match p {

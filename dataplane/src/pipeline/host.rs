@@ -166,6 +166,7 @@ mod tests {
             underlay: "192.168.50.0/24".parse().unwrap(),
             gateway: underlay_gateway,
             host: Some(HOST),
+            announced: Vec::new(),
         });
         t.add_remote_route(
             0,

@@ -187,7 +187,8 @@ pub fn set_outer_dst<B: PacketBuf>(pkt: &mut B, mac: MacAddr) {
     }
 }
 
-/// ARP on the uplink: answer requests for the node IP, and report what the
+/// ARP on the uplink: answer requests for the node IP and the LoadBalancer
+/// IPs the node announces, and report what the
 /// sender's addresses say (requests and replies alike) when the tables do not
 /// know it yet.
 pub(crate) fn uplink_arp_input<E: Events>(t: &Tables, o: &Overlay, frame: &mut [u8], ev: &mut E) -> Action {
@@ -215,6 +216,10 @@ pub(crate) fn uplink_arp_input<E: Events>(t: &Tables, o: &Overlay, frame: &mut [
     match a.operation() {
         arp::OP_REQUEST if target == o.node_ip && sender_mac.is_unicast() && sender_ip != target => {
             super::arp_answer(&mut eth, &mut a, o.uplink_mac, o.node_ip)
+        }
+        // A LoadBalancer IP this node was elected to announce.
+        arp::OP_REQUEST if sender_mac.is_unicast() && sender_ip != target && o.announces(target) => {
+            super::arp_answer(&mut eth, &mut a, o.uplink_mac, target)
         }
         arp::OP_REPLY if dst == o.uplink_mac || target == o.node_ip || sender_ip == target => {
             Action::Consumed(super::Consumed::ArpOnUplink)

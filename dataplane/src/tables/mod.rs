@@ -162,11 +162,19 @@ pub struct Overlay {
     pub gateway: Option<Ipv4Addr>,
     /// The port to the node's kernel, if there is one (the host path).
     pub host: Option<PortId>,
+    /// LoadBalancer IPs this node answers ARP for on the uplink, sorted
+    /// (a handful: the VIPs it was elected to announce).
+    pub announced: Vec<Ipv4Addr>,
 }
 
 impl Overlay {
     /// The next hop on the underlay for `dst`: itself when on-link, else the
     /// underlay gateway.
+    #[inline]
+    pub fn announces(&self, ip: Ipv4Addr) -> bool {
+        self.announced.binary_search(&ip).is_ok()
+    }
+
     #[inline]
     pub fn next_hop(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
         if self.underlay.contains(dst) {

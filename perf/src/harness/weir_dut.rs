@@ -270,6 +270,7 @@ mod tests {
                 underlay: cfg.node.underlay_cidr.unwrap(),
                 gateway: None,
                 host: None,
+                announced: Vec::new(),
             });
             for r in &cfg.remote_nodes {
                 let hop = Hop::Remote { vtep: r.node_ip, vtep_mac: r.vtep_mac, net: DEFAULT_NETWORK };

@@ -107,6 +107,7 @@ fn tables(moving: &str) -> Tables {
         underlay: "192.168.50.0/24".parse().unwrap(),
         gateway: None,
         host: None,
+        announced: Vec::new(),
     });
     t.neighbours.insert(CLIENT.0, CLIENT.1);
     t.services = ServiceTable::build(&cfg).unwrap();

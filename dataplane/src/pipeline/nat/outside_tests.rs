@@ -136,6 +136,7 @@ fn tables_from(cfg: &NodeConfig) -> Tables {
         underlay: "192.168.50.0/24".parse().unwrap(),
         gateway: None,
         host: None,
+        announced: Vec::new(),
     });
     let hop = Hop::Remote { vtep: NODE2_IP, vtep_mac: MacAddr([2, 0xfe, 0, 0, 0, 2]), net: 0 };
     t.add_remote_route(0, "10.2.0.0/24".parse().unwrap(), hop);

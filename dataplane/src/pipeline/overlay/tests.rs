@@ -187,6 +187,7 @@ fn overlay() -> Overlay {
         underlay: "192.168.50.0/24".parse().unwrap(),
         gateway: None,
         host: None,
+        announced: Vec::new(),
     }
 }
 
@@ -1277,6 +1278,42 @@ fn uplink_arp() {
     for c in uplink_arp_cases() {
         run(&t, &c);
     }
+}
+
+/// A LoadBalancer IP the node announces is answered with the uplink MAC
+/// like the node IP; one it does not announce is not, and another node's
+/// gratuitous ARP for it is used up, not answered.
+#[test]
+fn announced_load_balancer_ips_are_answered() {
+    use DropReason::ArpNotForUs;
+    let vip = Ipv4Addr::new(192, 168, 50, 100);
+    let other_vip = Ipv4Addr::new(192, 168, 50, 101);
+    let mut t = tables();
+    if let Some(o) = &mut t.overlay {
+        o.announced = vec![vip];
+    }
+    let vip_is_at = |to: (MacAddr, Ipv4Addr)| {
+        let mut f = node_is_at(to);
+        f[28..32].copy_from_slice(&vip.octets());
+        f
+    };
+    let cases = vec![
+        Case::reply("who has the VIP", UPLINK, who_has(PEER, vip), ReplyKind::ArpReply, vip_is_at(PEER)),
+        Case::reply("who has the VIP, new sender", UPLINK, who_has(NEW, vip), ReplyKind::ArpReply, vip_is_at(NEW))
+            .events(&[NEW]),
+        Case::drop("who has a VIP announced elsewhere", UPLINK, who_has(PEER, other_vip), ArpNotForUs),
+        // Reported like any underlay neighbour's announcement.
+        Case::consumed("another node's gratuitous ARP for the VIP", who_has((OTHER_MAC, vip), vip))
+            .events(&[(OTHER_MAC, vip)]),
+    ];
+    for c in cases {
+        run(&t, &c);
+    }
+    // Not announced any more: no longer answered.
+    if let Some(o) = &mut t.overlay {
+        o.announced.clear();
+    }
+    run(&t, &Case::drop("who has the VIP, not announced", UPLINK, who_has(PEER, vip), ArpNotForUs));
 }
 
 /// The brief's case, both ways: a request for the node IP from the peer is
