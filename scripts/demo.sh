@@ -4,7 +4,8 @@
 # and weir-control) on a bridged "underlay" with an outside client, and the
 # file's six pods on veth links driven by DPDK's af_packet driver. It shows
 # pods reaching each other over VXLAN, the ClusterIP Service spreading over
-# backends on both nodes, the NodePort reached from outside, the
+# backends on both nodes, the NodePort reached from outside, a LoadBalancer
+# IP from a pool announced by ARP (and its healthCheckNodePort), the
 # NetworkPolicy letting only the client reach the database, the Contiv demo
 # (icmpPol: no ping into noping-epg, TCP still fine), and what weirctl
 # shows. Every step checks its result. Torn down on exit or Ctrl-C.
@@ -137,7 +138,10 @@ CFG
         sleep 0.1
     done
     say "weir-control -s n$n.sock (the embedded demo cluster)"
-    "$BIN/weir-control" -s "$WORK/n$n.sock" --metrics "127.0.0.1:931$n" >"$WORK/control$n.log" 2>&1 &
+    # (Both agents run in this namespace here: each serves its health
+    # checks on its own loopback address instead of the node IP.)
+    "$BIN/weir-control" -s "$WORK/n$n.sock" --metrics "127.0.0.1:931$n" --control-socket "$WORK/control$n.sock" \
+        --health-check-address "127.0.0.$n" >"$WORK/control$n.log" 2>&1 &
     CONTROL_PIDS+=($!)
     for _ in $(seq 100); do
         "$BIN/weirctl" -s "$WORK/n$n.sock" hello 2>/dev/null | grep -q "control generation" && break
@@ -192,6 +196,19 @@ expect "both backends answered" "$seen" "web-1.*web-2|web-2.*web-1"
 say "NodePort web-external :30080 from outside the cluster (externalTrafficPolicy Cluster: the backend sees node1)"
 got=$(ask outside 192.168.50.1 30080); expect "outside → node1:30080" "$got" "^web-[12] 192.168.50.1$"
 
+say "LoadBalancer web-lb: 192.168.50.100 from demo-pool, announced by ARP by one node with a ready endpoint (Local)"
+for n in 1 2; do
+    announced=$("$BIN/weirctl" -s "$WORK/n$n.sock" -o json stats |
+        python3 -c 'import json, sys; print(" ".join((json.load(sys.stdin).get("overlay") or {}).get("announced", [])))')
+    if [ "$announced" = 192.168.50.100 ]; then
+        echo "  node$n announces 192.168.50.100"; speaker=$n
+    fi
+done
+[ -n "${speaker:-}" ] || { echo "demo.sh: nobody announces 192.168.50.100" >&2; exit 1; }
+got=$(ask outside 192.168.50.100 80); expect "outside → 192.168.50.100:80 (client address kept)" "$got" "^web-$speaker 192.168.50.9$"
+ip -n "$TAG-x" neigh show 192.168.50.100 | sed 's/^/  client ARP: /'
+got=$(curl -s -m 5 "http://127.0.0.$speaker:32100/"); expect "healthCheckNodePort 32100 on node$speaker" "$got" '"localEndpoints":1'
+
 say "NetworkPolicy db-from-client: only app=client reaches the database (TCP 6379)"
 expect "client-1 → db 10.96.0.20:6379" "$(ask client-1 10.96.0.20 6379)" "^db-1 "
 expect "web-1 → db (no policy allows it)" "$(ask web-1 10.96.0.20 6379)" "^timeout$"
@@ -232,6 +249,15 @@ for n in 1 2; do
     say "weirctl stats (node$n)"
     "$BIN/weirctl" -s "$WORK/n$n.sock" stats
 done
+say "weirctl's views of node2: ports, the Contiv model (netctl style), Services, flows, rule hits"
+ctl2() { "$BIN/weirctl" -s "$WORK/n2.sock" --control-socket "$WORK/control2.sock" "$@"; }
+ctl2 ports
+ctl2 net list
+ctl2 group list
+ctl2 rule list
+ctl2 services
+ctl2 rules
+ctl2 drops
 say "a few of node2's metrics (http://127.0.0.1:9312/metrics)"
 python3 -c '
 import urllib.request

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config iproute2 iputils-ping ethtool
-      procps psmisc netcat-openbsd python3
+      procps psmisc netcat-openbsd python3 tshark
       podman containernetworking-plugins busybox-static runc)
 
 need_root() {

@@ -34,7 +34,9 @@ step "namespace tests"
 cargo test -p weir-dataplane --test netns -- --test-threads=1
 cargo test -p weir-dataplane --test overlay -- --test-threads=1
 cargo test -p weir-dataplane --test services -- --test-threads=1
+cargo test -p weir-dataplane --test inspect -- --test-threads=1
 cargo test -p weir-dataplane --test cluster -- --test-threads=1
+cargo test -p weir-dataplane --test weirctl -- --test-threads=1
 cargo test -p weir-dataplane --test loadbalancer -- --test-threads=1
 cargo test -p weir-dataplane --test cni -- --test-threads=1
 

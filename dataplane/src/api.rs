@@ -148,6 +148,46 @@ pub enum Request {
         what: String,
     },
     Shutdown,
+    /// The path a described packet would take (`weirctl explain`): the
+    /// workers' pipeline run on it as a dry run against the live tables.
+    /// Answered `explained`.
+    Explain {
+        packet: crate::inspect::PacketSpec,
+    },
+    /// Arms tracing of the next `count` packets `filter` matches, for at
+    /// most `timeout_ms`. Answered `inspect_started`; the session is polled
+    /// with `inspect_poll` on the same connection, and ends when that
+    /// connection closes.
+    TraceStart {
+        #[serde(default)]
+        filter: crate::inspect::FilterSpec,
+        count: u32,
+        timeout_ms: u64,
+    },
+    /// Arms capture of `port`'s packets (`dir`) that `filter` matches: at
+    /// most `count` packets, for at most `duration_ms`, `snaplen` bytes of
+    /// each. Answered and polled like `trace_start`.
+    CaptureStart {
+        port: String,
+        #[serde(default)]
+        dir: crate::inspect::CaptureDir,
+        #[serde(default)]
+        filter: crate::inspect::FilterSpec,
+        #[serde(default)]
+        count: Option<u64>,
+        #[serde(default)]
+        duration_ms: Option<u64>,
+        #[serde(default)]
+        snaplen: Option<u32>,
+    },
+    /// What a trace or capture session recorded since the last poll.
+    InspectPoll {
+        session: u64,
+    },
+    /// Ends a trace or capture session now; answered like a last poll.
+    InspectStop {
+        session: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -182,6 +222,27 @@ pub enum Reply {
     },
     Error {
         message: String,
+    },
+    /// The answer to `Explain`.
+    Explained(crate::inspect::Explanation),
+    /// A trace or capture session is armed.
+    InspectStarted {
+        session: u64,
+    },
+    /// Packets a trace recorded since the last poll; `done` (why it ended)
+    /// in its last answer.
+    Traced {
+        session: u64,
+        packets: Vec<crate::inspect::TracedPacket>,
+        done: Option<String>,
+    },
+    /// Packets a capture took since the last poll, and how many matching
+    /// packets it could not take so far (its queue was full).
+    Captured {
+        session: u64,
+        packets: Vec<crate::inspect::CapturedPacket>,
+        lost: u64,
+        done: Option<String>,
     },
 }
 

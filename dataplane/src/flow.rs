@@ -240,7 +240,7 @@ impl FlowTable {
 
     /// Reads slot `i` consistently: (key words, value words, seen), or None
     /// when it is empty or being written.
-    #[inline]
+    #[inline(always)]
     fn read(&self, i: usize) -> Option<Raw> {
         let s = &self.slots[i];
         for _ in 0..4 {
@@ -275,6 +275,17 @@ impl FlowTable {
     /// caller that also picks a backend with it hashes once.
     #[inline]
     pub fn lookup_hashed(&self, key: &FlowKey, hash: u64, now_ms: u64) -> Option<FlowEntry> {
+        self.find(key, hash, now_ms, true)
+    }
+
+    /// The live entry for `key`, leaving it as it is (not marked seen): a
+    /// look that changes nothing (`weirctl explain`).
+    pub fn peek_hashed(&self, key: &FlowKey, hash: u64, now_ms: u64) -> Option<FlowEntry> {
+        self.find(key, hash, now_ms, false)
+    }
+
+    #[inline(always)]
+    fn find(&self, key: &FlowKey, hash: u64, now_ms: u64, touch: bool) -> Option<FlowEntry> {
         let (ka, kb) = key.words();
         for i in self.candidates(hash) {
             let Some(r) = self.read(i) else { continue };
@@ -284,7 +295,7 @@ impl FlowTable {
                 }
                 let timeout = (r.seen >> SEEN_BITS) as u32;
                 // Refresh only when the clock moved: one store per ms, not per packet.
-                if r.seen & SEEN_MASK != now_ms & SEEN_MASK {
+                if touch && r.seen & SEEN_MASK != now_ms & SEEN_MASK {
                     self.slots[i].seen.store(pack_seen(now_ms, timeout), Ordering::Relaxed);
                 }
                 return Some(FlowEntry::from_words(r.va, r.vb, r.vc, timeout));
@@ -457,6 +468,18 @@ mod tests {
         assert!(t.remove(&key(1)));
         assert_eq!(t.lookup(&key(1), 41), None);
         assert!(!t.remove(&key(9)));
+    }
+
+    #[test]
+    fn peek_does_not_keep_an_entry_alive() {
+        let t = FlowTable::new(64);
+        t.insert(&key(1), &entry(1), 0).unwrap();
+        // A peek finds it but does not mark it seen: it still expires 1000 ms
+        // after its insertion.
+        assert_eq!(t.peek_hashed(&key(1), key(1).hash(), 900), Some(entry(1)));
+        assert_eq!(t.peek_hashed(&key(1), key(1).hash(), 1001), None);
+        assert_eq!(t.lookup(&key(1), 1001), None, "expired: the peek at 900 did not refresh it");
+        assert_eq!(t.peek_hashed(&key(2), key(2).hash(), 0), None);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Everything that decides what happens to a packet (`wire`, `pipeline`,
 //! `tables`) is plain Rust over byte buffers and builds without DPDK, as do
-//! `config`, `api`, `snapshot`, `stats` and `mgmt` (the management protocol).
+//! `config`, `api`, `snapshot`, `stats`, `mgmt` (the management protocol) and
+//! `inspect` (explain, trace and capture).
 //! The `dpdk` feature adds the safe DPDK layer (`dpdk`, the only module with
 //! `unsafe`), the workers (`worker`), the node runtime (`node`) and the binary.
 #![deny(unsafe_code)]
@@ -10,6 +11,7 @@
 pub mod api;
 pub mod config;
 pub mod flow;
+pub mod inspect;
 pub mod mgmt;
 pub mod neighbour;
 pub mod pipeline;

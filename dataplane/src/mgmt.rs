@@ -2,6 +2,8 @@
 //! [`Request`] and each answer a JSON [`Reply`] line. Connections are served on
 //! their own threads; requests are handed to the management thread over a
 //! channel, so every change to ports and tables happens on that one thread.
+//! A trace or capture session lives as long as the connection that started
+//! it: when that connection closes, its sessions are stopped.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -48,6 +50,19 @@ pub fn serve(path: &Path) -> Result<Receiver<Call>, String> {
 }
 
 fn serve_conn(conn: UnixStream, calls: Sender<Call>) {
+    // Trace and capture sessions started on this connection end with it:
+    // a weirctl that goes away (killed, Ctrl-C) leaves nothing armed.
+    let mut sessions = Vec::new();
+    serve_requests(conn, &calls, &mut sessions);
+    for session in sessions {
+        let (rtx, rrx) = bounded(1);
+        if calls.send((Request::InspectStop { session }, rtx)).is_ok() {
+            let _ = rrx.recv();
+        }
+    }
+}
+
+fn serve_requests(conn: UnixStream, calls: &Sender<Call>, sessions: &mut Vec<u64>) {
     let Ok(write_half) = conn.try_clone() else {
         return;
     };
@@ -76,11 +91,49 @@ fn serve_conn(conn: UnixStream, calls: Sender<Call>) {
                 }
             }
         };
+        match &reply {
+            Reply::InspectStarted { session } => sessions.push(*session),
+            Reply::Traced { session, done: Some(_), .. } | Reply::Captured { session, done: Some(_), .. } => {
+                sessions.retain(|s| s != session)
+            }
+            _ => {}
+        }
         let Ok(text) = serde_json::to_string(&reply) else {
             return;
         };
         if writeln!(out, "{text}").and_then(|_| out.flush()).is_err() {
             return;
+        }
+    }
+}
+
+/// Client side: one connection for several requests (a trace or capture
+/// session lives as long as the connection that started it).
+pub struct Client {
+    input: BufReader<UnixStream>,
+    out: UnixStream,
+    path: std::path::PathBuf,
+}
+
+impl Client {
+    /// Connects; a reply that takes longer than `timeout` is an error.
+    pub fn connect(path: &Path, timeout: std::time::Duration) -> Result<Client, String> {
+        let out = UnixStream::connect(path).map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
+        out.set_read_timeout(Some(timeout)).map_err(|e| format!("{}: {e}", path.display()))?;
+        let input = BufReader::new(out.try_clone().map_err(|e| format!("{}: {e}", path.display()))?);
+        Ok(Client { input, out, path: path.to_path_buf() })
+    }
+
+    /// Sends one request and reads its reply.
+    pub fn call(&mut self, req: &Request) -> Result<Reply, String> {
+        let p = self.path.display();
+        let text = serde_json::to_string(req).map_err(|e| e.to_string())?;
+        writeln!(self.out, "{text}").map_err(|e| format!("write to {p}: {e}"))?;
+        let mut line = String::new();
+        match self.input.read_line(&mut line) {
+            Ok(0) => Err(format!("{p}: the dataplane closed the connection")),
+            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("bad reply {line:?}: {e}")),
+            Err(e) => Err(format!("read from {p}: {e}")),
         }
     }
 }

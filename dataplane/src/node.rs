@@ -19,6 +19,7 @@ use crate::api::{
 use crate::config::{validate_port, ForwardMode, NodeConfig, PortConfig, PortKind};
 use crate::dpdk::{port, Eal, Mempool, TxBuffer};
 use crate::flow::FlowTable;
+use crate::inspect::{Clock, Sessions, Tap};
 use crate::neighbour::{Effects, NeighEvent, Neighbours, Timers};
 use crate::pipeline::{host, overlay, Consumed, DropReason, PacketBuf, ReplyKind};
 use crate::snapshot::Snapshot;
@@ -78,6 +79,8 @@ pub struct Node<'e> {
     /// changes (not at every publication: neighbour changes publish too).
     services: ServiceTable,
     acl: Arc<AclTable>,
+    /// weirctl trace and capture sessions, and the tap workers check.
+    inspect: Sessions,
 }
 
 impl<'e> Node<'e> {
@@ -106,6 +109,7 @@ impl<'e> Node<'e> {
             control_generation: None,
             services: ServiceTable::default(),
             acl: Arc::default(),
+            inspect: Sessions::new(Arc::default()),
         })
     }
 
@@ -117,6 +121,11 @@ impl<'e> Node<'e> {
     /// Where workers report neighbour events.
     pub fn events(&self) -> Arc<ArrayQueue<NeighEvent>> {
         Arc::clone(&self.events)
+    }
+
+    /// What workers check for weirctl trace and capture.
+    pub fn tap(&self) -> Arc<Tap> {
+        self.inspect.tap()
     }
 
     pub fn snapshot(&self) -> &Arc<Snapshot<Tables>> {
@@ -385,6 +394,9 @@ impl<'e> Node<'e> {
         if fx.changed {
             self.publish();
         }
+        if self.inspect.active() {
+            self.tick_inspect();
+        }
     }
 
     pub fn add_port(&mut self, p: PortConfig) -> Result<u64, String> {
@@ -588,6 +600,11 @@ impl<'e> Node<'e> {
             Request::RemovePort { name } => applied(self.remove_port(&name)),
             Request::SetServices { services } => applied(self.set_services(services)),
             Request::Shutdown => Reply::Applied { generation: self.generation },
+            r @ (Request::Explain { .. }
+            | Request::TraceStart { .. }
+            | Request::CaptureStart { .. }
+            | Request::InspectPoll { .. }
+            | Request::InspectStop { .. }) => self.inspect(r),
         }
     }
 
@@ -653,3 +670,65 @@ fn instance_id() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 48)
 }
 
+/// weirctl explain, trace and capture (`crate::inspect`).
+impl Node<'_> {
+    /// The workers' clock, ms (what their `Nat` runs on).
+    fn now_ms(&self) -> u64 {
+        crate::dpdk::tsc() / (crate::dpdk::tsc_hz() / 1000).max(1)
+    }
+
+    fn clock() -> Clock {
+        let wall_ns =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        Clock { tsc: crate::dpdk::tsc(), tsc_hz: crate::dpdk::tsc_hz(), wall_ns }
+    }
+
+    fn inspect(&mut self, req: Request) -> Reply {
+        let t = self.snapshot.get();
+        let now = Instant::now();
+        let clock = Self::clock();
+        let snapshot = &self.snapshot;
+        let mut sync = || {
+            if !snapshot.synchronize(SYNC_TIMEOUT) {
+                eprintln!("weir-dataplane: warning: a worker did not pass a quiescent state within {SYNC_TIMEOUT:?}");
+            }
+        };
+        let off = || Reply::Error {
+            message: "this weir-dataplane was built without the trace feature: no trace or capture".into(),
+        };
+        let started = |r: Result<u64, String>| match r {
+            Ok(session) => Reply::InspectStarted { session },
+            Err(message) => Reply::Error { message },
+        };
+        match req {
+            Request::Explain { packet } => match crate::inspect::explain(&t, &self.flows, self.now_ms(), &packet) {
+                Ok(e) => Reply::Explained(e),
+                Err(message) => Reply::Error { message: format!("explain: {message}") },
+            },
+            Request::TraceStart { .. } | Request::CaptureStart { .. } if !crate::inspect::INSPECT => off(),
+            Request::TraceStart { filter, count, timeout_ms } => {
+                started(self.inspect.start_trace(&t, &filter, count, Duration::from_millis(timeout_ms), now))
+            }
+            Request::CaptureStart { port, dir, filter, count, duration_ms, snaplen } => {
+                let duration = duration_ms.map(Duration::from_millis);
+                started(self.inspect.start_capture(&t, &port, dir, &filter, count, duration, snaplen, now))
+            }
+            Request::InspectPoll { session } => self.inspect.poll(session, &t, &clock, now, &mut sync),
+            Request::InspectStop { session } => self.inspect.stop(session, &t, &clock, now, &mut sync),
+            other => Reply::Error { message: format!("not an inspect request: {other:?}") },
+        }
+    }
+
+    /// Drains what workers traced and captured; ends sessions that are over.
+    fn tick_inspect(&mut self) {
+        let t = self.snapshot.get();
+        let clock = Self::clock();
+        let snapshot = &self.snapshot;
+        let mut sync = || {
+            if !snapshot.synchronize(SYNC_TIMEOUT) {
+                eprintln!("weir-dataplane: warning: a worker did not pass a quiescent state within {SYNC_TIMEOUT:?}");
+            }
+        };
+        self.inspect.tick(&t, &clock, Instant::now(), &mut sync);
+    }
+}

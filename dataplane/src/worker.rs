@@ -8,6 +8,12 @@
 //! through a lock-free queue, resolves the neighbour by ARP and publishes it,
 //! and the next loop that sees it sends them. They are dropped after
 //! [`PENDING_TIMEOUT`] (counted as `neighbour_timeout`).
+//!
+//! `weirctl trace` and `capture` reach workers through the [`Tap`]: read
+//! once per loop (one atomic load, compiled out with the `trace` feature
+//! off); while nothing is armed each burst runs the plain pipeline
+//! (`inspect::rx_burst`), and the tx side checks the same value before a
+//! burst goes out.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,9 +25,11 @@ use crossbeam::queue::ArrayQueue;
 use crate::config::ForwardMode;
 use crate::dpdk::{self, Mbuf, RxBurst, TxBuffer};
 use crate::flow::FlowTable;
+use crate::inspect::tap::{capture_tx, CAPTURE_TX};
+use crate::inspect::{rx_burst, Burst, Tap, INSPECT};
 use crate::neighbour::NeighEvent;
 use crate::pipeline::nat::Nat;
-use crate::pipeline::{self, overlay, Action, DropReason, Events};
+use crate::pipeline::{overlay, Action, DropReason, Events};
 use crate::snapshot::Reader;
 use crate::stats::{SharedCounters, WorkerCounters};
 use crate::tables::{PortId, Tables, MAX_PORTS};
@@ -85,7 +93,17 @@ impl Pending {
     }
 
     /// Sends what can be sent now, drops what waited too long.
-    fn service(&mut self, t: &Tables, now: u64, tx: &mut [TxBuffer], dirty: &mut Dirty, txq: u16, c: &WorkerCounters) {
+    #[allow(clippy::too_many_arguments)]
+    fn service(
+        &mut self,
+        t: &Tables,
+        now: u64,
+        tx: &mut [TxBuffer],
+        dirty: &mut Dirty,
+        txq: u16,
+        c: &WorkerCounters,
+        tt: TxTap,
+    ) {
         let mut i = 0;
         while i < self.slots.len() {
             let s = &self.slots[i];
@@ -98,7 +116,7 @@ impl Pending {
             match mac {
                 Some(mac) if t.port(w.port).is_some() => {
                     overlay::set_outer_dst(&mut w.pkt, mac);
-                    enqueue(tx, dirty, w.port, w.pkt, txq, c);
+                    enqueue(tx, dirty, w.port, w.pkt, txq, c, tt);
                 }
                 Some(_) => c.drop_reason(DropReason::PortGone, 1),
                 None => c.drop_reason(DropReason::NeighbourTimeout, 1),
@@ -114,15 +132,32 @@ struct Dirty {
     n: usize,
 }
 
+/// The tx side's view of the tap this loop.
+#[derive(Clone, Copy)]
+struct TxTap<'a> {
+    tap: &'a Tap,
+    flags: u8,
+}
+
+impl TxTap<'_> {
+    /// Copies the burst about to go out of `port` when tx capture is armed.
+    #[inline(always)]
+    fn before_flush(&self, port: PortId, buf: &TxBuffer) {
+        if INSPECT && self.flags & CAPTURE_TX != 0 {
+            capture_tx(self.tap, port, buf.frames(), dpdk::tsc());
+        }
+    }
+}
+
 #[inline]
-fn enqueue(tx: &mut [TxBuffer], dirty: &mut Dirty, out: PortId, m: Mbuf, txq: u16, c: &WorkerCounters) {
+fn enqueue(tx: &mut [TxBuffer], dirty: &mut Dirty, out: PortId, m: Mbuf, txq: u16, c: &WorkerCounters, tt: TxTap) {
     let o = usize::from(out);
     if o >= MAX_PORTS {
         c.drop_reason(DropReason::PortGone, 1);
         return;
     }
     if tx[o].is_full() {
-        flush(&mut tx[o], out, txq, c);
+        flush(&mut tx[o], out, txq, c, tt);
     }
     if tx[o].push(m).is_err() {
         c.drop_reason(DropReason::TxFull, 1);
@@ -140,6 +175,7 @@ pub fn run(
     counters: SharedCounters,
     events: Arc<ArrayQueue<NeighEvent>>,
     flows: Arc<FlowTable>,
+    tap: Arc<Tap>,
     stop: Arc<AtomicBool>,
 ) {
     let txq = cfg.id as u16;
@@ -157,11 +193,20 @@ pub fn run(
 
     while !stop.load(Ordering::Relaxed) {
         let t = tables.load();
-        let nat = Nat { flows: &flows, now_ms: dpdk::tsc() / tsc_per_ms, worker: cfg.id as u16, workers: t.rx_plan.len() as u16 };
+        let nat = Nat {
+            flows: &flows,
+            now_ms: dpdk::tsc() / tsc_per_ms,
+            worker: cfg.id as u16,
+            workers: t.rx_plan.len() as u16,
+            dry: None,
+        };
+        // What weirctl trace / capture armed: one load per loop.
+        let flags = if INSPECT { tap.flags() } else { 0 };
+        let tt = TxTap { tap: &tap, flags };
         let mut got = 0usize;
         let plan = t.rx_plan.get(cfg.id).map(Vec::as_slice).unwrap_or(&[]);
         if !pending.slots.is_empty() {
-            pending.service(t, dpdk::tsc(), &mut tx, &mut dirty, txq, c);
+            pending.service(t, dpdk::tsc(), &mut tx, &mut dirty, txq, c, tt);
         }
         for rq in plan {
             let n = rx.fill(rq.port, rq.queue, cfg.burst);
@@ -187,32 +232,42 @@ pub fn run(
                 continue;
             }
             pc.rx_bytes.add(rx.bytes());
-            for mut m in &mut rx {
-                let out = match pipeline::process_full(t, Some(&nat), rq.port, &mut m, &mut ev) {
+            let in_port = rq.port;
+            let b = Burst {
+                tables: t,
+                nat: &nat,
+                tap: &tap,
+                flags,
+                worker: cfg.id as u16,
+                port: in_port,
+                clock: dpdk::tsc,
+            };
+            rx_burst::<INSPECT, _, _, _, _>(&b, &mut rx, &mut ev, |m, a| {
+                let out = match a {
                     Action::Forward(p) => p,
                     Action::Reply(kind) => {
                         c.reply(kind, 1);
-                        rq.port
+                        in_port
                     }
                     Action::Drop(reason) => {
                         c.drop_reason(reason, 1);
-                        continue; // m is freed here
+                        return; // m is freed here
                     }
                     Action::Consumed(kind) => {
                         c.consumed[kind as usize].add(1);
-                        continue;
+                        return;
                     }
                     Action::Resolve { port, next_hop } => {
                         let deadline = dpdk::tsc().saturating_add(pending.timeout_tsc);
                         pending.hold(Waiting { pkt: m, port, next_hop, deadline }, &events, c);
-                        continue;
+                        return;
                     }
                 };
-                enqueue(&mut tx, &mut dirty, out, m, txq, c);
-            }
+                enqueue(&mut tx, &mut dirty, out, m, txq, c, tt);
+            });
         }
         for &p in &dirty.ports[..dirty.n] {
-            flush(&mut tx[usize::from(p)], p, txq, c);
+            flush(&mut tx[usize::from(p)], p, txq, c, tt);
             dirty.is[usize::from(p)] = false;
         }
         dirty.n = 0;
@@ -238,7 +293,8 @@ pub fn run(
 }
 
 #[inline]
-fn flush(buf: &mut TxBuffer, port: u16, queue: u16, c: &WorkerCounters) {
+fn flush(buf: &mut TxBuffer, port: u16, queue: u16, c: &WorkerCounters, tt: TxTap) {
+    tt.before_flush(port, buf);
     let f = buf.flush(port, queue);
     let pc = &c.ports[usize::from(port)];
     pc.tx_packets.add(f.sent);

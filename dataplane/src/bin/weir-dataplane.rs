@@ -113,6 +113,7 @@ fn run(cfg: NodeConfig, eal_argv: Vec<String>, stats_interval: u64) -> Result<()
             let reader = node.snapshot().reader(wc.id);
             let events = node.events();
             let flows = node.flows();
+            let tap = node.tap();
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name(format!("weir-w{}", wc.id))
@@ -125,7 +126,7 @@ fn run(cfg: NodeConfig, eal_argv: Vec<String>, stats_interval: u64) -> Result<()
                         stop.store(true, Ordering::SeqCst);
                         return;
                     }
-                    worker::run(wc, reader, c, events, flows, stop);
+                    worker::run(wc, reader, c, events, flows, tap, stop);
                     eal.unregister_thread();
                 })
                 .map_err(|e| format!("cannot start a worker: {e}"))?;

@@ -331,6 +331,24 @@ impl TxBuffer {
         out
     }
 
+    /// The bytes of every packet queued (first segment each), in the order
+    /// they will be sent: what a tx capture copies just before the burst.
+    #[inline]
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.pkts[..self.len].iter().map(|m| {
+            // SAFETY: pkts[..len] are mbufs we own until the flush hands them
+            // to the driver (which needs &mut self); buf_addr + data_off is
+            // the start of data_len initialised bytes inside each buffer.
+            unsafe {
+                let m = &**m;
+                std::slice::from_raw_parts(
+                    (m.buf_addr as *const u8).add(usize::from(m.data_off)),
+                    usize::from(m.data_len),
+                )
+            }
+        })
+    }
+
     /// Frees everything queued without sending (a port that went away).
     pub fn discard(&mut self) -> u64 {
         for m in &self.pkts[..self.len] {

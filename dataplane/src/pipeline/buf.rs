@@ -28,6 +28,35 @@ pub trait PacketBuf {
     }
 }
 
+/// A buffer lent out: what the pipeline does to it, it does to the buffer
+/// (a burst of reused test buffers, `&mut TestBuf`).
+impl<P: PacketBuf + ?Sized> PacketBuf for &mut P {
+    #[inline]
+    fn data(&self) -> &[u8] {
+        (**self).data()
+    }
+    #[inline]
+    fn data_mut(&mut self) -> &mut [u8] {
+        (**self).data_mut()
+    }
+    #[inline]
+    fn prepend(&mut self, n: usize) -> Result<(), NoRoom> {
+        (**self).prepend(n)
+    }
+    #[inline]
+    fn adj(&mut self, n: usize) -> Result<(), NoRoom> {
+        (**self).adj(n)
+    }
+    #[inline]
+    fn trim(&mut self, n: usize) -> Result<(), NoRoom> {
+        (**self).trim(n)
+    }
+    #[inline]
+    fn append(&mut self, n: usize) -> Result<(), NoRoom> {
+        (**self).append(n)
+    }
+}
+
 /// A heap buffer with the same 128-byte headroom as a DPDK mbuf.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestBuf {

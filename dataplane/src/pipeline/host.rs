@@ -14,7 +14,7 @@
 //!   MAC is reported like an underlay neighbour.
 
 use super::overlay::{arp_request_from, encap, ARP_FRAME_LEN};
-use super::{arp_answer, check_ipv4, forward_local, Action, Consumed, DropReason, Events, PacketBuf};
+use super::{arp_answer, checked, forward_local, Action, Consumed, DropReason, Events, PacketBuf, Step, Trace};
 use crate::tables::{Hop, Overlay, Tables, DEFAULT_NETWORK};
 use crate::wire::{arp, ethernet, ipv4};
 
@@ -22,10 +22,12 @@ use Action::{Drop, Forward};
 
 /// Sends a frame to the kernel: destination the kernel's MAC (or wait for it
 /// to be resolved), source weir's gateway MAC.
-pub(crate) fn to_host<B: PacketBuf>(t: &Tables, o: &Overlay, pkt: &mut B) -> Action {
+pub(crate) fn to_host<B: PacketBuf, T: Trace>(t: &Tables, o: &Overlay, pkt: &mut B, tr: &mut T) -> Action {
     let Some(host) = o.host else {
+        tr.note(Step::Note("for the node's kernel, but there is no host port"));
         return Drop(DropReason::LocalNotServed);
     };
+    tr.note(Step::Note("to the node's kernel through the host port"));
     let mac = t.neighbours.get(&o.node_ip).copied();
     let mut eth = ethernet::Frame::new_unchecked(pkt.data_mut());
     eth.set_src(t.gateway_mac);
@@ -39,12 +41,12 @@ pub(crate) fn to_host<B: PacketBuf>(t: &Tables, o: &Overlay, pkt: &mut B) -> Act
 }
 
 /// A pod's packet for the node IP: one router hop (TTL), then to the kernel.
-pub(crate) fn forward_to_host<B: PacketBuf>(t: &Tables, pkt: &mut B) -> Action {
+pub(crate) fn forward_to_host<B: PacketBuf, T: Trace>(t: &Tables, pkt: &mut B, tr: &mut T) -> Action {
     let Some(o) = &t.overlay else {
         return Drop(DropReason::NoRoute);
     };
     ipv4::Packet::new_unchecked(&mut pkt.data_mut()[ethernet::HEADER_LEN..]).decrement_ttl();
-    to_host(t, o, pkt)
+    to_host(t, o, pkt, tr)
 }
 
 /// ARP from the kernel.
@@ -75,13 +77,14 @@ pub(crate) fn host_arp_input<E: Events>(t: &Tables, o: &Overlay, frame: &mut [u8
 }
 
 /// IPv4 from the kernel.
-pub(crate) fn host_ipv4_input<B: PacketBuf>(
+pub(crate) fn host_ipv4_input<B: PacketBuf, T: Trace>(
     t: &Tables,
     o: &Overlay,
     pkt: &mut B,
     nat: Option<&super::nat::Nat>,
+    tr: &mut T,
 ) -> Action {
-    let mut m = match check_ipv4(pkt.data(), t.gateway_mac) {
+    let mut m = match checked(pkt.data(), t.gateway_mac, tr) {
         Ok(m) => m,
         Err(r) => return Drop(r),
     };
@@ -90,26 +93,34 @@ pub(crate) fn host_ipv4_input<B: PacketBuf>(
     };
     // The node reaches Services too (kubelet, host-network pods).
     if let Some(n) = nat {
-        match super::nat::nat_stage(t, n, net, super::nat::Origin::Host, pkt) {
+        match super::nat::nat_stage(t, n, net, super::nat::Origin::Host, pkt, tr) {
             super::nat::NatResult::Done(a) => return a,
             super::nat::NatResult::Translated => m.dst = super::current_dst(pkt.data()),
             super::nat::NatResult::Untouched => {}
         }
     }
-    match net.routes.lookup(m.dst).copied() {
+    let hop = net.routes.lookup(m.dst).copied();
+    if T::ON {
+        tr.note(Step::Route { vni: net.vni, dst: m.dst, hop });
+    }
+    match hop {
         Some(_) if m.ttl <= 1 => Drop(DropReason::TtlExceeded),
         Some(Hop::Local { port, mac }) => forward_local(t, pkt.data_mut(), port, mac),
         Some(Hop::Remote { vtep, vtep_mac, net: to }) => match t.network(to) {
-            Some(n) => encap(t, net, pkt, vtep, vtep_mac, n.vni),
+            Some(n) => encap(t, net, pkt, vtep, vtep_mac, n.vni, tr),
             None => Drop(DropReason::NoRoute),
         },
-        Some(Hop::Host) => Drop(DropReason::LocalNotServed),
+        Some(Hop::Host) => {
+            tr.note(Step::Note("from the node's kernel to its own address"));
+            Drop(DropReason::LocalNotServed)
+        }
         None => {
             // The node's own traffic to the underlay and beyond.
             let Some(next_hop) = o.next_hop(m.dst) else {
+                tr.note(Step::Note("off the underlay subnet, and there is no underlay gateway"));
                 return Drop(DropReason::NoRoute);
             };
-            super::overlay::to_underlay(t, o, pkt, next_hop)
+            super::overlay::to_underlay(t, o, pkt, next_hop, tr)
         }
     }
 }

@@ -20,11 +20,13 @@ pub mod host;
 pub mod nat;
 pub mod overlay;
 pub mod reason;
+pub mod trace;
 
 use std::net::Ipv4Addr;
 
 pub use buf::{NoRoom, PacketBuf, TestBuf};
 pub use reason::{Consumed, DropReason, ReplyKind};
+pub use trace::{NoTrace, Recorder, Step, Trace};
 
 use crate::tables::{Hop, NetId, Network, PortId, Tables};
 use crate::wire::{arp, ethernet, icmp, ipv4, sctp, tcp, udp, MacAddr, WireError};
@@ -92,18 +94,58 @@ pub fn process_full<B: PacketBuf, E: Events>(
     pkt: &mut B,
     ev: &mut E,
 ) -> Action {
-    let ethertype = match ethernet::Frame::new_checked(pkt.data()) {
-        Ok(f) => f.ethertype(),
-        Err(_) => return Drop(DropReason::RuntFrame),
+    process_traced(t, nat, in_port, pkt, ev, &mut NoTrace)
+}
+
+/// [`process_full`], telling `tr` what each stage did ([`trace`]); the last
+/// step is always [`Step::Done`] with the action returned.
+#[inline]
+pub fn process_traced<B: PacketBuf, E: Events, T: Trace>(
+    t: &Tables,
+    nat: Option<&nat::Nat>,
+    in_port: PortId,
+    pkt: &mut B,
+    ev: &mut E,
+    tr: &mut T,
+) -> Action {
+    let a = dispatch(t, nat, in_port, pkt, ev, tr);
+    tr.note(Step::Done(a));
+    a
+}
+
+#[inline(always)]
+fn dispatch<B: PacketBuf, E: Events, T: Trace>(
+    t: &Tables,
+    nat: Option<&nat::Nat>,
+    in_port: PortId,
+    pkt: &mut B,
+    ev: &mut E,
+    tr: &mut T,
+) -> Action {
+    let ethertype = ethernet::Frame::new_checked(pkt.data()).map(|f| f.ethertype());
+    if T::ON {
+        tr.note(Step::Input { port: in_port, len: pkt.len(), ethertype: ethertype.unwrap_or(0) });
+    }
+    let Ok(ethertype) = ethertype else {
+        return Drop(DropReason::RuntFrame);
     };
     use ethernet::ethertype::{ARP, IPV4};
     match (ethertype, t.overlay.as_ref()) {
-        (IPV4, Some(o)) if o.uplink == in_port => overlay::uplink_ipv4_input(t, o, pkt, nat),
-        (ARP, Some(o)) if o.uplink == in_port => overlay::uplink_arp_input(t, o, pkt.data_mut(), ev),
-        (IPV4, Some(o)) if o.host == Some(in_port) => host::host_ipv4_input(t, o, pkt, nat),
-        (ARP, Some(o)) if o.host == Some(in_port) => host::host_arp_input(t, o, pkt.data_mut(), ev),
-        (IPV4, _) => pod_ipv4_input(t, nat, in_port, pkt),
-        (ARP, _) => arp_input(t, in_port, pkt.data_mut()),
+        (IPV4, Some(o)) if o.uplink == in_port => overlay::uplink_ipv4_input(t, o, pkt, nat, tr),
+        (ARP, Some(o)) if o.uplink == in_port => {
+            tr.note(Step::Note("ARP on the uplink: answered for the node's addresses, neighbours learnt"));
+            overlay::uplink_arp_input(t, o, pkt.data_mut(), ev)
+        }
+        (IPV4, Some(o)) if o.host == Some(in_port) => host::host_ipv4_input(t, o, pkt, nat, tr),
+        (ARP, Some(o)) if o.host == Some(in_port) => {
+            tr.note(Step::Note("ARP from the node's kernel: answered for every address but the node IP"));
+            host::host_arp_input(t, o, pkt.data_mut(), ev)
+        }
+        (IPV4, _) => pod_ipv4_input(t, nat, in_port, pkt, tr),
+        (ARP, _) => {
+            tr.note(Step::Note("ARP from a pod port: answered for the gateway and addresses routed elsewhere"));
+            arp_input(t, in_port, pkt.data_mut())
+        }
         _ => Drop(DropReason::UnknownEthertype),
     }
 }
@@ -194,6 +236,17 @@ fn l4_ok(protocol: u8, payload: &[u8], whole: bool) -> bool {
     }
 }
 
+/// [`check_ipv4`], noting the header that passed.
+#[inline(always)]
+pub(crate) fn checked<T: Trace>(frame: &[u8], mac: MacAddr, tr: &mut T) -> Result<Ipv4Meta, DropReason> {
+    let m = check_ipv4(frame, mac)?;
+    if T::ON {
+        let ip = ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
+        tr.note(Step::Ipv4 { src: ip.src_addr(), dst: m.dst, proto: ip.protocol(), ttl: m.ttl });
+    }
+    Ok(m)
+}
+
 /// What the checks of an IPv4 frame found: the header fields routing needs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ipv4Meta {
@@ -226,8 +279,14 @@ pub(crate) fn check_ipv4(frame: &[u8], mac: MacAddr) -> Result<Ipv4Meta, DropRea
     Ok(Ipv4Meta { dst, ttl })
 }
 
-fn pod_ipv4_input<B: PacketBuf>(t: &Tables, nat: Option<&nat::Nat>, in_port: PortId, pkt: &mut B) -> Action {
-    let mut m = match check_ipv4(pkt.data(), t.gateway_mac) {
+fn pod_ipv4_input<B: PacketBuf, T: Trace>(
+    t: &Tables,
+    nat: Option<&nat::Nat>,
+    in_port: PortId,
+    pkt: &mut B,
+    tr: &mut T,
+) -> Action {
+    let mut m = match checked(pkt.data(), t.gateway_mac, tr) {
         Ok(m) => m,
         Err(r) => return Drop(r),
     };
@@ -244,45 +303,57 @@ fn pod_ipv4_input<B: PacketBuf>(t: &Tables, nat: Option<&nat::Nat>, in_port: Por
         return Drop(DropReason::PortGone);
     };
     if let Some(n) = nat {
-        match nat::nat_stage(t, n, net, nat::Origin::Pod, pkt) {
+        match nat::nat_stage(t, n, net, nat::Origin::Pod, pkt, tr) {
             nat::NatResult::Done(a) => return a,
             nat::NatResult::Translated => {
                 m.dst = current_dst(pkt.data());
-                let a = route_pod_packet(t, net, pkt, m);
+                let a = route_pod_packet(t, net, pkt, m, tr);
                 return nat::own_error_back(t, nat, pkt, a);
             }
             nat::NatResult::Untouched => {}
         }
     }
-    route_pod_packet(t, net, pkt, m)
+    route_pod_packet(t, net, pkt, m, tr)
 }
 
 /// Routes a checked packet of network `net` from a pod.
-fn route_pod_packet<B: PacketBuf>(t: &Tables, net: &Network, pkt: &mut B, m: Ipv4Meta) -> Action {
+fn route_pod_packet<B: PacketBuf, T: Trace>(t: &Tables, net: &Network, pkt: &mut B, m: Ipv4Meta, tr: &mut T) -> Action {
     if m.dst == net.gateway_ip {
+        tr.note(Step::Note("for the network's gateway: weir answers ping only"));
         return local_input(t, net, pkt);
     }
     if m.ttl <= 1 {
+        tr.note(Step::Note("TTL runs out here: ICMP time exceeded to the sender"));
         return time_exceeded(t, net, pkt);
     }
-    let Some(hop) = net.routes.lookup(m.dst) else {
-        return beyond_pod_networks(t, net, pkt, m.dst);
+    let hop = net.routes.lookup(m.dst);
+    if T::ON {
+        tr.note(Step::Route { vni: net.vni, dst: m.dst, hop: hop.copied() });
+    }
+    let Some(hop) = hop else {
+        return beyond_pod_networks(t, net, pkt, m.dst, tr);
     };
-    route_to_hop(t, net, pkt, *hop)
+    route_to_hop(t, net, pkt, *hop, tr)
 }
 
 /// Sends a routed packet of network `net` to its hop.
 #[inline]
-pub(crate) fn route_to_hop<B: PacketBuf>(t: &Tables, net: &Network, pkt: &mut B, hop: Hop) -> Action {
+pub(crate) fn route_to_hop<B: PacketBuf, T: Trace>(
+    t: &Tables,
+    net: &Network,
+    pkt: &mut B,
+    hop: Hop,
+    tr: &mut T,
+) -> Action {
     match hop {
         Hop::Local { port, mac } => forward_local(t, pkt.data_mut(), port, mac),
         Hop::Remote { vtep, vtep_mac, net: to } => {
             let Some(vni) = t.network(to).map(|n| n.vni) else {
                 return Drop(DropReason::NoRoute);
             };
-            overlay::encap(t, net, pkt, vtep, vtep_mac, vni)
+            overlay::encap(t, net, pkt, vtep, vtep_mac, vni, tr)
         }
-        Hop::Host => host::forward_to_host(t, pkt),
+        Hop::Host => host::forward_to_host(t, pkt, tr),
     }
 }
 
@@ -290,22 +361,32 @@ pub(crate) fn route_to_hop<B: PacketBuf>(t: &Tables, net: &Network, pkt: &mut B,
 /// IP goes through the tunnel to that node; the answers of Services reached
 /// from outside (their source is now a frontend address) go out of the
 /// uplink to the underlay. Anything else has no route.
-pub(crate) fn beyond_pod_networks<B: PacketBuf>(t: &Tables, net: &Network, pkt: &mut B, dst: Ipv4Addr) -> Action {
+pub(crate) fn beyond_pod_networks<B: PacketBuf, T: Trace>(
+    t: &Tables,
+    net: &Network,
+    pkt: &mut B,
+    dst: Ipv4Addr,
+    tr: &mut T,
+) -> Action {
     if let Some(hop) = t.node_hops.get(&dst) {
-        return route_to_hop(t, net, pkt, *hop);
+        tr.note(Step::Note("another node's IP: through the tunnel to that node"));
+        return route_to_hop(t, net, pkt, *hop, tr);
     }
     let Some(o) = &t.overlay else {
+        tr.note(Step::Note("outside every pod network, and no overlay"));
         return Drop(DropReason::NoRoute);
     };
     let src = ipv4::Packet::new_unchecked(&pkt.data()[ethernet::HEADER_LEN..]).src_addr();
     if !t.services.is_frontend_addr(src) {
+        tr.note(Step::Note("outside every pod network, and not the answer of a Service reached from outside"));
         return Drop(DropReason::NoRoute);
     }
     let Some(next_hop) = o.next_hop(dst) else {
+        tr.note(Step::Note("a Service's answer to the outside, but no underlay gateway"));
         return Drop(DropReason::NoRoute);
     };
     ipv4::Packet::new_unchecked(&mut pkt.data_mut()[ethernet::HEADER_LEN..]).decrement_ttl();
-    overlay::to_underlay(t, o, pkt, next_hop)
+    overlay::to_underlay(t, o, pkt, next_hop, tr)
 }
 
 /// The destination address of a checked IPv4 frame (after NAT).

@@ -19,7 +19,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{check_ipv4, icmp_error, Action, DropReason, Events, PacketBuf};
+use super::{checked, icmp_error, Action, DropReason, Events, PacketBuf, Step, Trace};
 use crate::tables::{Hop, Network, Overlay, Tables, VXLAN_OVERHEAD};
 use crate::wire::{arp, ethernet, icmp, ipv4, udp, vxlan, MacAddr};
 
@@ -51,15 +51,17 @@ pub fn src_port(hash: u32) -> u16 {
 
 /// Routes a checked pod frame (network `net`) to a remote VTEP: inner MACs
 /// and TTL as a router hop, then the outer headers.
-pub(crate) fn encap<B: PacketBuf>(
+pub(crate) fn encap<B: PacketBuf, T: Trace>(
     t: &Tables,
     net: &Network,
     pkt: &mut B,
     vtep: Ipv4Addr,
     vtep_mac: MacAddr,
     vni: u32,
+    tr: &mut T,
 ) -> Action {
     let Some(o) = &t.overlay else {
+        tr.note(Step::Note("a route to another node, but this node has no uplink"));
         return Drop(DropReason::NoRoute);
     };
     let (ip_len, dont_frag, dscp_ecn, hash) = {
@@ -69,6 +71,7 @@ pub(crate) fn encap<B: PacketBuf>(
     // outer IPv4 = 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 + inner IPv4
     let room = usize::from(o.mtu).saturating_sub(VXLAN_OVERHEAD);
     if ip_len > room {
+        tr.note(Step::Note("longer than the tunnel's MTU (underlay MTU - 50)"));
         if !dont_frag {
             return Drop(DropReason::TooBigForTunnel);
         }
@@ -93,14 +96,21 @@ pub(crate) fn encap<B: PacketBuf>(
     } else {
         match o.gateway {
             Some(gw) => gw,
-            None => return Drop(DropReason::NoRoute),
+            None => {
+                tr.note(Step::Note("the VTEP is off the underlay subnet, and there is no underlay gateway"));
+                return Drop(DropReason::NoRoute);
+            }
         }
     };
     if pkt.prepend(VXLAN_OVERHEAD).is_err() {
         return Drop(DropReason::NoBufferRoom);
     }
     let dst_mac = t.neighbours.get(&next_hop).copied();
-    write_outer(pkt.data_mut(), o, dst_mac.unwrap_or(MacAddr::ZERO), vtep, vni, src_port(hash), dscp_ecn, inner_len);
+    let sport = src_port(hash);
+    if T::ON {
+        tr.note(Step::Encap { vtep, vni, next_hop, sport });
+    }
+    write_outer(pkt.data_mut(), o, dst_mac.unwrap_or(MacAddr::ZERO), vtep, vni, sport, dscp_ecn, inner_len);
     match dst_mac {
         Some(_) => Forward(o.uplink),
         None => Action::Resolve { port: o.uplink, next_hop },
@@ -166,7 +176,14 @@ pub fn arp_request_from(sender_mac: MacAddr, sender_ip: Ipv4Addr, target: Ipv4Ad
 
 /// Sends a frame out of the uplink to `next_hop` on the underlay: MACs
 /// rewritten (or the neighbour resolved first), nothing else.
-pub(crate) fn to_underlay<B: PacketBuf>(t: &Tables, o: &Overlay, pkt: &mut B, next_hop: Ipv4Addr) -> Action {
+pub(crate) fn to_underlay<B: PacketBuf, T: Trace>(
+    t: &Tables,
+    o: &Overlay,
+    pkt: &mut B,
+    next_hop: Ipv4Addr,
+    tr: &mut T,
+) -> Action {
+    tr.note(Step::Underlay { next_hop });
     let mac = t.neighbours.get(&next_hop).copied();
     let mut eth = ethernet::Frame::new_unchecked(pkt.data_mut());
     eth.set_src(o.uplink_mac);
@@ -231,13 +248,14 @@ pub(crate) fn uplink_arp_input<E: Events>(t: &Tables, o: &Overlay, frame: &mut [
 
 /// IPv4 on the uplink: VXLAN for this node is decapsulated and routed to a
 /// local pod; anything else is not (yet) weir's.
-pub(crate) fn uplink_ipv4_input<B: PacketBuf>(
+pub(crate) fn uplink_ipv4_input<B: PacketBuf, T: Trace>(
     t: &Tables,
     o: &Overlay,
     pkt: &mut B,
     nat: Option<&super::nat::Nat>,
+    tr: &mut T,
 ) -> Action {
-    let m = match check_ipv4(pkt.data(), o.uplink_mac) {
+    let m = match checked(pkt.data(), o.uplink_mac, tr) {
         Ok(m) => m,
         Err(r) => return Drop(r),
     };
@@ -245,9 +263,13 @@ pub(crate) fn uplink_ipv4_input<B: PacketBuf>(
         // externalIPs and LoadBalancer IPs.
         return match nat {
             Some(n) if t.services.is_frontend_addr(m.dst) => {
-                from_outside(t, n, pkt, m).unwrap_or(Drop(DropReason::NotForUs))
+                tr.note(Step::Note("from outside to a Service frontend address"));
+                from_outside(t, n, pkt, m, tr).unwrap_or(Drop(DropReason::NotForUs))
             }
-            _ => Drop(DropReason::NotForUs),
+            _ => {
+                tr.note(Step::Note("on the uplink, not for the node IP nor a Service frontend"));
+                Drop(DropReason::NotForUs)
+            }
         };
     }
     let (outer_len, inner_at, inner_len, vni) = {
@@ -258,8 +280,9 @@ pub(crate) fn uplink_ipv4_input<B: PacketBuf>(
         if !is_vxlan {
             // NodePorts, then the node's own traffic (SSH, the kubelet, ...):
             // its kernel's.
-            let served = nat.and_then(|n| from_outside(t, n, pkt, m));
-            return served.unwrap_or_else(|| super::host::to_host(t, o, pkt));
+            tr.note(Step::Note("for the node IP, not VXLAN: a NodePort, else the node's kernel"));
+            let served = nat.and_then(|n| from_outside(t, n, pkt, m, tr));
+            return served.unwrap_or_else(|| super::host::to_host(t, o, pkt, tr));
         }
         let u = udp::Packet::new_unchecked(ip.payload());
         // Only the cluster's nodes may put packets into a pod network.
@@ -282,29 +305,46 @@ pub(crate) fn uplink_ipv4_input<B: PacketBuf>(
     let Some(net_id) = t.vni_index.get(&vni).copied() else {
         return Drop(DropReason::VxlanUnknownVni);
     };
+    if T::ON {
+        let vtep = ipv4::Packet::new_unchecked(&pkt.data()[ethernet::HEADER_LEN..]).src_addr();
+        tr.note(Step::Decap { vtep, vni });
+    }
     // Strip Ethernet padding after the outer packet, then the outer headers.
     let pad = pkt.len() - outer_len;
     if pkt.trim(pad).is_err() || pkt.adj(inner_at).is_err() || pkt.len() != inner_len {
         return Drop(DropReason::VxlanMalformed);
     }
-    decapped_input(t, net_id, pkt, nat)
+    decapped_input(t, net_id, pkt, nat, tr)
 }
 
 /// A packet from outside the cluster to a Service frontend (NodePort,
 /// externalIP, LoadBalancer IP): translated and routed into the default pod
 /// network, or `None` when it is no Service's.
-fn from_outside<B: PacketBuf>(t: &Tables, n: &super::nat::Nat, pkt: &mut B, m: super::Ipv4Meta) -> Option<Action> {
+fn from_outside<B: PacketBuf, T: Trace>(
+    t: &Tables,
+    n: &super::nat::Nat,
+    pkt: &mut B,
+    m: super::Ipv4Meta,
+    tr: &mut T,
+) -> Option<Action> {
     use super::nat::{nat_stage, NatResult, Origin};
     let net = t.network(crate::tables::DEFAULT_NETWORK)?;
-    match nat_stage(t, n, net, Origin::Uplink, pkt) {
+    match nat_stage(t, n, net, Origin::Uplink, pkt, tr) {
         NatResult::Untouched => None,
         NatResult::Done(a) => Some(a),
-        NatResult::Translated if m.ttl <= 1 => Some(Drop(DropReason::TtlExceeded)),
+        NatResult::Translated if m.ttl <= 1 => {
+            tr.note(Step::Note("TTL runs out here"));
+            Some(Drop(DropReason::TtlExceeded))
+        }
         NatResult::Translated => {
             let dst = super::current_dst(pkt.data());
-            Some(match net.routes.lookup(dst) {
-                Some(hop) => super::route_to_hop(t, net, pkt, *hop),
-                None => super::beyond_pod_networks(t, net, pkt, dst),
+            let hop = net.routes.lookup(dst);
+            if T::ON {
+                tr.note(Step::Route { vni: net.vni, dst, hop: hop.copied() });
+            }
+            Some(match hop {
+                Some(hop) => super::route_to_hop(t, net, pkt, *hop, tr),
+                None => super::beyond_pod_networks(t, net, pkt, dst, tr),
             })
         }
     }
@@ -313,11 +353,12 @@ fn from_outside<B: PacketBuf>(t: &Tables, n: &super::nat::Nat, pkt: &mut B, m: s
 /// A decapsulated frame of network `net`: checked like a pod's, then routed to
 /// a local pod. No ICMP errors go back through the tunnel: a packet whose TTL
 /// runs out here is dropped.
-fn decapped_input<B: PacketBuf>(
+fn decapped_input<B: PacketBuf, T: Trace>(
     t: &Tables,
     net: crate::tables::NetId,
     pkt: &mut B,
     nat: Option<&super::nat::Nat>,
+    tr: &mut T,
 ) -> Action {
     let Some(network) = t.network(net) else {
         return Drop(DropReason::VxlanUnknownVni);
@@ -326,18 +367,19 @@ fn decapped_input<B: PacketBuf>(
     if ethertype != ethernet::ethertype::IPV4 {
         return Drop(DropReason::UnknownEthertype);
     }
-    let mut m = match check_ipv4(pkt.data(), t.gateway_mac) {
+    let mut m = match checked(pkt.data(), t.gateway_mac, tr) {
         Ok(m) => m,
         Err(r) => return Drop(r),
     };
     if m.ttl <= 1 {
+        tr.note(Step::Note("TTL runs out here (no ICMP errors go back through the tunnel)"));
         return Drop(DropReason::TtlExceeded);
     }
     // Replies of flows a remote client's node translated come back here
     // untranslated; flows this node translated find their reply entry.
     let mut translated = false;
     if let Some(n) = nat {
-        match super::nat::nat_stage(t, n, network, super::nat::Origin::Tunnel, pkt) {
+        match super::nat::nat_stage(t, n, network, super::nat::Origin::Tunnel, pkt, tr) {
             super::nat::NatResult::Done(a) => return a,
             super::nat::NatResult::Translated => {
                 m.dst = super::current_dst(pkt.data());
@@ -346,12 +388,19 @@ fn decapped_input<B: PacketBuf>(
             super::nat::NatResult::Untouched => {}
         }
     }
-    match network.routes.lookup(m.dst) {
+    let hop = network.routes.lookup(m.dst);
+    if T::ON {
+        tr.note(Step::Route { vni: network.vni, dst: m.dst, hop: hop.copied() });
+    }
+    match hop {
         // Back into the tunnel only when NAT changed the destination.
-        Some(Hop::Remote { .. }) if !translated => Drop(DropReason::OverlayLoop),
-        Some(hop) => super::route_to_hop(t, network, pkt, *hop),
+        Some(Hop::Remote { .. }) if !translated => {
+            tr.note(Step::Note("decapsulated, and routed back into the tunnel"));
+            Drop(DropReason::OverlayLoop)
+        }
+        Some(hop) => super::route_to_hop(t, network, pkt, *hop, tr),
         // Answers of Services reached from outside, translated back here.
-        None if translated => super::beyond_pod_networks(t, network, pkt, m.dst),
+        None if translated => super::beyond_pod_networks(t, network, pkt, m.dst, tr),
         None => Drop(DropReason::NoRoute),
     }
 }

@@ -43,9 +43,11 @@
 
 use std::net::Ipv4Addr;
 
-use super::{icmp_error, icmp_error_from, is_icmp_error, Action, DropReason, PacketBuf, ReplyKind};
+use super::{
+    icmp_error, icmp_error_from, is_icmp_error, Action, DropReason, NoTrace, PacketBuf, ReplyKind, Step, Trace,
+};
 use crate::flow::{state, FlowEntry, FlowKey, FlowTable, InsertError};
-use crate::tables::acl::{Decision, Direction, Verdict};
+use crate::tables::acl::{AclTable, Decision, Direction, Verdict};
 use crate::tables::service::{Frontend, FrontendKind};
 use crate::tables::{Network, Tables};
 use crate::wire::{checksum, ethernet, icmp, ipv4, sctp, tcp};
@@ -103,17 +105,143 @@ fn next_state(proto: u8, s: u8, orig: bool, flags: u8) -> u8 {
 
 /// The shared flow table, the worker's clock for this burst, and which
 /// worker this is (its slice of the SNAT ports).
+///
+/// Every flow-table access of this stage goes through `Nat`'s methods, so
+/// that one `Nat` can be a dry run (`dry`): `weirctl explain` runs the
+/// real stage on a packet it built, against the live flow table, without
+/// changing anything — lookups read the live table without marking entries
+/// seen, inserts and removals go to a [`DryRun`] of the explain's own
+/// (consulted first by later lookups of the same packet), and policy is
+/// evaluated without counting hits. So explain follows exactly the
+/// worker's code, and a new flow picks the backend (Maglev over the same
+/// flow hash) a worker would pick for the same tuple. A worker's `Nat` has
+/// `dry: None`: one predictable branch per flow-table access.
 pub struct Nat<'a> {
     pub flows: &'a FlowTable,
     pub now_ms: u64,
     pub worker: u16,
     pub workers: u16,
+    /// Where a dry run writes; `None` for workers.
+    pub dry: Option<&'a DryRun>,
 }
 
 impl<'a> Nat<'a> {
     /// One worker's view (tests, benchmarks).
     pub fn single(flows: &'a FlowTable, now_ms: u64) -> Self {
-        Nat { flows, now_ms, worker: 0, workers: 1 }
+        Nat { flows, now_ms, worker: 0, workers: 1, dry: None }
+    }
+
+    /// A dry run over the live table `flows`, writing to `dry` only; it
+    /// claims SNAT ports as worker 0 of 1 would.
+    pub fn dry_run(flows: &'a FlowTable, dry: &'a DryRun, now_ms: u64) -> Self {
+        Nat { flows, now_ms, worker: 0, workers: 1, dry: Some(dry) }
+    }
+
+    #[inline]
+    fn lookup(&self, key: &FlowKey, hash: u64) -> Option<FlowEntry> {
+        match self.dry {
+            None => self.flows.lookup_hashed(key, hash, self.now_ms),
+            Some(d) => d.lookup(self.flows, key, hash, self.now_ms),
+        }
+    }
+
+    #[inline]
+    fn insert(&self, key: &FlowKey, hash: u64, entry: &FlowEntry) -> Result<(), InsertError> {
+        match self.dry {
+            None => self.flows.insert_hashed(key, hash, entry, self.now_ms),
+            Some(d) => d.insert(key, hash, entry, self.now_ms),
+        }
+    }
+
+    /// Inserts unless `key` has a live entry (`InsertError::Exists`).
+    #[inline]
+    fn insert_new(&self, key: &FlowKey, entry: &FlowEntry) -> Result<(), InsertError> {
+        match self.dry {
+            None => self.flows.insert_new(key, entry, self.now_ms),
+            Some(d) if d.lookup(self.flows, key, key.hash(), self.now_ms).is_some() => Err(InsertError::Exists),
+            Some(d) => d.insert(key, key.hash(), entry, self.now_ms),
+        }
+    }
+
+    #[inline]
+    fn remove(&self, key: &FlowKey, hash: u64) {
+        match self.dry {
+            None => {
+                self.flows.remove_hashed(key, hash);
+            }
+            Some(d) => d.remove(key, hash, self.now_ms),
+        }
+    }
+
+    /// The policy decision, counted in the rules' hits (not in a dry run).
+    #[inline]
+    fn classify(&self, acl: &AclTable, k: (Ipv4Addr, Ipv4Addr, u8, u16, u16)) -> Decision {
+        let (src, dst, proto, sport, dport) = k;
+        match self.dry {
+            None => acl.classify(src, dst, proto, sport, dport),
+            Some(_) => acl.evaluate(src, dst, proto, sport, dport),
+        }
+    }
+}
+
+/// The flow-table writes of a dry run ([`Nat::dry_run`]): what one packet
+/// would insert, and the keys it would remove.
+pub struct DryRun {
+    written: FlowTable,
+    removed: FlowTable,
+}
+
+impl Default for DryRun {
+    fn default() -> Self {
+        // A packet writes at most four entries (two directions, affinity,
+        // a restamp); the smallest table is plenty.
+        DryRun { written: FlowTable::new(0), removed: FlowTable::new(0) }
+    }
+}
+
+/// What a removal leaves in `DryRun::removed` (only its key matters).
+const TOMBSTONE: FlowEntry = FlowEntry {
+    nat_addr: Ipv4Addr::UNSPECIFIED,
+    nat_port: 0,
+    rewrite_dst: false,
+    service: u32::MAX,
+    backend: 0,
+    generation: 0,
+    timeout_ms: u32::MAX,
+    other: None,
+    state: 0,
+    plain: true,
+};
+
+impl DryRun {
+    fn lookup(&self, live: &FlowTable, key: &FlowKey, hash: u64, now_ms: u64) -> Option<FlowEntry> {
+        if let Some(e) = self.written.lookup_hashed(key, hash, now_ms) {
+            return Some(e);
+        }
+        if self.removed.peek_hashed(key, hash, now_ms).is_some() {
+            return None;
+        }
+        live.peek_hashed(key, hash, now_ms)
+    }
+
+    fn insert(&self, key: &FlowKey, hash: u64, entry: &FlowEntry, now_ms: u64) -> Result<(), InsertError> {
+        self.removed.remove_hashed(key, hash);
+        self.written.insert_hashed(key, hash, entry, now_ms)
+    }
+
+    fn remove(&self, key: &FlowKey, hash: u64, now_ms: u64) {
+        self.written.remove_hashed(key, hash);
+        let _ = self.removed.insert_hashed(key, hash, &TOMBSTONE, now_ms);
+    }
+
+    /// The entries the packet would have written, live at `now_ms`.
+    pub fn written(&self, now_ms: u64) -> Vec<(FlowKey, FlowEntry)> {
+        self.written.entries(now_ms)
+    }
+
+    /// The keys the packet would have removed.
+    pub fn removed(&self, now_ms: u64) -> Vec<FlowKey> {
+        self.removed.entries(now_ms).into_iter().map(|(k, _)| k).collect()
     }
 }
 
@@ -209,27 +337,44 @@ fn denied(d: Decision) -> NatResult {
 /// entered at `origin`: Service NAT, and the policy verdict of flows that
 /// pods' ACLs apply to (classified on their first packet, and again once
 /// after each publication of new tables; replies of allowed flows pass).
-pub(crate) fn nat_stage<B: PacketBuf>(t: &Tables, nat: &Nat, net: &Network, origin: Origin, pkt: &mut B) -> NatResult {
+pub(crate) fn nat_stage<B: PacketBuf, T: Trace>(
+    t: &Tables,
+    nat: &Nat,
+    net: &Network,
+    origin: Origin,
+    pkt: &mut B,
+    tr: &mut T,
+) -> NatResult {
     let Some((key, flags)) = flow_of(pkt.data()) else {
-        return match icmp_error_stage(t, nat, pkt) {
+        return match icmp_error_stage(t, nat, pkt, tr) {
             Some(r) => r,
-            None => icmp_policy(t, pkt),
+            None => icmp_policy(t, nat, pkt, tr),
         };
     };
     let service = t.services.may_translate(key.src, key.dst);
     let tracked = t.acl.tracks(key.src, key.dst);
     if !service && !tracked {
+        tr.note(Step::Note("no Service and no policy on these addresses: not tracked"));
         return NatResult::Untouched;
     }
     let frontend = Frontend { vip: key.dst, port: key.dst_port, proto: key.proto };
     // Hashed once: the flow table and the Maglev pick both use it.
     let hash = key.hash();
-    let Some(mut e) = nat.flows.lookup_hashed(&key, hash, nat.now_ms) else {
+    let Some(mut e) = nat.lookup(&key, hash) else {
+        tr.note(Step::FlowMiss { key });
         // The frontend is looked up once, in `new_flow`; no Service's: a
         // flow policy alone tracks, or nobody's.
-        let served = if service { new_flow(t, nat, net, origin, pkt, key, hash, frontend) } else { None };
-        return served.unwrap_or_else(|| if tracked { plain_flow(t, nat, key, hash) } else { NatResult::Untouched });
+        let served = if service { new_flow(t, nat, net, origin, pkt, key, hash, frontend, tr) } else { None };
+        return served.unwrap_or_else(|| {
+            if tracked {
+                plain_flow(t, nat, key, hash, tr)
+            } else {
+                tr.note(Step::Note("no Service frontend matches, and no policy applies: untranslated"));
+                NatResult::Untouched
+            }
+        });
     };
+    tr.note(Step::FlowHit { key, entry: e });
     // Tables published since the flow was decided: is its backend still one
     // of the Service's, and does policy still allow it? (Checked once per
     // flow per publication: a flow that passes is stamped with the
@@ -239,49 +384,74 @@ pub(crate) fn nat_stage<B: PacketBuf>(t: &Tables, nat: &Nat, net: &Network, orig
         let alive = !nat_orig
             || t.services.lookup(&frontend).is_some_and(|(_, _, p)| p.is_member(e.nat_addr, e.nat_port));
         if !alive {
-            nat.flows.remove_hashed(&key, hash);
-            nat.flows.remove(&other_key(&key, &e));
+            tr.note(Step::FlowEnded { key, why: "its backend is no longer one of the Service's" });
+            nat.remove(&key, hash);
+            let other = other_key(&key, &e);
+            nat.remove(&other, other.hash());
             if key.proto == ipv4::protocol::TCP {
                 // Its backend is gone: the client learns at once.
+                tr.note(Step::Note("TCP: the client is answered with a reset"));
                 return NatResult::Done(tcp_reset(pkt));
             }
             // UDP and SCTP move to a live backend with this packet.
-            return new_flow(t, nat, net, origin, pkt, key, hash, frontend).unwrap_or(NatResult::Untouched);
+            return new_flow(t, nat, net, origin, pkt, key, hash, frontend, tr).unwrap_or(NatResult::Untouched);
         }
         let (src, dst, sport, dport) = policy_tuple(&key, &e);
         let d = t.acl.evaluate(src, dst, key.proto, sport, dport);
+        if T::ON {
+            tr.note(Step::Acl { src, dst, proto: key.proto, dport, decision: d });
+        }
         if d.verdict == Verdict::Deny {
             // A policy that allowed it is gone: the flow is cut.
-            nat.flows.remove_hashed(&key, hash);
-            nat.flows.remove(&other_key(&key, &e));
+            tr.note(Step::FlowEnded { key, why: "the policy that allowed it is gone" });
+            nat.remove(&key, hash);
+            let other = other_key(&key, &e);
+            nat.remove(&other, other.hash());
             return denied(d);
         }
         e.generation = t.generation as u32;
-        let _ = nat.flows.insert_hashed(&key, hash, &e, nat.now_ms);
+        let _ = nat.insert(&key, hash, &e);
     }
     // A new connection on the ports of one that is closing (TIME-WAIT reuse).
     let syn_only = flags & (tcp::flags::SYN | tcp::flags::ACK) == tcp::flags::SYN;
     if syn_only && e.rewrite_dst && e.state & state::CLOSING != 0 && key.proto == ipv4::protocol::TCP {
-        nat.flows.remove_hashed(&key, hash);
-        nat.flows.remove(&other_key(&key, &e));
-        return new_flow(t, nat, net, origin, pkt, key, hash, frontend).unwrap_or(NatResult::Untouched);
+        tr.note(Step::FlowEnded { key, why: "a SYN on the ports of a closing connection starts a new one" });
+        nat.remove(&key, hash);
+        let other = other_key(&key, &e);
+        nat.remove(&other, other.hash());
+        return new_flow(t, nat, net, origin, pkt, key, hash, frontend, tr).unwrap_or(NatResult::Untouched);
     }
     let s = next_state(key.proto, e.state, e.rewrite_dst, flags);
     if s != e.state {
         set_state(nat, &key, hash, &e, s);
     }
     if e.plain {
+        tr.note(Step::Note("a flow tracked for policy: passes untranslated"));
         return NatResult::Untouched;
     }
     rewrite(pkt.data_mut(), &e);
+    note_rewrite(pkt.data(), key, tr);
     NatResult::Translated
+}
+
+/// Notes the tuple a rewrite left (`before` it was `key`).
+#[inline(always)]
+fn note_rewrite<T: Trace>(frame: &[u8], key: FlowKey, tr: &mut T) {
+    if T::ON {
+        if let Some((after, _)) = flow_of(frame) {
+            tr.note(Step::Nat { before: key, after });
+        }
+    }
 }
 
 /// The first packet of a flow that policy applies to and no Service
 /// translates: classified; if allowed, both directions are tracked so that
 /// the replies pass.
-fn plain_flow(t: &Tables, nat: &Nat, key: FlowKey, hash: u64) -> NatResult {
-    let d = t.acl.classify(key.src, key.dst, key.proto, key.src_port, key.dst_port);
+fn plain_flow<T: Trace>(t: &Tables, nat: &Nat, key: FlowKey, hash: u64, tr: &mut T) -> NatResult {
+    let d = nat.classify(&t.acl, (key.src, key.dst, key.proto, key.src_port, key.dst_port));
+    if T::ON {
+        tr.note(Step::Acl { src: key.src, dst: key.dst, proto: key.proto, dport: key.dst_port, decision: d });
+    }
     if d.verdict == Verdict::Deny {
         return denied(d);
     }
@@ -300,25 +470,30 @@ fn plain_flow(t: &Tables, nat: &Nat, key: FlowKey, hash: u64) -> NatResult {
     };
     let reply = FlowEntry { nat_addr: key.src, nat_port: key.src_port, rewrite_dst: false, ..orig };
     let reply_key = key.reversed();
-    if nat.flows.insert(&reply_key, &reply, nat.now_ms).is_err() {
+    let reply_hash = reply_key.hash();
+    if nat.insert(&reply_key, reply_hash, &reply).is_err() {
         return NatResult::Done(Action::Drop(DropReason::FlowTableFull));
     }
-    if nat.flows.insert_hashed(&key, hash, &orig, nat.now_ms).is_err() {
-        nat.flows.remove(&reply_key);
+    if nat.insert(&key, hash, &orig).is_err() {
+        nat.remove(&reply_key, reply_hash);
         return NatResult::Done(Action::Drop(DropReason::FlowTableFull));
     }
+    tr.note(Step::Note("allowed: both directions tracked for policy, nothing rewritten"));
     NatResult::Untouched
 }
 
 /// ICMP that is neither an echo nor an error about a known flow, between
 /// addresses policy applies to: classified as protocol ICMP.
-fn icmp_policy<B: PacketBuf>(t: &Tables, pkt: &B) -> NatResult {
+fn icmp_policy<B: PacketBuf, T: Trace>(t: &Tables, nat: &Nat, pkt: &B, tr: &mut T) -> NatResult {
     let ip = ipv4::Packet::new_unchecked(&pkt.data()[ethernet::HEADER_LEN..]);
     let (src, dst, proto) = (ip.src_addr(), ip.dst_addr(), ip.protocol());
     if !t.acl.tracks(src, dst) {
         return NatResult::Untouched;
     }
-    let d = t.acl.classify(src, dst, proto, 0, 0);
+    let d = nat.classify(&t.acl, (src, dst, proto, 0, 0));
+    if T::ON {
+        tr.note(Step::Acl { src, dst, proto, dport: 0, decision: d });
+    }
     if d.verdict == Verdict::Deny {
         return denied(d);
     }
@@ -330,17 +505,18 @@ fn icmp_policy<B: PacketBuf>(t: &Tables, pkt: &B) -> NatResult {
 #[cold]
 fn set_state(nat: &Nat, key: &FlowKey, hash: u64, e: &FlowEntry, s: u8) {
     let timeout_ms = timeout_ms(key.proto, s);
-    let _ = nat.flows.insert_hashed(key, hash, &FlowEntry { state: s, timeout_ms, ..*e }, nat.now_ms);
+    let _ = nat.insert(key, hash, &FlowEntry { state: s, timeout_ms, ..*e });
     let other = other_key(key, e);
-    if let Some(o) = nat.flows.lookup(&other, nat.now_ms) {
-        let _ = nat.flows.insert(&other, &FlowEntry { state: s, timeout_ms, ..o }, nat.now_ms);
+    let other_hash = other.hash();
+    if let Some(o) = nat.lookup(&other, other_hash) {
+        let _ = nat.insert(&other, other_hash, &FlowEntry { state: s, timeout_ms, ..o });
     }
 }
 
 /// A packet of no known flow to a Service frontend; `None` when `frontend`
 /// is no Service's.
 #[allow(clippy::too_many_arguments)]
-fn new_flow<B: PacketBuf>(
+fn new_flow<B: PacketBuf, T: Trace>(
     t: &Tables,
     nat: &Nat,
     net: &Network,
@@ -349,15 +525,17 @@ fn new_flow<B: PacketBuf>(
     key: FlowKey,
     hash: u64,
     frontend: Frontend,
+    tr: &mut T,
 ) -> Option<NatResult> {
     let (id, kind, svc) = t.services.lookup(&frontend)?;
-    Some(service_flow(t, nat, net, origin, pkt, key, hash, (id, kind, svc)))
+    tr.note(Step::Service { frontend, kind, id });
+    Some(service_flow(t, nat, net, origin, pkt, key, hash, (id, kind, svc), tr))
 }
 
 /// The first packet of a flow to Service port `svc` (number `id`),
 /// reached by a frontend of `kind`.
 #[allow(clippy::too_many_arguments)]
-fn service_flow<B: PacketBuf>(
+fn service_flow<B: PacketBuf, T: Trace>(
     t: &Tables,
     nat: &Nat,
     net: &Network,
@@ -366,12 +544,15 @@ fn service_flow<B: PacketBuf>(
     key: FlowKey,
     hash: u64,
     (id, kind, svc): (u32, FrontendKind, &crate::tables::service::ServicePort),
+    tr: &mut T,
 ) -> NatResult {
     let outside = origin == Origin::Uplink;
     if outside && !kind.is_external() {
+        tr.note(Step::Note("a ClusterIP is not served to the outside"));
         return NatResult::Untouched; // ClusterIPs are the cluster's own
     }
     if kind == FrontendKind::LoadBalancer && !svc.source_allowed(key.src) {
+        tr.note(Step::Note("the client is outside the Service's loadBalancerSourceRanges"));
         return NatResult::Done(Action::Drop(DropReason::ServiceSourceNotAllowed));
     }
     let pick = svc.pick_set(kind, outside);
@@ -381,17 +562,26 @@ fn service_flow<B: PacketBuf>(
         FlowKey { src: key.src, dst: key.dst, src_port: 0, dst_port: key.dst_port, proto: AFFINITY_PROTO };
     let sticky = svc
         .affinity_ms
-        .and_then(|_| nat.flows.lookup(&affinity_key, nat.now_ms))
+        .and_then(|_| nat.lookup(&affinity_key, affinity_key.hash()))
         .and_then(|e| pick.position(e.nat_addr).map(|i| (i, e.nat_addr)));
     let Some((b, backend)) = sticky.or_else(|| pick.pick(hash as u32)) else {
         if svc.is_local(pick) && !svc.cluster.backends.is_empty() {
             // Local policy, endpoints elsewhere only: kube-proxy drops too.
+            tr.note(Step::Note("traffic policy Local, and no endpoint of the Service on this node"));
             return NatResult::Done(Action::Drop(DropReason::ServiceNoLocalBackend));
         }
+        tr.note(Step::Note("no usable endpoint: rejected (ICMP port unreachable)"));
         return NatResult::Done(reject(t, net, origin, pkt, key.dst));
     };
+    if T::ON {
+        let sticky = sticky.is_some();
+        tr.note(Step::Backend { id, index: b, addr: backend, port: svc.target_port, sticky });
+    }
     // Policy sees the client as it is and the backend it goes to.
-    let d = t.acl.classify(key.src, backend, key.proto, key.src_port, svc.target_port);
+    let d = nat.classify(&t.acl, (key.src, backend, key.proto, key.src_port, svc.target_port));
+    if T::ON {
+        tr.note(Step::Acl { src: key.src, dst: backend, proto: key.proto, dport: svc.target_port, decision: d });
+    }
     if d.verdict == Verdict::Deny {
         return denied(d);
     }
@@ -427,6 +617,7 @@ fn service_flow<B: PacketBuf>(
         // (the pod's own ports tell its flows apart).
         reply_key.dst = net.gateway_ip;
         orig.other = Some((net.gateway_ip, key.src_port));
+        tr.note(Step::Note("hairpin: the pod reaches itself, its source becomes the gateway"));
     }
     let reply = FlowEntry { other: orig.other.map(|_| (key.src, key.src_port)), ..reply };
     if snat_node {
@@ -437,20 +628,24 @@ fn service_flow<B: PacketBuf>(
             Ok((ip, port)) => orig.other = Some((ip, port)),
             Err(a) => return NatResult::Done(a),
         }
-    } else if nat.flows.insert(&reply_key, &reply, nat.now_ms).is_err() {
+        if nat.dry.is_some() {
+            tr.note(Step::Note("client translated to the node IP; the source port depends on the worker"));
+        }
+    } else if nat.insert(&reply_key, reply_key.hash(), &reply).is_err() {
         return NatResult::Done(Action::Drop(DropReason::FlowTableFull));
     }
-    if nat.flows.insert_hashed(&key, hash, &orig, nat.now_ms).is_err() {
-        nat.flows.remove(&reply_key);
+    if nat.insert(&key, hash, &orig).is_err() {
+        nat.remove(&reply_key, reply_key.hash());
         return NatResult::Done(Action::Drop(DropReason::FlowTableFull));
     }
     if let Some(ms) = svc.affinity_ms {
         // (Re)started by every new flow of the client; a full table only
         // loses the stickiness, never the packet.
         let sticky = FlowEntry { timeout_ms: ms, other: None, ..orig };
-        let _ = nat.flows.insert(&affinity_key, &sticky, nat.now_ms);
+        let _ = nat.insert(&affinity_key, affinity_key.hash(), &sticky);
     }
     rewrite(pkt.data_mut(), &orig);
+    note_rewrite(pkt.data(), key, tr);
     NatResult::Translated
 }
 
@@ -480,7 +675,7 @@ fn claim_snat_port(
     for j in 0..SNAT_TRIES.min(mine) {
         let port = u32::from(r.min) + ((start.wrapping_add(j)) % mine) * workers + me;
         reply_key.dst_port = port as u16;
-        match nat.flows.insert_new(reply_key, reply, nat.now_ms) {
+        match nat.insert_new(reply_key, reply) {
             Ok(()) => return Ok((node_ip, port as u16)),
             Err(InsertError::Exists) => continue,
             Err(InsertError::Full) => return Err(Action::Drop(DropReason::FlowTableFull)),
@@ -507,7 +702,7 @@ fn reject<B: PacketBuf>(t: &Tables, net: &Network, origin: Origin, pkt: &mut B, 
 /// is applied to the outer addresses (where they are the flow's endpoints)
 /// and, mirrored, to the quoted header.
 /// `None`: not an ICMP error about a known flow.
-fn icmp_error_stage<B: PacketBuf>(t: &Tables, nat: &Nat, pkt: &mut B) -> Option<NatResult> {
+fn icmp_error_stage<B: PacketBuf, T: Trace>(t: &Tables, nat: &Nat, pkt: &mut B, tr: &mut T) -> Option<NatResult> {
     let frame = pkt.data_mut();
     let ip_at = ethernet::HEADER_LEN;
     let (ihl, outer_src, outer_dst) = {
@@ -540,10 +735,12 @@ fn icmp_error_stage<B: PacketBuf>(t: &Tables, nat: &Nat, pkt: &mut B) -> Option<
     if !t.services.may_translate(k.src, k.dst) && !t.acl.tracks(k.src, k.dst) {
         return None;
     }
-    let e = nat.flows.lookup(&k, nat.now_ms)?;
+    let e = nat.lookup(&k, k.hash())?;
     if e.plain {
+        tr.note(Step::Note("an ICMP error about a flow policy allowed: passes"));
         return Some(NatResult::Untouched); // about an allowed flow: passes
     }
+    tr.note(Step::Note("an ICMP error about a translated flow: translated back, quote included"));
     let nat_side = Some((e.nat_addr, e.nat_port));
     let (dst_rw, src_rw) = if e.rewrite_dst { (nat_side, e.other) } else { (e.other, nat_side) };
     {
@@ -588,7 +785,7 @@ fn icmp_error_stage<B: PacketBuf>(t: &Tables, nat: &Nat, pkt: &mut B) -> Option<
 /// knows its flow.
 pub(crate) fn own_error_back<B: PacketBuf>(t: &Tables, nat: Option<&Nat>, pkt: &mut B, a: Action) -> Action {
     if let (Some(n), Action::Reply(ReplyKind::IcmpFragNeeded | ReplyKind::IcmpTimeExceeded)) = (nat, a) {
-        let _ = icmp_error_stage(t, n, pkt);
+        let _ = icmp_error_stage(t, n, pkt, &mut NoTrace);
     }
     a
 }

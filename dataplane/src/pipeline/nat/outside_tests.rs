@@ -505,7 +505,7 @@ fn snat_ports_come_from_each_workers_own_slice_and_run_out_cleanly() {
     let t = tables_from(&cfg);
     let flows = FlowTable::new(1 << 12);
     let one = |w: u16, sport: u16| {
-        let nat = Nat { flows: &flows, now_ms: 1000, worker: w, workers: 2 };
+        let nat = Nat { flows: &flows, now_ms: 1000, worker: w, workers: 2, dry: None };
         let (a, out) = run_at(&t, &nat, UPLINK, &syn_from_outside(CLIENT, sport, NODE_IP, 30084));
         (a, (a == Action::Forward(1)).then(|| tuple(&out).2))
     };
