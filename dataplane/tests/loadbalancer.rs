@@ -197,7 +197,17 @@ impl LbBed {
     fn start_control(&mut self, i: usize, args: &[&str]) {
         let log = self.dirs[i].join("control.log");
         let child = Command::new(bin("weir-control"))
-            .args(["--interval-ms", "100", "--metrics", "off", "--control-socket", "off", "--node", &format!("node{}", i + 1), "--dataplane"])
+            .args([
+                "--interval-ms",
+                "100",
+                "--metrics",
+                "off",
+                "--control-socket",
+                "off",
+                "--node",
+                &format!("node{}", i + 1),
+                "--dataplane",
+            ])
             .arg(self.dirs[i].join("dp.sock"))
             .args(args)
             .stdout(std::fs::File::create(&log).unwrap())
@@ -324,6 +334,7 @@ import socket, struct, sys
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)); s.bind((sys.argv[1], 0))
 ip = socket.inet_aton(sys.argv[2])
 out = open(sys.argv[3], "a")
+out.write("ready\n"); out.flush()
 while True:
     f = s.recv(128)
     if len(f) < 42: continue
@@ -407,6 +418,21 @@ fn a_load_balancer_ip_follows_its_endpoints_and_survives_its_node() {
         + POOL
         + &lb_service("web", "10.96.0.10", local, 8080, &both)
         + &lb_service("asked", "10.96.0.11", "  loadBalancerIP: 192.168.50.105\n", 8080, &both);
+    let x = bed.client.0.clone();
+    let watch_file = bed.dirs[0].join("arp.txt");
+    let _watch = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", &x, "timeout", "300", "python3", "-c", ARP_WATCH, &bed.client_if, VIP])
+            .arg(&watch_file)
+            .spawn()
+            .unwrap(),
+    );
+    // Listening before any node can announce anything.
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&watch_file).unwrap_or_default().starts_with("ready") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the ARP watcher did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut api = Api::start(&bed.dirs[0], &objects);
     let lease = LEASE_SECONDS.to_string();
     for i in 0..2 {
@@ -427,18 +453,17 @@ fn a_load_balancer_ip_follows_its_endpoints_and_survives_its_node() {
         );
     }
     let _servers = [name_server(&bed.pods["web1"], "web1"), name_server(&bed.pods["web2"], "web2")];
-    let x = bed.client.0.clone();
-    let watch_file = bed.dirs[0].join("arp.txt");
-    let _watch = Proc(
-        Command::new("ip")
-            .args(["netns", "exec", &x, "timeout", "300", "python3", "-c", ARP_WATCH, &bed.client_if, VIP])
-            .arg(&watch_file)
-            .spawn()
-            .unwrap(),
-    );
     let garps_from = |mac: &str| -> usize {
         let text = std::fs::read_to_string(&watch_file).unwrap_or_default();
         text.lines().filter(|l| *l == format!("garp {mac}")).count()
+    };
+    // Gratuitous ARPs come three times a second apart: waits for more than `n`.
+    let wait_garps = |mac: &str, n: usize| {
+        let t0 = Instant::now();
+        while garps_from(mac) <= n {
+            assert!(t0.elapsed() < Duration::from_secs(5), "no gratuitous ARP from {mac} seen by the client");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     };
 
     // The allocator: the first free address for web, the asked-for one for
@@ -467,7 +492,7 @@ fn a_load_balancer_ip_follows_its_endpoints_and_survives_its_node() {
         assert_eq!(ask(&x, VIP, 80), format!("{name_a} {CLIENT_IP}"), "{}", bed.logs());
     }
     assert_eq!(bed.client_neighbour(VIP), mac_a);
-    assert!(garps_from(&mac_a) >= 1, "no gratuitous ARP from {mac_a}");
+    wait_garps(&mac_a, 0);
     // The other Service's IP is answered too (by whichever node has it).
     bed.wait_announcer("192.168.50.105", None);
     let asked = ask(&x, "192.168.50.105", 80);
@@ -502,7 +527,7 @@ fn a_load_balancer_ip_follows_its_endpoints_and_survives_its_node() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(garps_from(&mac_b) >= 1, "no gratuitous ARP from {mac_b}");
+    wait_garps(&mac_b, 0);
     assert_eq!(ask(&x, VIP, 80), format!("{name_b} {CLIENT_IP}"), "{}", bed.logs());
 
     // Back: both have an endpoint again, so the VIP returns to its first
@@ -537,7 +562,7 @@ fn a_load_balancer_ip_follows_its_endpoints_and_survives_its_node() {
         "the VIP took {took:?} to move, more than the documented lease + 2 s\n{}",
         bed.logs()
     );
-    assert!(garps_from(&mac_b) > garps_before, "the takeover sent no gratuitous ARP");
+    wait_garps(&mac_b, garps_before);
     assert_eq!(bed.client_neighbour(VIP), mac_b);
 
     // The survivor allocates now (it is, or becomes, the leader): a new
