@@ -205,6 +205,8 @@ fn two_instances_one_leader_one_writer() {
     }
     wait_for("web's status", || w.ingress("web") == ["192.168.50.97"]);
     assert_eq!(w.status_writers(), BTreeMap::from([(agent(lid), 1)]), "only the leader wrote");
+    // The API shows the write before the writer has counted it.
+    wait_for("the leader to count its write", || leader.status_writes() == 1);
     assert_eq!((leader.status_writes(), follower.status_writes()), (1, 0));
 
     // A clean stop releases the Lease: the other leads within the
@@ -251,6 +253,7 @@ fn a_leader_cut_off_steps_down_before_it_is_replaced() {
     // The old leader's writer is alive but no longer writes.
     w.api.apply(&service("web", "LoadBalancer", "", "")).unwrap();
     wait_for("web's status", || w.ingress("web") == ["192.168.50.97"]);
+    wait_for("the new leader to count its write", || follower.status_writes() == 1);
     assert_eq!((leader.status_writes(), follower.status_writes()), (0, 1));
     assert_eq!(w.status_writers(), BTreeMap::from([(agent(fid), 1)]));
 
