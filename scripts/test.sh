@@ -37,6 +37,7 @@ cargo test -p weir-dataplane --test services -- --test-threads=1
 cargo test -p weir-dataplane --test inspect -- --test-threads=1
 cargo test -p weir-dataplane --test cluster -- --test-threads=1
 cargo test -p weir-dataplane --test weirctl -- --test-threads=1
+cargo test -p weir-dataplane --test flowlog -- --test-threads=1
 cargo test -p weir-dataplane --test loadbalancer -- --test-threads=1
 cargo test -p weir-dataplane --test cni -- --test-threads=1
 

@@ -12,6 +12,7 @@ pub mod announce;
 pub mod cni;
 pub mod crd;
 pub mod dump;
+pub mod flowlog;
 pub mod ipam;
 pub mod fake_api;
 pub mod health;

@@ -1,14 +1,17 @@
-//! The packet-path cost of `weirctl trace` and `capture` while nothing is
-//! armed, against the same path with the check compiled out (what the
-//! `trace` feature turns off): the worker's own burst loop
-//! (`inspect::rx_burst`) on bursts of 32 packets, the tap's flags read once
-//! per burst as a worker reads them once per loop, alternating the two
-//! builds of the loop in every round. Prints ns per packet for both (best
-//! and median of the rounds) and their ratio, and instructions per packet
-//! under valgrind's callgrind — exact where the clock is noisy (N and
-//! N + 32000 packets, the difference over 32000). For scale it also times
-//! the loop with a trace armed whose filter matches nothing (every packet
-//! then takes the cold path and is matched). Never fails on a figure.
+//! The packet-path cost of `weirctl trace` and `capture`, and of flow
+//! logs, while nothing is armed, against the same path with the check
+//! compiled out (what the `trace` feature turns off): the worker's own
+//! burst loop (`inspect::rx_burst`) on bursts of 32 packets, the tap's
+//! flags read once per burst as a worker reads them once per loop,
+//! alternating the two builds of the loop in every round. Prints ns per
+//! packet for both (best and median of the rounds) and their ratio, and
+//! instructions per packet under valgrind's callgrind — exact where the
+//! clock is noisy (N and N + 32000 packets, the difference over 32000).
+//! For scale it also times the loop with a trace armed whose filter
+//! matches nothing (every packet then takes the cold path and is matched),
+//! and with a flow log armed whose flows started while it was (every
+//! ClusterIP packet is then counted in its flow's meter). Never fails on a
+//! figure.
 //!
 //! `cargo bench -p weir-dataplane --bench trace [-- ROUNDS PACKETS] [--no-instructions]`
 
@@ -18,6 +21,7 @@ use std::time::Instant;
 
 use weir_dataplane::config::NodeConfig;
 use weir_dataplane::flow::FlowTable;
+use weir_dataplane::inspect::flowlog::FlowLogSession;
 use weir_dataplane::inspect::tap::TraceSession;
 use weir_dataplane::inspect::{rx_burst, Burst, Filter, FilterSpec, Tap};
 use weir_dataplane::pipeline::nat::Nat;
@@ -127,6 +131,17 @@ fn run<const INSPECT: bool>(t: &Tables, nat: &Nat, tap: &Tap, s: &Scenario, pack
     (t0.elapsed().as_secs_f64(), ok)
 }
 
+/// A tap with a flow log armed (no rate limit to speak of) over a flow
+/// table of its own, and that table: the scenario's flows are made with it
+/// armed, so that they are metered.
+fn armed_flow_log(t: &Tables, s: &Scenario) -> (Tap, FlowTable) {
+    let flows = FlowTable::new(1 << 16);
+    let tap = Tap::default();
+    tap.arm_flowlog(Arc::new(FlowLogSession::new(1_000_000, 1_000_000, flows.capacity())));
+    run::<true>(t, &Nat::single(&flows, 1), &tap, s, FLOWS as usize);
+    (tap, flows)
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -177,8 +192,14 @@ fn main() {
         let n: usize = n.parse().unwrap_or(0);
         // The flows are made first, outside what is compared (both counts have it).
         run::<false>(&t, &nat, &tap, s, FLOWS as usize);
-        let ok =
-            if v == "unarmed" { run::<true>(&t, &nat, &tap, s, n).1 } else { run::<false>(&t, &nat, &tap, s, n).1 };
+        let ok = match v.as_str() {
+            "unarmed" => run::<true>(&t, &nat, &tap, s, n).1,
+            "flowlog" => {
+                let (log_tap, log_flows) = armed_flow_log(&t, s);
+                run::<true>(&t, &Nat::single(&log_flows, 1), &log_tap, s, n).1
+            }
+            _ => run::<false>(&t, &nat, &tap, s, n).1,
+        };
         std::process::exit(i32::from(ok != n / BURST * BURST));
     }
     let nums: Vec<usize> = argv.iter().filter_map(|a| a.parse().ok()).collect();
@@ -212,6 +233,12 @@ fn main() {
         let mut armed_ns: Vec<f64> =
             (0..rounds.min(5)).map(|_| run::<true>(&t, &nat, &armed, s, packets).0 * 1e9 / packets as f64).collect();
         armed.disarm_trace();
+        // And a flow log armed, its flows metered.
+        let (log_tap, log_flows) = armed_flow_log(&t, s);
+        let log_nat = Nat::single(&log_flows, 1);
+        let mut log_ns: Vec<f64> = (0..rounds.min(5))
+            .map(|_| run::<true>(&t, &log_nat, &log_tap, s, packets).0 * 1e9 / packets as f64)
+            .collect();
         let (lo_a, lo_b) = (min(&on), min(&off));
         let (ma, mb) = (median(&mut on), median(&mut off));
         println!("{}:", s.name);
@@ -221,6 +248,7 @@ fn main() {
         );
         println!("  time, median:       unarmed {ma:7.2} ns/pkt   off {mb:7.2} ns/pkt   ratio {:.3}", ma / mb);
         println!("  (armed, a trace filter matching nothing: {:.2} ns/pkt, median)", median(&mut armed_ns));
+        println!("  (armed, a flow log counting every flow: {:.2} ns/pkt, median)", median(&mut log_ns));
         if with_instructions {
             // As weir-bench-pipeline does: N and N + 32000 packets, the
             // difference over 32000, so set-up cancels out.
@@ -228,12 +256,12 @@ fn main() {
                 let (a, b) = (instructions(v, si, 3200)?, instructions(v, si, 35_200)?);
                 Ok(b.saturating_sub(a) as f64 / 32_000.0)
             };
-            match (per_packet("unarmed"), per_packet("off")) {
-                (Ok(a), Ok(b)) => println!(
-                    "  instructions:       unarmed {a:7.2} /pkt      off {b:7.2} /pkt      difference {:+.3} /pkt",
+            match (per_packet("unarmed"), per_packet("off"), per_packet("flowlog")) {
+                (Ok(a), Ok(b), Ok(c)) => println!(
+                    "  instructions:       unarmed {a:7.2} /pkt      off {b:7.2} /pkt      difference {:+.3} /pkt      flow log armed {c:7.2} /pkt",
                     a - b
                 ),
-                (Err(e), _) | (_, Err(e)) => println!("  instructions: not measured ({e})"),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => println!("  instructions: not measured ({e})"),
             }
         }
     }

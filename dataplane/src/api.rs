@@ -188,6 +188,24 @@ pub enum Request {
     InspectStop {
         session: u64,
     },
+    /// Arms the flow log: a record when a tracked flow starts, when it ends
+    /// and when policy denies its first packet, at most `rate_per_s` per
+    /// second (bursts of `burst`, default `rate_per_s`). Answered
+    /// `flow_log_started`; polled with `flow_log_poll` on the same
+    /// connection, and ended when that connection closes (docs/flowlog.md).
+    FlowLogStart {
+        rate_per_s: u32,
+        #[serde(default)]
+        burst: Option<u32>,
+    },
+    /// The records of a flow log since the last poll.
+    FlowLogPoll {
+        session: u64,
+    },
+    /// Ends a flow log now; answered like a last poll.
+    FlowLogStop {
+        session: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -242,6 +260,20 @@ pub enum Reply {
         session: u64,
         packets: Vec<crate::inspect::CapturedPacket>,
         lost: u64,
+        done: Option<String>,
+    },
+    /// A flow log is armed.
+    FlowLogStarted {
+        session: u64,
+    },
+    /// The records of a flow log since the last poll; `drops`: records lost
+    /// so far (totals since the start), `metered`: flows being counted now;
+    /// `done` (why it ended) in its last answer.
+    FlowLogged {
+        session: u64,
+        records: Vec<crate::inspect::FlowLogRecord>,
+        drops: crate::inspect::FlowLogDrops,
+        metered: u64,
         done: Option<String>,
     },
 }

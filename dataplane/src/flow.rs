@@ -192,6 +192,9 @@ struct Raw {
 const SEEN_BITS: u32 = 40;
 const SEEN_MASK: u64 = (1 << SEEN_BITS) - 1;
 
+/// The longest timeout an entry can hold (24 bits of ms: 4.66 hours).
+pub const MAX_TIMEOUT_MS: u32 = (1 << (64 - SEEN_BITS)) - 1;
+
 fn pack_seen(now_ms: u64, timeout_ms: u32) -> u64 {
     u64::from(timeout_ms) << SEEN_BITS | (now_ms & SEEN_MASK)
 }
@@ -209,6 +212,19 @@ pub enum InsertError {
     Full,
     /// `insert_new`: the key has a live entry already.
     Exists,
+}
+
+/// What [`FlowTable::probe`] found for a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// The key's entry, and the time since it was last seen (it is expired
+    /// when `idle_ms` exceeds `entry.timeout_ms`).
+    Found { entry: FlowEntry, idle_ms: u64 },
+    /// No slot holds the key.
+    Absent,
+    /// The key was not found, but a slot it may live in was being written:
+    /// ask again.
+    Busy,
 }
 
 pub struct FlowTable {
@@ -284,8 +300,21 @@ impl FlowTable {
         self.find(key, hash, now_ms, false)
     }
 
+    /// `lookup_hashed`, also giving the slot the entry lives in (a key keeps
+    /// its slot while it is live: a replace writes in place). The flow log
+    /// keeps per-slot counters beside a table of its own with this.
+    #[inline]
+    pub fn lookup_at(&self, key: &FlowKey, hash: u64, now_ms: u64) -> Option<(usize, FlowEntry)> {
+        self.find_at(key, hash, now_ms, true)
+    }
+
     #[inline(always)]
     fn find(&self, key: &FlowKey, hash: u64, now_ms: u64, touch: bool) -> Option<FlowEntry> {
+        self.find_at(key, hash, now_ms, touch).map(|(_, e)| e)
+    }
+
+    #[inline(always)]
+    fn find_at(&self, key: &FlowKey, hash: u64, now_ms: u64, touch: bool) -> Option<(usize, FlowEntry)> {
         let (ka, kb) = key.words();
         for i in self.candidates(hash) {
             let Some(r) = self.read(i) else { continue };
@@ -298,10 +327,48 @@ impl FlowTable {
                 if touch && r.seen & SEEN_MASK != now_ms & SEEN_MASK {
                     self.slots[i].seen.store(pack_seen(now_ms, timeout), Ordering::Relaxed);
                 }
-                return Some(FlowEntry::from_words(r.va, r.vb, r.vc, timeout));
+                return Some((i, FlowEntry::from_words(r.va, r.vb, r.vc, timeout)));
             }
         }
         None
+    }
+
+    /// What the table holds for `key` at `now_ms`, expired or not, without
+    /// marking it seen: the flow log's sweep asks this to tell a flow that
+    /// is over from one that lives ([`Probe`]).
+    pub fn probe(&self, key: &FlowKey, hash: u64, now_ms: u64) -> Probe {
+        let (ka, kb) = key.words();
+        let mut busy = false;
+        for i in self.candidates(hash) {
+            match self.read(i) {
+                Some(r) if r.ka == ka && r.kb == kb => {
+                    let timeout = (r.seen >> SEEN_BITS) as u32;
+                    let idle_ms = (now_ms & SEEN_MASK).wrapping_sub(r.seen & SEEN_MASK) & SEEN_MASK;
+                    return Probe::Found { entry: FlowEntry::from_words(r.va, r.vb, r.vc, timeout), idle_ms };
+                }
+                Some(_) => {}
+                // Empty (sequence 0), or being written while we looked.
+                None => busy |= self.slots[i].seq.load(Ordering::Relaxed) != 0,
+            }
+        }
+        if busy {
+            Probe::Busy
+        } else {
+            Probe::Absent
+        }
+    }
+
+    /// Slot `i` as it is: its key and entry, and whether the entry is live
+    /// at `now_ms`; `None` when the slot is empty or being written. (The
+    /// flow log's sweep walks its own table with this.)
+    pub fn slot(&self, i: usize, now_ms: u64) -> Option<(FlowKey, FlowEntry, bool)> {
+        if i >= self.slots.len() {
+            return None;
+        }
+        let r = self.read(i)?;
+        let timeout = (r.seen >> SEEN_BITS) as u32;
+        let e = FlowEntry::from_words(r.va, r.vb, r.vc, timeout);
+        Some((FlowKey::from_words(r.ka, r.kb), e, !expired(r.seen, now_ms)))
     }
 
     /// Inserts or replaces the entry for `key`.
@@ -311,6 +378,11 @@ impl FlowTable {
 
     /// `insert` with the key's hash already computed.
     pub fn insert_hashed(&self, key: &FlowKey, hash: u64, entry: &FlowEntry, now_ms: u64) -> Result<(), InsertError> {
+        self.insert_inner(key, hash, entry, now_ms, true).map(|_| ())
+    }
+
+    /// `insert_hashed`, giving the slot the entry was written to.
+    pub fn insert_at(&self, key: &FlowKey, hash: u64, entry: &FlowEntry, now_ms: u64) -> Result<usize, InsertError> {
         self.insert_inner(key, hash, entry, now_ms, true)
     }
 
@@ -319,7 +391,7 @@ impl FlowTable {
     /// claiming the same key at the same instant may both succeed; callers
     /// keep their candidate keys apart (per-worker port slices).
     pub fn insert_new(&self, key: &FlowKey, entry: &FlowEntry, now_ms: u64) -> Result<(), InsertError> {
-        self.insert_inner(key, key.hash(), entry, now_ms, false)
+        self.insert_inner(key, key.hash(), entry, now_ms, false).map(|_| ())
     }
 
     fn insert_inner(
@@ -329,7 +401,7 @@ impl FlowTable {
         entry: &FlowEntry,
         now_ms: u64,
         replace: bool,
-    ) -> Result<(), InsertError> {
+    ) -> Result<usize, InsertError> {
         let (ka, kb) = key.words();
         // An existing entry of this key is replaced in place; otherwise the
         // first empty or expired slot is taken.
@@ -356,7 +428,7 @@ impl FlowTable {
             return self.insert_slow(key, hash, entry, now_ms, replace);
         }
         s.fill(cur, (ka, kb), entry, now_ms);
-        Ok(())
+        Ok(i)
     }
 
     #[cold]
@@ -367,7 +439,7 @@ impl FlowTable {
         entry: &FlowEntry,
         now_ms: u64,
         replace: bool,
-    ) -> Result<(), InsertError> {
+    ) -> Result<usize, InsertError> {
         for _ in 0..8 {
             std::hint::spin_loop();
             let (ka, kb) = key.words();
@@ -386,7 +458,7 @@ impl FlowTable {
                 };
                 if usable && s.seq.compare_exchange(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                     s.fill(cur, (ka, kb), entry, now_ms);
-                    return Ok(());
+                    return Ok(i);
                 }
             }
         }

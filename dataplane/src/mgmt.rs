@@ -2,8 +2,8 @@
 //! [`Request`] and each answer a JSON [`Reply`] line. Connections are served on
 //! their own threads; requests are handed to the management thread over a
 //! channel, so every change to ports and tables happens on that one thread.
-//! A trace or capture session lives as long as the connection that started
-//! it: when that connection closes, its sessions are stopped.
+//! A trace, capture or flow-log session lives as long as the connection
+//! that started it: when that connection closes, its sessions are stopped.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -50,19 +50,28 @@ pub fn serve(path: &Path) -> Result<Receiver<Call>, String> {
 }
 
 fn serve_conn(conn: UnixStream, calls: Sender<Call>) {
-    // Trace and capture sessions started on this connection end with it:
-    // a weirctl that goes away (killed, Ctrl-C) leaves nothing armed.
-    let mut sessions = Vec::new();
+    // Trace, capture and flow-log sessions started on this connection end
+    // with it: a weirctl or weir-control that goes away (killed, Ctrl-C)
+    // leaves nothing armed.
+    let mut sessions = Sessions::default();
     serve_requests(conn, &calls, &mut sessions);
-    for session in sessions {
+    let stops = sessions.inspect.into_iter().map(|session| Request::InspectStop { session });
+    for req in stops.chain(sessions.flowlog.into_iter().map(|session| Request::FlowLogStop { session })) {
         let (rtx, rrx) = bounded(1);
-        if calls.send((Request::InspectStop { session }, rtx)).is_ok() {
+        if calls.send((req, rtx)).is_ok() {
             let _ = rrx.recv();
         }
     }
 }
 
-fn serve_requests(conn: UnixStream, calls: &Sender<Call>, sessions: &mut Vec<u64>) {
+/// The sessions a connection started and that still run.
+#[derive(Default)]
+struct Sessions {
+    inspect: Vec<u64>,
+    flowlog: Vec<u64>,
+}
+
+fn serve_requests(conn: UnixStream, calls: &Sender<Call>, sessions: &mut Sessions) {
     let Ok(write_half) = conn.try_clone() else {
         return;
     };
@@ -92,10 +101,12 @@ fn serve_requests(conn: UnixStream, calls: &Sender<Call>, sessions: &mut Vec<u64
             }
         };
         match &reply {
-            Reply::InspectStarted { session } => sessions.push(*session),
+            Reply::InspectStarted { session } => sessions.inspect.push(*session),
             Reply::Traced { session, done: Some(_), .. } | Reply::Captured { session, done: Some(_), .. } => {
-                sessions.retain(|s| s != session)
+                sessions.inspect.retain(|s| s != session)
             }
+            Reply::FlowLogStarted { session } => sessions.flowlog.push(*session),
+            Reply::FlowLogged { session, done: Some(_), .. } => sessions.flowlog.retain(|s| s != session),
             _ => {}
         }
         let Ok(text) = serde_json::to_string(&reply) else {

@@ -19,7 +19,8 @@ use crate::api::{
 use crate::config::{validate_port, ForwardMode, NodeConfig, PortConfig, PortKind};
 use crate::dpdk::{port, Eal, Mempool, TxBuffer};
 use crate::flow::FlowTable;
-use crate::inspect::{Clock, Sessions, Tap};
+use crate::inspect::flowlog::Now;
+use crate::inspect::{Clock, FlowLogs, Sessions, Tap};
 use crate::neighbour::{Effects, NeighEvent, Neighbours, Timers};
 use crate::pipeline::{host, overlay, Consumed, DropReason, PacketBuf, ReplyKind};
 use crate::snapshot::Snapshot;
@@ -81,6 +82,8 @@ pub struct Node<'e> {
     acl: Arc<AclTable>,
     /// weirctl trace and capture sessions, and the tap workers check.
     inspect: Sessions,
+    /// The flow log (weir-control's `--flow-log`), on the same tap.
+    flowlog: FlowLogs,
 }
 
 impl<'e> Node<'e> {
@@ -90,6 +93,7 @@ impl<'e> Node<'e> {
         let snapshot = Snapshot::new(Tables::new(&cfg, workers), workers);
         // Two entries per flow, and the table at most half full: probing stays short.
         let cfg_flows = cfg.dpdk.max_flows as usize * 4;
+        let tap = Arc::new(Tap::default());
         Ok(Node {
             cfg,
             _eal: eal,
@@ -109,7 +113,8 @@ impl<'e> Node<'e> {
             control_generation: None,
             services: ServiceTable::default(),
             acl: Arc::default(),
-            inspect: Sessions::new(Arc::default()),
+            inspect: Sessions::new(Arc::clone(&tap)),
+            flowlog: FlowLogs::new(tap),
         })
     }
 
@@ -272,6 +277,13 @@ impl<'e> Node<'e> {
         if !self.snapshot.synchronize(SYNC_TIMEOUT) {
             eprintln!("weir-dataplane: warning: a worker did not pass a quiescent state within {SYNC_TIMEOUT:?}");
         }
+        if self.flowlog.active() {
+            // Every record of the old tables is in the queue now: their
+            // names (Services, rules) are resolved with the tables they
+            // were written under.
+            let new = self.snapshot.get();
+            self.flowlog.drain(&[&old, &new], &Self::clock());
+        }
         drop(old);
         self.announce();
         self.generation
@@ -396,6 +408,9 @@ impl<'e> Node<'e> {
         }
         if self.inspect.active() {
             self.tick_inspect();
+        }
+        if self.flowlog.active() {
+            self.tick_flowlog();
         }
     }
 
@@ -605,6 +620,9 @@ impl<'e> Node<'e> {
             | Request::CaptureStart { .. }
             | Request::InspectPoll { .. }
             | Request::InspectStop { .. }) => self.inspect(r),
+            r @ (Request::FlowLogStart { .. } | Request::FlowLogPoll { .. } | Request::FlowLogStop { .. }) => {
+                self.flow_log(r)
+            }
         }
     }
 
@@ -717,6 +735,46 @@ impl Node<'_> {
             Request::InspectStop { session } => self.inspect.stop(session, &t, &clock, now, &mut sync),
             other => Reply::Error { message: format!("not an inspect request: {other:?}") },
         }
+    }
+
+    /// `flow_log_start`, `flow_log_poll`, `flow_log_stop`.
+    fn flow_log(&mut self, req: Request) -> Reply {
+        let t = self.snapshot.get();
+        let now = Now { clock: Self::clock(), ms: self.now_ms(), at: Instant::now() };
+        let snapshot = &self.snapshot;
+        let mut sync = || {
+            if !snapshot.synchronize(SYNC_TIMEOUT) {
+                eprintln!("weir-dataplane: warning: a worker did not pass a quiescent state within {SYNC_TIMEOUT:?}");
+            }
+        };
+        let flows = &self.flows;
+        match req {
+            Request::FlowLogStart { .. } if !crate::inspect::INSPECT => {
+                Reply::Error { message: "this weir-dataplane was built without the trace feature: no flow logs".into() }
+            }
+            Request::FlowLogStart { rate_per_s, burst } => {
+                match self.flowlog.start(rate_per_s, burst, flows.capacity(), now.at) {
+                    Ok(session) => Reply::FlowLogStarted { session },
+                    Err(message) => Reply::Error { message },
+                }
+            }
+            Request::FlowLogPoll { session } => self.flowlog.poll(session, &t, flows, &now, &mut sync),
+            Request::FlowLogStop { session } => self.flowlog.stop(session, &t, flows, &now, &mut sync),
+            other => Reply::Error { message: format!("not a flow log request: {other:?}") },
+        }
+    }
+
+    /// Drains the flow log, sweeps for flows that ended.
+    fn tick_flowlog(&mut self) {
+        let t = self.snapshot.get();
+        let now = Now { clock: Self::clock(), ms: self.now_ms(), at: Instant::now() };
+        let snapshot = &self.snapshot;
+        let mut sync = || {
+            if !snapshot.synchronize(SYNC_TIMEOUT) {
+                eprintln!("weir-dataplane: warning: a worker did not pass a quiescent state within {SYNC_TIMEOUT:?}");
+            }
+        };
+        self.flowlog.tick(&t, &self.flows, &now, &mut sync);
     }
 
     /// Drains what workers traced and captured; ends sessions that are over.

@@ -9,11 +9,11 @@
 //! and the next loop that sees it sends them. They are dropped after
 //! [`PENDING_TIMEOUT`] (counted as `neighbour_timeout`).
 //!
-//! `weirctl trace` and `capture` reach workers through the [`Tap`]: read
-//! once per loop (one atomic load, compiled out with the `trace` feature
-//! off); while nothing is armed each burst runs the plain pipeline
-//! (`inspect::rx_burst`), and the tx side checks the same value before a
-//! burst goes out.
+//! `weirctl trace` and `capture`, and flow logs, reach workers through the
+//! [`Tap`]: read once per loop (one atomic load, compiled out with the
+//! `trace` feature off); while nothing is armed each burst runs the plain
+//! pipeline (`inspect::rx_burst`), and the tx side checks the same value
+//! before a burst goes out.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};

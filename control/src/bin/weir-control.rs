@@ -102,6 +102,15 @@ struct RunArgs {
     /// stopped, the other nodes take over the LoadBalancer IPs it announced.
     #[arg(long, value_name = "S", default_value_t = 3)]
     membership_lease_seconds: u64,
+    /// Write flow logs (JSON lines: flows starting and ending, policy
+    /// denies; docs/flowlog.md) to this file, appended to, or `-` for
+    /// stdout. Default: off.
+    #[arg(long, value_name = "PATH")]
+    flow_log: Option<String>,
+    /// Flow log records per second at most (bursts as large); more are
+    /// counted in `dropped` lines.
+    #[arg(long, value_name = "N", default_value_t = weir_control::flowlog::DEFAULT_RATE)]
+    flow_log_rate: u32,
     /// Push once and exit (0 when applied).
     #[arg(long)]
     once: bool,
@@ -238,6 +247,24 @@ fn run(a: RunArgs) -> ExitCode {
             }
         })
         .flatten();
+    // Flow logs are written while this is held.
+    let _flow_log = match &a.flow_log {
+        None => None,
+        Some(path) => {
+            let cfg = weir_control::flowlog::FlowLogConfig {
+                dataplane: a.dataplane.clone(),
+                rate: a.flow_log_rate,
+                shared: shared.clone(),
+            };
+            match weir_control::flowlog::spawn(cfg, path) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    eprintln!("weir-control: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     let mut settings = Settings::default();
     if lb_config.is_some() {
         // Nobody is known alive before the first membership list: announce

@@ -18,26 +18,33 @@
 //!   weirctl receives them and writes a classic pcap file ([`pcap`]).
 //!   A full queue loses the copy, never the packet, and is counted.
 //!
+//! - **flow logs** ([`flowlog`]): the same flag word arms per-flow records
+//!   (start, end with packets and bytes, policy denies) that weir-control
+//!   drains and writes as JSON lines; the management thread sweeps for
+//!   flows that ended by timeout.
+//!
 //! Unarmed, a worker pays one relaxed atomic load per loop and one branch
 //! per burst; with the `trace` feature off ([`INSPECT`] false) not even that
-//! (weirctl trace and capture are then refused). The figures are in
+//! (weirctl trace and capture, and flow logs, are then refused). The figures are in
 //! docs/inspect.md (`cargo bench -p weir-dataplane --bench trace`).
 //!
 //! Everything here is plain Rust and is tested without DPDK.
 
 pub mod explain;
 pub mod filter;
+pub mod flowlog;
 pub mod packet;
 pub mod pcap;
 pub mod session;
 pub mod tap;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
 
 pub use explain::explain;
 pub use filter::{Filter, FilterSpec};
+pub use flowlog::{Drops as FlowLogDrops, FlowLogs};
 pub use session::{Clock, Sessions};
 pub use tap::{rx_burst, Burst, Tap};
 
@@ -165,6 +172,63 @@ pub struct CapturedPacket {
     pub orig_len: u32,
     /// The first snap-length bytes, hex.
     pub data: String,
+}
+
+/// One flow-log record as the management socket gives it (`flow_log_poll`):
+/// names resolved, times on the wall clock. weir-control adds the pods and
+/// writes it as a JSON line (docs/flowlog.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FlowLogRecord {
+    /// start, end or denied.
+    pub event: String,
+    /// ns since the Unix epoch: when the flow started (start), when its end
+    /// was seen (end), when the packet was denied (denied).
+    pub time_ns: u64,
+    /// The IP protocol number.
+    pub proto: u8,
+    /// The flow's original direction as its first packet arrived (ICMP
+    /// echo: the identifier as `sport`, `dport` 0).
+    pub src: Ipv4Addr,
+    pub sport: u16,
+    pub dst: Ipv4Addr,
+    pub dport: u16,
+    /// The client as the backend sees it, when translated (SNAT to the node
+    /// IP, or the gateway for hairpin).
+    #[serde(default)]
+    pub nat_src: Option<SocketAddrV4>,
+    /// The destination after DNAT: the Service's backend.
+    #[serde(default)]
+    pub nat_dst: Option<SocketAddrV4>,
+    /// The Service port (`namespace/name:port`).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The port the first packet came in by (start, denied).
+    #[serde(default)]
+    pub in_port: Option<String>,
+    /// allowed or denied.
+    pub verdict: String,
+    /// denied: the rule id that denied, or `default` (the pod's default for
+    /// that direction).
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// denied: ingress or egress, the side whose policy denied.
+    #[serde(default)]
+    pub direction: Option<String>,
+    /// end: [original direction, reply direction].
+    #[serde(default)]
+    pub packets: Option<[u64; 2]>,
+    /// end: IPv4 bytes (headers included), [original, reply].
+    #[serde(default)]
+    pub bytes: Option<[u64; 2]>,
+    /// end: when the flow started, ns since the Unix epoch.
+    #[serde(default)]
+    pub start_ns: Option<u64>,
+    /// end: from its first packet to its last.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// end: timeout, fin, rst, backend_gone or policy_revoked.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// Which packets of a port `capture` takes.

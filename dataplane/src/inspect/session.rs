@@ -51,6 +51,14 @@ impl Clock {
         let ago = u128::from(self.tsc.saturating_sub(tsc)) * 1_000_000_000 / u128::from(self.tsc_hz.max(1));
         self.wall_ns.saturating_sub(ago as u64)
     }
+
+    /// The wall-clock time (ns) of `ms` on the workers' millisecond clock
+    /// (the TSC in ms, what their `Nat` runs on).
+    pub fn wall_of_ms(&self, ms: u64) -> u64 {
+        let now_ms = self.tsc / (self.tsc_hz / 1000).max(1);
+        let ago_ns = i128::from(now_ms) - i128::from(ms);
+        (i128::from(self.wall_ns) - ago_ns * 1_000_000).clamp(0, i128::from(u64::MAX)) as u64
+    }
 }
 
 struct TraceState {

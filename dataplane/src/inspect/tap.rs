@@ -11,6 +11,11 @@
 //! the queues and buffers are made by the management thread when it arms
 //! the tap, and a full queue only loses the copy (counted), never the packet.
 //!
+//! A flow log ([`super::flowlog`]) is one more flag and session: armed,
+//! each packet of the burst runs the pipeline with the [`Logged`] tracer
+//! (with a trace's recorder inside for a traced packet), which hands the
+//! NAT stage's flow events to the session.
+//!
 //! Sessions reach workers through `ArcSwapOption`s, read only when the flag
 //! says so; the management thread stores a session before setting its flag,
 //! and to stop clears the flag, swaps the session out and waits for every
@@ -23,15 +28,17 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use crossbeam::queue::ArrayQueue;
 
+use super::flowlog::{Ctx, FlowLogSession, Logged};
 use super::Filter;
 use crate::pipeline::nat::Nat;
-use crate::pipeline::{self, Action, Events, PacketBuf, Recorder};
+use crate::pipeline::{self, Action, Events, NoTrace, PacketBuf, Recorder};
 use crate::tables::{PortId, Tables};
 
 /// Flag bits of [`Tap::flags`].
 pub const TRACE: u8 = 1;
 pub const CAPTURE_RX: u8 = 2;
 pub const CAPTURE_TX: u8 = 4;
+pub const FLOWLOG: u8 = 8;
 
 /// What workers look at to know whether to trace or capture.
 #[derive(Default)]
@@ -39,6 +46,7 @@ pub struct Tap {
     flags: AtomicU8,
     trace: ArcSwapOption<TraceSession>,
     capture: ArcSwapOption<CaptureSession>,
+    flowlog: ArcSwapOption<FlowLogSession>,
 }
 
 impl Tap {
@@ -71,6 +79,19 @@ impl Tap {
     pub fn disarm_capture(&self) -> Option<Arc<CaptureSession>> {
         self.flags.fetch_and(!(CAPTURE_RX | CAPTURE_TX), Ordering::Release);
         self.capture.swap(None)
+    }
+
+    /// Arms the flow log `s` (management thread).
+    pub fn arm_flowlog(&self, s: Arc<FlowLogSession>) {
+        self.flowlog.store(Some(s));
+        self.flags.fetch_or(FLOWLOG, Ordering::Release);
+    }
+
+    /// Disarms the flow log; workers may hold the session until they pass
+    /// a quiescent state.
+    pub fn disarm_flowlog(&self) -> Option<Arc<FlowLogSession>> {
+        self.flags.fetch_and(!FLOWLOG, Ordering::Release);
+        self.flowlog.swap(None)
     }
 }
 
@@ -229,7 +250,7 @@ where
     E: Events,
     F: FnMut(B, Action),
 {
-    if INSPECT && b.flags & (TRACE | CAPTURE_RX) != 0 {
+    if INSPECT && b.flags & (TRACE | CAPTURE_RX | FLOWLOG) != 0 {
         return inspected_burst(b, pkts, ev, sink);
     }
     for mut m in pkts {
@@ -251,6 +272,8 @@ where
     let tsc = (b.clock)();
     let trace = if b.flags & TRACE != 0 { b.tap.trace.load_full() } else { None };
     let capture = if b.flags & CAPTURE_RX != 0 { b.tap.capture.load_full() } else { None };
+    let flowlog = if b.flags & FLOWLOG != 0 { b.tap.flowlog.load_full() } else { None };
+    let ctx = Ctx { worker: b.worker, port: b.port, generation: b.tables.generation, now_ms: b.nat.now_ms };
     for mut m in pkts {
         if let Some(c) = capture.as_deref().filter(|c| c.rx) {
             c.take(b.port, false, m.data(), tsc);
@@ -270,12 +293,24 @@ where
                 let n = m.data().len().min(HEAD);
                 rec.head[..n].copy_from_slice(&m.data()[..n]);
                 rec.head_len = n as u16;
-                let a = pipeline::process_traced(b.tables, Some(b.nat), b.port, &mut m, ev, &mut rec.steps);
+                let a = match flowlog.as_deref() {
+                    Some(log) => {
+                        let mut tr = Logged { inner: &mut rec.steps, log, ctx };
+                        pipeline::process_traced(b.tables, Some(b.nat), b.port, &mut m, ev, &mut tr)
+                    }
+                    None => pipeline::process_traced(b.tables, Some(b.nat), b.port, &mut m, ev, &mut rec.steps),
+                };
                 // As many slots as claims: never full.
                 let _ = s.records.push(rec);
                 a
             }
-            None => pipeline::process_full(b.tables, Some(b.nat), b.port, &mut m, ev),
+            None => match flowlog.as_deref() {
+                Some(log) => {
+                    let mut tr = Logged { inner: NoTrace, log, ctx };
+                    pipeline::process_traced(b.tables, Some(b.nat), b.port, &mut m, ev, &mut tr)
+                }
+                None => pipeline::process_full(b.tables, Some(b.nat), b.port, &mut m, ev),
+            },
         };
         sink(m, a);
     }

@@ -26,7 +26,7 @@ use std::net::Ipv4Addr;
 
 pub use buf::{NoRoom, PacketBuf, TestBuf};
 pub use reason::{Consumed, DropReason, ReplyKind};
-pub use trace::{NoTrace, Recorder, Step, Trace};
+pub use trace::{EndReason, FlowEvent, NoTrace, Recorder, Step, Trace};
 
 use crate::tables::{Hop, NetId, Network, PortId, Tables};
 use crate::wire::{arp, ethernet, icmp, ipv4, sctp, tcp, udp, MacAddr, WireError};
@@ -86,7 +86,7 @@ pub fn process_events<B: PacketBuf, E: Events>(t: &Tables, in_port: PortId, pkt:
 }
 
 /// Runs the pipeline on one frame, with Service NAT when `nat` is given.
-#[inline]
+#[inline(always)]
 pub fn process_full<B: PacketBuf, E: Events>(
     t: &Tables,
     nat: Option<&nat::Nat>,
@@ -99,7 +99,7 @@ pub fn process_full<B: PacketBuf, E: Events>(
 
 /// [`process_full`], telling `tr` what each stage did ([`trace`]); the last
 /// step is always [`Step::Done`] with the action returned.
-#[inline]
+#[inline(always)]
 pub fn process_traced<B: PacketBuf, E: Events, T: Trace>(
     t: &Tables,
     nat: Option<&nat::Nat>,

@@ -10,6 +10,11 @@
 //! packet in a fixed array (no allocation either, so a worker can record a
 //! traced packet and hand the record over through a lock-free queue); the
 //! management thread turns them into text with the tables (`crate::inspect`).
+//!
+//! The same generic parameter carries flow logs: a tracer whose `FLOWS` is
+//! true (`crate::inspect::flowlog::Logged`) is told of flows starting,
+//! ending, their packets and policy denies ([`FlowEvent`]); for every other
+//! tracer those reports compile away like the notes.
 
 use std::net::Ipv4Addr;
 
@@ -58,12 +63,99 @@ pub enum Step {
     Done(Action),
 }
 
+/// Why a flow ended (flow logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// No packet for the flow's timeout.
+    Timeout,
+    /// FIN both ways (then no packet for the closing timeout, or a new SYN
+    /// on its ports).
+    Fin,
+    /// A TCP reset (likewise).
+    Rst,
+    /// Its backend left the Service (TCP: the client was reset; UDP and
+    /// SCTP: moved to a live backend as a new flow).
+    BackendGone,
+    /// The policy that allowed it is gone.
+    PolicyRevoked,
+}
+
+impl EndReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Timeout => "timeout",
+            EndReason::Fin => "fin",
+            EndReason::Rst => "rst",
+            EndReason::BackendGone => "backend_gone",
+            EndReason::PolicyRevoked => "policy_revoked",
+        }
+    }
+
+    /// How a flow in state `s` ends when it is not seen any more: a closing
+    /// TCP connection was closed (FIN both ways, or reset), anything else
+    /// timed out.
+    pub fn of_state(s: u8) -> EndReason {
+        use crate::flow::state::{CLOSING, FIN_ORIG, FIN_REPLY};
+        if s & CLOSING == 0 {
+            EndReason::Timeout
+        } else if s & (FIN_ORIG | FIN_REPLY) == FIN_ORIG | FIN_REPLY {
+            EndReason::Fin
+        } else {
+            EndReason::Rst
+        }
+    }
+}
+
+/// What the NAT stage tells a flow logger (`crate::inspect::flowlog`):
+/// flows that start and end, the packets of live flows, and policy denies.
+/// `orig` is always the key of the flow's original direction (as its first
+/// packet arrived), which names the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowEvent {
+    /// Both entries of a new flow are in the table. `entry` is the original
+    /// direction's: its destination rewrite (`nat_addr:nat_port`, the
+    /// packet's own destination for a flow policy only tracks) and, double
+    /// NAT, the source rewrite in `other`. `len`: the first packet's IPv4
+    /// length.
+    Started { orig: FlowKey, hash: u64, entry: FlowEntry, len: u16 },
+    /// A packet of a live flow, of its reply direction or not.
+    Packet { orig: FlowKey, reply: bool, len: u16 },
+    /// The flow moved to state `state` ([`crate::flow::state`]).
+    State { orig: FlowKey, state: u8 },
+    /// The flow's entries are removed here.
+    Ended { orig: FlowKey, why: EndReason },
+    /// Policy denied the first packet of a flow: `key` as it arrived, and
+    /// the destination it was classified with (a Service's backend).
+    Denied { key: FlowKey, dst: Ipv4Addr, dport: u16, decision: Decision },
+}
+
 /// Where a stage reports what it did.
 pub trait Trace {
     /// Whether notes are kept at all: stages skip computing what to note
     /// when this is false (it is a constant, so the skipping compiles away).
     const ON: bool;
+    /// Whether flow events are wanted (flow logging armed). Like `ON`, a
+    /// constant: with it false (workers' [`NoTrace`], explain's and
+    /// trace's [`Recorder`]) every `if T::FLOWS { ... }` compiles away.
+    const FLOWS: bool = false;
     fn note(&mut self, step: Step);
+    /// A flow event; only called when `FLOWS`.
+    #[inline(always)]
+    fn flow(&mut self, _event: FlowEvent) {}
+}
+
+/// A tracer borrowed: what a wrapper (the flow logger) passes on to.
+impl<T: Trace> Trace for &mut T {
+    const ON: bool = T::ON;
+    const FLOWS: bool = T::FLOWS;
+    #[inline(always)]
+    fn note(&mut self, step: Step) {
+        (**self).note(step)
+    }
+    #[inline(always)]
+    fn flow(&mut self, event: FlowEvent) {
+        (**self).flow(event)
+    }
 }
 
 /// Keeps nothing: the workers' instantiation of the pipeline.

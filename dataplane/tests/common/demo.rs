@@ -33,6 +33,11 @@ impl Control {
     /// to `log` (and `log` with `.err`), its query socket `control.sock`
     /// next to the log.
     pub fn start(socket: &Path, file: &Path, log: &Path) -> Control {
+        Self::start_with(socket, file, log, &[])
+    }
+
+    /// `start`, with `extra` arguments after those.
+    pub fn start_with(socket: &Path, file: &Path, log: &Path, extra: &[String]) -> Control {
         let child = Command::new(control_bin())
             .args(["--interval-ms", "100", "--metrics", "127.0.0.1:0", "--dataplane"])
             .arg(socket)
@@ -40,6 +45,7 @@ impl Control {
             .arg(file)
             .arg("--control-socket")
             .arg(log.with_file_name("control.sock"))
+            .args(extra)
             .stdout(std::fs::File::create(log).unwrap())
             .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
             .spawn()
@@ -249,6 +255,12 @@ pub const PODS: [(&str, u8, &str, &str, &str); 6] = [
 
 impl Demo {
     pub fn start(cluster: &str) -> Demo {
+        Self::start_with(cluster, &[])
+    }
+
+    /// `start`, with `extra` arguments for each node's weir-control;
+    /// `{dir}` in one stands for the node's directory.
+    pub fn start_with(cluster: &str, extra: &[&str]) -> Demo {
         require_root();
         let tag = tag();
         let (n1, n2) = (Netns::new(format!("wc{tag}-n1")), Netns::new(format!("wc{tag}-n2")));
@@ -290,7 +302,8 @@ impl Demo {
             let dp = start_dataplane(&ns.0, &dir, &config);
             let file = dir.join("cluster.yaml");
             std::fs::write(&file, cluster).unwrap();
-            let control = Control::start(&dir.join("dp.sock"), &file, &dir.join("control.log"));
+            let extra: Vec<String> = extra.iter().map(|a| a.replace("{dir}", &dir.display().to_string())).collect();
+            let control = Control::start_with(&dir.join("dp.sock"), &file, &dir.join("control.log"), &extra);
             let node = DemoNode { dir, dp, control, file };
             node.wait_synced(None);
             nodes.push(node);

@@ -263,7 +263,8 @@ impl Dataplane {
     /// Shuts this dataplane down and starts a new one in namespace `ns` with
     /// `config` (same directory and socket).
     pub fn restart(&mut self, ns: &str, config: &str) {
-        let old = std::mem::replace(self, Dataplane { child: None, socket: self.socket.clone(), dir: self.dir.clone() });
+        let old =
+            std::mem::replace(self, Dataplane { child: None, socket: self.socket.clone(), dir: self.dir.clone() });
         assert!(old.shutdown().success(), "weir-dataplane did not exit cleanly");
         *self = start_dataplane(ns, &self.dir.clone(), config);
     }

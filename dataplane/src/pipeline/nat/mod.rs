@@ -44,7 +44,8 @@
 use std::net::Ipv4Addr;
 
 use super::{
-    icmp_error, icmp_error_from, is_icmp_error, Action, DropReason, NoTrace, PacketBuf, ReplyKind, Step, Trace,
+    icmp_error, icmp_error_from, is_icmp_error, Action, DropReason, EndReason, FlowEvent, NoTrace, PacketBuf,
+    ReplyKind, Step, Trace,
 };
 use crate::flow::{state, FlowEntry, FlowKey, FlowTable, InsertError};
 use crate::tables::acl::{AclTable, Decision, Direction, Verdict};
@@ -137,7 +138,7 @@ impl<'a> Nat<'a> {
         Nat { flows, now_ms, worker: 0, workers: 1, dry: Some(dry) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn lookup(&self, key: &FlowKey, hash: u64) -> Option<FlowEntry> {
         match self.dry {
             None => self.flows.lookup_hashed(key, hash, self.now_ms),
@@ -303,6 +304,11 @@ fn flow_of(frame: &[u8]) -> Option<(FlowKey, u8)> {
 
 /// The key of the other direction of the flow `e` translates `k` in.
 fn other_key(k: &FlowKey, e: &FlowEntry) -> FlowKey {
+    if e.plain {
+        // Nothing rewritten (`nat_addr` is the packet's own destination in
+        // both directions): the other direction is the key reversed.
+        return k.reversed();
+    }
     let (mut src, mut dst) = ((k.src, k.src_port), (k.dst, k.dst_port));
     if e.rewrite_dst {
         dst = (e.nat_addr, e.nat_port);
@@ -322,6 +328,31 @@ fn policy_tuple(k: &FlowKey, e: &FlowEntry) -> (Ipv4Addr, Ipv4Addr, u16, u16) {
     } else {
         let (client, port) = e.other.unwrap_or((k.dst, k.dst_port));
         (client, k.src, port, k.src_port)
+    }
+}
+
+/// The key of the original direction of the flow `e` (an entry of `k`)
+/// belongs to: what names the flow in flow logs.
+#[inline(always)]
+fn orig_key(k: &FlowKey, e: &FlowEntry) -> FlowKey {
+    if e.rewrite_dst {
+        *k
+    } else {
+        other_key(k, e)
+    }
+}
+
+/// The IPv4 total length of a checked frame (flow logs' byte counts).
+#[inline(always)]
+fn ip_len(frame: &[u8]) -> u16 {
+    ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]).total_len()
+}
+
+/// Tells a flow logger that policy denied the first packet of a flow.
+#[inline(always)]
+fn log_denied<T: Trace>(tr: &mut T, key: FlowKey, dst: Ipv4Addr, dport: u16, decision: Decision) {
+    if T::FLOWS {
+        tr.flow(FlowEvent::Denied { key, dst, dport, decision });
     }
 }
 
@@ -367,7 +398,7 @@ pub(crate) fn nat_stage<B: PacketBuf, T: Trace>(
         let served = if service { new_flow(t, nat, net, origin, pkt, key, hash, frontend, tr) } else { None };
         return served.unwrap_or_else(|| {
             if tracked {
-                plain_flow(t, nat, key, hash, tr)
+                plain_flow(t, nat, pkt, key, hash, tr)
             } else {
                 tr.note(Step::Note("no Service frontend matches, and no policy applies: untranslated"));
                 NatResult::Untouched
@@ -385,6 +416,9 @@ pub(crate) fn nat_stage<B: PacketBuf, T: Trace>(
             || t.services.lookup(&frontend).is_some_and(|(_, _, p)| p.is_member(e.nat_addr, e.nat_port));
         if !alive {
             tr.note(Step::FlowEnded { key, why: "its backend is no longer one of the Service's" });
+            if T::FLOWS {
+                tr.flow(FlowEvent::Ended { orig: key, why: EndReason::BackendGone });
+            }
             nat.remove(&key, hash);
             let other = other_key(&key, &e);
             nat.remove(&other, other.hash());
@@ -404,6 +438,9 @@ pub(crate) fn nat_stage<B: PacketBuf, T: Trace>(
         if d.verdict == Verdict::Deny {
             // A policy that allowed it is gone: the flow is cut.
             tr.note(Step::FlowEnded { key, why: "the policy that allowed it is gone" });
+            if T::FLOWS {
+                tr.flow(FlowEvent::Ended { orig: orig_key(&key, &e), why: EndReason::PolicyRevoked });
+            }
             nat.remove(&key, hash);
             let other = other_key(&key, &e);
             nat.remove(&other, other.hash());
@@ -416,6 +453,9 @@ pub(crate) fn nat_stage<B: PacketBuf, T: Trace>(
     let syn_only = flags & (tcp::flags::SYN | tcp::flags::ACK) == tcp::flags::SYN;
     if syn_only && e.rewrite_dst && e.state & state::CLOSING != 0 && key.proto == ipv4::protocol::TCP {
         tr.note(Step::FlowEnded { key, why: "a SYN on the ports of a closing connection starts a new one" });
+        if T::FLOWS {
+            tr.flow(FlowEvent::Ended { orig: key, why: EndReason::of_state(e.state) });
+        }
         nat.remove(&key, hash);
         let other = other_key(&key, &e);
         nat.remove(&other, other.hash());
@@ -424,6 +464,13 @@ pub(crate) fn nat_stage<B: PacketBuf, T: Trace>(
     let s = next_state(key.proto, e.state, e.rewrite_dst, flags);
     if s != e.state {
         set_state(nat, &key, hash, &e, s);
+    }
+    if T::FLOWS {
+        let orig = orig_key(&key, &e);
+        tr.flow(FlowEvent::Packet { orig, reply: !e.rewrite_dst, len: ip_len(pkt.data()) });
+        if s != e.state {
+            tr.flow(FlowEvent::State { orig, state: s });
+        }
     }
     if e.plain {
         tr.note(Step::Note("a flow tracked for policy: passes untranslated"));
@@ -447,12 +494,20 @@ fn note_rewrite<T: Trace>(frame: &[u8], key: FlowKey, tr: &mut T) {
 /// The first packet of a flow that policy applies to and no Service
 /// translates: classified; if allowed, both directions are tracked so that
 /// the replies pass.
-fn plain_flow<T: Trace>(t: &Tables, nat: &Nat, key: FlowKey, hash: u64, tr: &mut T) -> NatResult {
+fn plain_flow<B: PacketBuf, T: Trace>(
+    t: &Tables,
+    nat: &Nat,
+    pkt: &B,
+    key: FlowKey,
+    hash: u64,
+    tr: &mut T,
+) -> NatResult {
     let d = nat.classify(&t.acl, (key.src, key.dst, key.proto, key.src_port, key.dst_port));
     if T::ON {
         tr.note(Step::Acl { src: key.src, dst: key.dst, proto: key.proto, dport: key.dst_port, decision: d });
     }
     if d.verdict == Verdict::Deny {
+        log_denied(tr, key, key.dst, key.dst_port, d);
         return denied(d);
     }
     let s = next_state(key.proto, 0, true, 0);
@@ -479,6 +534,9 @@ fn plain_flow<T: Trace>(t: &Tables, nat: &Nat, key: FlowKey, hash: u64, tr: &mut
         return NatResult::Done(Action::Drop(DropReason::FlowTableFull));
     }
     tr.note(Step::Note("allowed: both directions tracked for policy, nothing rewritten"));
+    if T::FLOWS {
+        tr.flow(FlowEvent::Started { orig: key, hash, entry: orig, len: ip_len(pkt.data()) });
+    }
     NatResult::Untouched
 }
 
@@ -495,6 +553,7 @@ fn icmp_policy<B: PacketBuf, T: Trace>(t: &Tables, nat: &Nat, pkt: &B, tr: &mut 
         tr.note(Step::Acl { src, dst, proto, dport: 0, decision: d });
     }
     if d.verdict == Verdict::Deny {
+        log_denied(tr, FlowKey { src, dst, src_port: 0, dst_port: 0, proto }, dst, 0, d);
         return denied(d);
     }
     NatResult::Untouched
@@ -583,6 +642,7 @@ fn service_flow<B: PacketBuf, T: Trace>(
         tr.note(Step::Acl { src: key.src, dst: backend, proto: key.proto, dport: svc.target_port, decision: d });
     }
     if d.verdict == Verdict::Deny {
+        log_denied(tr, key, backend, svc.target_port, d);
         return denied(d);
     }
     let s = next_state(key.proto, 0, true, 0);
@@ -643,6 +703,9 @@ fn service_flow<B: PacketBuf, T: Trace>(
         // loses the stickiness, never the packet.
         let sticky = FlowEntry { timeout_ms: ms, other: None, ..orig };
         let _ = nat.insert(&affinity_key, affinity_key.hash(), &sticky);
+    }
+    if T::FLOWS {
+        tr.flow(FlowEvent::Started { orig: key, hash, entry: orig, len: ip_len(pkt.data()) });
     }
     rewrite(pkt.data_mut(), &orig);
     note_rewrite(pkt.data(), key, tr);

@@ -210,3 +210,31 @@ fn no_policy_no_flow_state() {
     assert_eq!(run(&t, &flows, 0, &frame(ICMP, A, 1, B.0, 0, icmp::msg::ECHO_REQUEST)), Action::Forward(1));
     assert!(flows.entries(1000).is_empty());
 }
+
+/// A flow tracked for policy keeps both directions' state in step: the
+/// reply moves the original direction's entry to "answered" too (its
+/// timeout from 60 s to 2 h), and a reply-side policy cut forgets both.
+#[test]
+fn a_tracked_flow_keeps_both_entries_in_step() {
+    let allow = |allowed: bool| {
+        let rules = if allowed {
+            vec![rule("np:default/allow-a/ingress/0", &["10.1.0.2/32"], None, None, Verdict::Allow)]
+        } else {
+            vec![]
+        };
+        AclConfig { pods: vec![pod(B.0, Some(DirectionConfig { rules, default: Verdict::Deny }), None)] }
+    };
+    let flows = FlowTable::new(1024);
+    let t1 = tables(allow(true), 1);
+    assert_eq!(run(&t1, &flows, 0, &frame(TCP, A, 40000, B.0, 80, SYN)), Action::Forward(1));
+    assert_eq!(run(&t1, &flows, 1, &frame(TCP, B, 80, A.0, 40000, SYN | ACK)), Action::Forward(0));
+    let orig = FlowKey { src: A.0, dst: B.0, src_port: 40000, dst_port: 80, proto: TCP };
+    for k in [orig, orig.reversed()] {
+        let e = flows.lookup(&k, 1000).expect("both directions tracked");
+        assert_eq!((e.state, e.timeout_ms), (state::REPLIED, TCP_ESTABLISHED_TIMEOUT_MS), "{k:?}");
+    }
+    // Cut from the reply side: both entries go.
+    let t2 = tables(allow(false), 2);
+    assert_eq!(run(&t2, &flows, 1, &frame(TCP, B, 80, A.0, 40000, ACK)), Action::Drop(DropReason::PolicyDeniedIngress));
+    assert!(flows.entries(1000).is_empty(), "both directions forgotten: {:?}", flows.entries(1000));
+}
