@@ -161,13 +161,18 @@ struct Slot {
     val_c: AtomicU64,
     /// timeout (ms) << 40 | last seen (ms, 40 bits: 34 years).
     seen: AtomicU64,
+    /// When the flow's entry was first written (ms): kept when the entry of
+    /// a live flow is replaced (state, backend), for `weirctl flows`' age.
+    /// Written on insert only, never read on the packet path.
+    created: AtomicU64,
 }
 
 impl Slot {
     /// Writes a claimed slot (sequence `cur + 1`, odd) and releases it as
     /// `cur + 2`.
-    fn fill(&self, cur: u64, (ka, kb): (u64, u64), entry: &FlowEntry, now_ms: u64) {
+    fn fill(&self, cur: u64, (ka, kb): (u64, u64), entry: &FlowEntry, now_ms: u64, created_ms: u64) {
         let (va, vb) = entry.words();
+        self.created.store(created_ms, Ordering::Relaxed);
         self.key_a.store(ka, Ordering::Relaxed);
         self.key_b.store(kb, Ordering::Relaxed);
         self.val_a.store(va, Ordering::Relaxed);
@@ -176,6 +181,17 @@ impl Slot {
         self.seen.store(pack_seen(now_ms, entry.timeout_ms), Ordering::Relaxed);
         self.seq.store(cur + 2, Ordering::Release);
     }
+}
+
+/// A live entry as `FlowTable::live_flows` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveFlow {
+    pub key: FlowKey,
+    pub entry: FlowEntry,
+    /// Since the flow's entry was first written.
+    pub age_ms: u64,
+    /// Since its last packet.
+    pub idle_ms: u64,
 }
 
 /// A slot's words, read consistently.
@@ -406,11 +422,15 @@ impl FlowTable {
         // An existing entry of this key is replaced in place; otherwise the
         // first empty or expired slot is taken.
         let mut free = None;
+        let mut created = now_ms;
         for i in self.candidates(hash) {
             match self.read(i) {
                 Some(r) if r.ka == ka && r.kb == kb => {
-                    if !replace && !expired(r.seen, now_ms) {
-                        return Err(InsertError::Exists);
+                    if !expired(r.seen, now_ms) {
+                        if !replace {
+                            return Err(InsertError::Exists);
+                        }
+                        created = self.slots[i].created.load(Ordering::Relaxed);
                     }
                     free = Some(i);
                     break;
@@ -427,7 +447,7 @@ impl FlowTable {
             // Another writer took it between our read and now: try again from the start.
             return self.insert_slow(key, hash, entry, now_ms, replace);
         }
-        s.fill(cur, (ka, kb), entry, now_ms);
+        s.fill(cur, (ka, kb), entry, now_ms, created);
         Ok(i)
     }
 
@@ -449,15 +469,20 @@ impl FlowTable {
                 if cur & 1 == 1 {
                     continue;
                 }
+                let mut created = now_ms;
                 let usable = match self.read(i) {
                     Some(r) if r.ka == ka && r.kb == kb && !replace && !expired(r.seen, now_ms) => {
                         return Err(InsertError::Exists)
+                    }
+                    Some(r) if r.ka == ka && r.kb == kb && !expired(r.seen, now_ms) => {
+                        created = s.created.load(Ordering::Relaxed);
+                        true
                     }
                     Some(r) => (r.ka == ka && r.kb == kb) || expired(r.seen, now_ms),
                     None => cur == s.seq.load(Ordering::Relaxed) && cur & 1 == 0,
                 };
                 if usable && s.seq.compare_exchange(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                    s.fill(cur, (ka, kb), entry, now_ms);
+                    s.fill(cur, (ka, kb), entry, now_ms, created);
                     return Ok(i);
                 }
             }
@@ -486,6 +511,26 @@ impl FlowTable {
     }
 
     /// Live entries at `now_ms` (for weirctl; walks the whole table).
+    /// Every live entry with its age (since the flow's entry was first
+    /// written) and idle time (since its last packet), ms: `weirctl flows`.
+    /// For the management thread: it walks the whole table.
+    pub fn live_flows(&self, now_ms: u64) -> Vec<LiveFlow> {
+        (0..self.slots.len())
+            .filter_map(|i| Some((i, self.read(i)?)))
+            .filter(|(_, r)| !expired(r.seen, now_ms))
+            .map(|(i, r)| {
+                let last = r.seen & SEEN_MASK;
+                let created = self.slots[i].created.load(Ordering::Relaxed);
+                LiveFlow {
+                    key: FlowKey::from_words(r.ka, r.kb),
+                    entry: FlowEntry::from_words(r.va, r.vb, r.vc, (r.seen >> SEEN_BITS) as u32),
+                    age_ms: now_ms.saturating_sub(created),
+                    idle_ms: (now_ms & SEEN_MASK).wrapping_sub(last) & SEEN_MASK,
+                }
+            })
+            .collect()
+    }
+
     pub fn entries(&self, now_ms: u64) -> Vec<(FlowKey, FlowEntry)> {
         (0..self.slots.len())
             .filter_map(|i| self.read(i))
@@ -540,6 +585,24 @@ mod tests {
         assert!(t.remove(&key(1)));
         assert_eq!(t.lookup(&key(1), 41), None);
         assert!(!t.remove(&key(9)));
+    }
+
+    /// Age counts from the flow's first entry, through replacements of a
+    /// live entry (state, backend); a key reused after expiry starts again.
+    #[test]
+    fn live_flows_report_age_and_idle_time() {
+        let t = FlowTable::new(1024);
+        t.insert(&key(1), &entry(1), 100).unwrap();
+        t.lookup(&key(1), 150);
+        t.insert(&key(1), &entry(2), 200).unwrap();
+        let got = t.live_flows(260);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].key, got[0].entry, got[0].age_ms, got[0].idle_ms), (key(1), entry(2), 160, 60));
+        // Expired (timeout 1000 ms), then the key comes back: a new flow.
+        t.insert(&key(1), &entry(1), 5000).unwrap();
+        let got = t.live_flows(5010);
+        assert_eq!((got[0].age_ms, got[0].idle_ms), (10, 10));
+        assert!(t.live_flows(7000).is_empty());
     }
 
     #[test]

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use crossbeam::queue::ArrayQueue;
 
 use crate::api::{
-    Change, ClusterTables, NeighbourStats, OverlayStats, PortStats, Reply, Request, Stats, WorkerStats, PROTOCOL_VERSION,
+    Change, ClusterTables, NeighbourStats, OverlayStats, PortStats, Reply, Request, Stats, WorkerStats,
+    PROTOCOL_VERSION,
 };
 use crate::config::{validate_port, ForwardMode, NodeConfig, PortConfig, PortKind};
 use crate::dpdk::{port, Eal, Mempool, TxBuffer};
@@ -25,8 +26,8 @@ use crate::neighbour::{Effects, NeighEvent, Neighbours, Timers};
 use crate::pipeline::{host, overlay, Consumed, DropReason, PacketBuf, ReplyKind};
 use crate::snapshot::Snapshot;
 use crate::stats::SharedCounters;
-use crate::tables::cidr::Ipv4Cidr;
 use crate::tables::acl::AclTable;
+use crate::tables::cidr::Ipv4Cidr;
 use crate::tables::service::ServiceTable;
 use crate::tables::{Hop, Overlay, PortEntry, PortId, RxQueue, Tables, DEFAULT_NETWORK};
 
@@ -635,7 +636,10 @@ impl<'e> Node<'e> {
             "flows" => {
                 let now = crate::dpdk::tsc() / (crate::dpdk::tsc_hz() / 1000).max(1);
                 let mut out = String::new();
-                for (k, e) in self.flows.entries(now) {
+                // Only allowed flows have entries (a denied first packet
+                // makes none), hence the verdict.
+                for f in self.flows.live_flows(now) {
+                    let (k, e) = (f.key, f.entry);
                     let rewrite = if e.plain {
                         "tracked (policy only)".to_string()
                     } else {
@@ -644,8 +648,8 @@ impl<'e> Node<'e> {
                         format!("{side} → {}:{}{other}", e.nat_addr, e.nat_port)
                     };
                     out.push_str(&format!(
-                        "{}:{} → {}:{} proto {}: {rewrite}, state {:#x}, timeout {} ms, generation {}\n",
-                        k.src, k.src_port, k.dst, k.dst_port, k.proto, e.state, e.timeout_ms, e.generation
+                        "{}:{} → {}:{} proto {}: {rewrite}, state {:#x}, timeout {} ms, generation {}, verdict allowed, age {} ms, idle {} ms\n",
+                        k.src, k.src_port, k.dst, k.dst_port, k.proto, e.state, e.timeout_ms, e.generation, f.age_ms, f.idle_ms
                     ));
                 }
                 Ok(out)
@@ -677,7 +681,8 @@ impl<'e> Node<'e> {
 /// The node's own addresses, from which ACLs always allow traffic to its
 /// pods: the gateways of its networks and its node IP.
 fn node_addrs(cfg: &NodeConfig) -> Vec<std::net::Ipv4Addr> {
-    let mut a: Vec<std::net::Ipv4Addr> = std::iter::once(cfg.gateway.ip).chain(cfg.networks.iter().map(|n| n.gateway)).collect();
+    let mut a: Vec<std::net::Ipv4Addr> =
+        std::iter::once(cfg.gateway.ip).chain(cfg.networks.iter().map(|n| n.gateway)).collect();
     a.extend(cfg.node.node_ip);
     a
 }

@@ -258,6 +258,11 @@ fn every_weirctl_command_on_a_running_bed() {
     let flow = format!("10.1.0.3:{sport} → 10.96.0.10:80 proto 6: dst → {backend}:8080");
     assert!(t.contains(&flow), "{flow}\n{t}");
     assert!(json(n1, &["flows"])["text"].as_str().unwrap().contains(&flow));
+    // Its verdict, and an age no younger than its idle time.
+    let line = t.lines().find(|l| l.contains(&flow)).unwrap();
+    let ms = |what: &str| num(line.split_once(&format!("{what} ")).unwrap().1.split(' ').next().unwrap());
+    assert!(line.contains(", verdict allowed, "), "{line}");
+    assert!(ms("age") >= ms("idle"), "{line}");
     assert_eq!(held.exchange(), "ok", "the connection lives on");
 
     // net list: poc-net, VNI 21, as netctl shows it.
