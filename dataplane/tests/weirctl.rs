@@ -353,6 +353,78 @@ fn every_weirctl_command_on_a_running_bed() {
 
 /// Bad usage and sockets nobody answers on: exit status 2 and a message
 /// that says what was wrong (no bed needed).
+/// The commands that change a node, on the same bed: `add-port` attaches
+/// a new pod while the node runs (it then reaches a pod on the other
+/// node), `remove-port` takes it away again, `set-services` replaces the
+/// Services (with the node's weir-control stopped, which would put the
+/// cluster's back), and `shutdown` stops a dataplane.
+#[test]
+fn the_commands_that_change_a_node() {
+    let mut demo = Demo::start(DEMO);
+    let _server = serve(demo.pod("web-2"), "web-2", 8080);
+    let extra = make_pod(&demo._ns[0], &format!("{}xt", tag()), "10.1.0.9", "02:00:00:00:01:09", "10.1.0.1", "1450");
+    let n1 = &demo.nodes[0];
+
+    // add-port: a pod port, listed up, and working across the tunnel.
+    let add = [
+        "add-port",
+        "--name",
+        "extra",
+        "--kind",
+        "af_packet",
+        "--iface",
+        &extra.host_if,
+        "--pod-ip",
+        "10.1.0.9",
+        "--pod-mac",
+        "02:00:00:00:01:09",
+    ];
+    let r = run(n1, &add);
+    assert_eq!(r.code, 0, "add-port: {}\n{}", r.stderr, n1.logs());
+    let listed = row(&table(n1, &["ports"]), "extra").join(" ");
+    assert!(listed.contains("up"), "{listed}");
+    assert!(extra.ping("10.2.0.2", 3), "the added pod reaches web-2\n{}", demo.logs());
+    // The same name again is refused (exit 1, the dataplane's error).
+    let again = run(n1, &add);
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert!(again.stderr.contains("extra"), "{}", again.stderr);
+
+    // remove-port: gone from the list, and its pod cut off.
+    let r = run(n1, &["remove-port", "extra"]);
+    assert_eq!(r.code, 0, "remove-port: {}", r.stderr);
+    assert!(!table(n1, &["ports"]).lines().any(|l| l.starts_with("extra ")));
+    assert!(!extra.ping("10.2.0.2", 2), "a removed port still forwards");
+
+    // set-services, with node1's weir-control stopped.
+    demo.nodes[0].control.kill();
+    let n1 = &demo.nodes[0];
+    let file = n1.dir.join("services.toml");
+    std::fs::write(
+        &file,
+        "[[services]]\nname = \"default/extra\"\ncluster_ips = [\"10.96.0.99\"]\nports = [{ port = 80, protocol = \"tcp\", target_port = 8080 }]\nbackends = [{ ip = \"10.2.0.2\" }]\n",
+    )
+    .unwrap();
+    let r = run(n1, &["set-services", "--file", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "set-services: {}", r.stderr);
+    assert!(table(n1, &["services"]).contains("default/extra 10.96.0.99:80/6 ClusterIP"));
+    assert_eq!(who(demo.pod("client-1"), "10.96.0.99", 80), "web-2", "{}", demo.logs());
+    // A file that is not Services: exit 2, nothing changed.
+    std::fs::write(&file, "[[services]]\nname = 5\n").unwrap();
+    let r = run(n1, &["set-services", "--file", file.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(who(demo.pod("client-1"), "10.96.0.99", 80), "web-2");
+
+    // shutdown: node2's dataplane exits; its socket stops answering.
+    let n2 = &demo.nodes[1];
+    let r = run(n2, &["shutdown"]);
+    assert_eq!(r.code, 0, "shutdown: {}", r.stderr);
+    let t0 = std::time::Instant::now();
+    while run(n2, &["hello"]).code != 2 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "node2's dataplane still answers");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn bad_usage_and_unreachable_sockets_exit_2() {
     let dir = std::env::temp_dir().join(format!("weirctl-usage-{}", std::process::id()));
