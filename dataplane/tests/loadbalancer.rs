@@ -226,6 +226,22 @@ impl LbBed {
         self.dps[i] = None;
     }
 
+    /// SIGTERM to node `i`'s weir-control, as the kubelet stops a pod: it
+    /// must exit 0 within a few seconds.
+    fn terminate_control(&mut self, i: usize) {
+        let mut c = self.controls[i].take().expect("weir-control running");
+        sh(&["kill", "-TERM", &c.0.id().to_string()]);
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = c.0.try_wait().unwrap() {
+                assert!(st.success(), "weir-control exited with {st} on SIGTERM\n{}", self.logs());
+                return;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5), "weir-control ignored SIGTERM\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn logs(&self) -> String {
         let mut out = String::new();
         for (i, d) in self.dirs.iter().enumerate() {
@@ -574,6 +590,14 @@ fn a_load_balancer_ip_follows_its_endpoints_and_survives_its_node() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(api.lb_ips("late"), vec!["192.168.50.101"]);
+
+    // Stopped by SIGTERM, the survivor (the allocator now) exits cleanly and
+    // hands its Lease back: no holder, for a successor to take at once.
+    let lease_path = "/apis/coordination.k8s.io/v1/namespaces/weir-system/leases/weir-lb-allocator";
+    assert_eq!(api.get(lease_path)["spec"]["holderIdentity"], format!("node{}", b + 1));
+    bed.terminate_control(b);
+    let spec = &api.get(lease_path)["spec"];
+    assert!(spec["holderIdentity"].is_null(), "the Lease is still held: {spec}");
     let s = bed.dp(b).settled_stats();
     for r in ["snat_ports_exhausted", "flow_table_full", "neighbour_timeout"] {
         assert_eq!(s.drop_count(r), 0, "{r}: {:?}", s.drops);

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use weir_control::kube_source::{self, KubeOptions};
 
 use std::collections::BTreeSet;
@@ -277,7 +278,16 @@ fn run(a: RunArgs) -> ExitCode {
     let mut last_error = String::new();
     let mut last_warnings = Vec::new();
     let started = Instant::now();
-    loop {
+    // SIGTERM (the kubelet stopping the pod) and SIGINT end the loop, so that
+    // what holds state elsewhere is handed back: the allocator's Lease goes
+    // to a successor at once, the query socket is removed.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("weir-control: warning: no handler for signal {sig}: {e}");
+        }
+    }
+    while !stop.load(Ordering::Relaxed) {
         if let Some(e) = shared.take_error() {
             eprintln!("weir-control: {e}");
         }
@@ -343,6 +353,11 @@ fn run(a: RunArgs) -> ExitCode {
         }
         std::thread::sleep(interval);
     }
+    if let Some(lb) = lb.take() {
+        lb.stop();
+    }
+    println!("weir-control: stopped");
+    ExitCode::SUCCESS
 }
 
 /// The Kubernetes client config of `--kube` / `--kube-url`, if either.
