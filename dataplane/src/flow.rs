@@ -150,7 +150,10 @@ impl FlowEntry {
     }
 }
 
+/// One entry: eight words, one cache line (aligned), so a probe reads one
+/// line per slot.
 #[derive(Default)]
+#[repr(align(64))]
 struct Slot {
     /// Even: stable; odd: being written. 0: never used.
     seq: AtomicU64,
@@ -589,6 +592,11 @@ mod tests {
 
     /// Age counts from the flow's first entry, through replacements of a
     /// live entry (state, backend); a key reused after expiry starts again.
+    #[test]
+    fn a_slot_is_one_cache_line() {
+        assert_eq!((std::mem::size_of::<Slot>(), std::mem::align_of::<Slot>()), (64, 64));
+    }
+
     #[test]
     fn live_flows_report_age_and_idle_time() {
         let t = FlowTable::new(1024);
