@@ -6,7 +6,9 @@
 #   1. weir-bench-fwd: bare rx->tx io forwarding on net_null ports, weir vs
 #      dpdk-testpmd (skip with WEIR_PERF_FWD=0);
 #   2. weir-bench-harness: every scenario (pod2pod, VXLAN decap, ClusterIP
-#      established and new flows, NodePort, ACL) against dpdk-testpmd, weir
+#      established and new flows, NodePort, ACL with N rules established and
+#      new, the full decap -> flow -> ACL -> DNAT -> encap path established
+#      and new) against dpdk-testpmd, weir
 #      and OVS-DPDK over vhost-user/virtio-user, with weir-pktgen as the
 #      generator; it also prints weir-bench-pipeline's instructions per
 #      packet (callgrind).
@@ -17,7 +19,7 @@
 # harness.txt, results.json, summary.txt, one SVG per scenario.
 #
 # Usage (as root, nothing else busy on the two cores):
-#   scripts/perf.sh                                   # everything (about 10 minutes)
+#   scripts/perf.sh                                   # everything (11 scenarios: 20 minutes or more)
 #   scripts/perf.sh --scenarios pod2pod --duts testpmd,weir-io,weir,ovs
 #   scripts/perf.sh --link memif                      # memif instead of vhost-user
 # Arguments go to weir-bench-harness (--help lists them).

@@ -16,6 +16,7 @@
 //! - [`testpmd`]: one io-forwarding measurement of `dpdk-testpmd`.
 //! - [`scenario`]: tables and template frames for the pure-pipeline benchmark.
 //! - [`traffic`]: weir-pktgen's scenarios, template frames, flows and stamps.
+//! - [`policy`]: the scenarios' ACL rule sets, as weir config and as OpenFlow.
 //! - [`pcap`]: classic pcap files of any scenario.
 //! - [`search`]: trial results, the no-drop-rate search, rate sweeps.
 //! - [`report`]: tables, JSON reports and SVG plots.
@@ -28,6 +29,7 @@
 pub mod gen;
 pub mod harness;
 pub mod pcap;
+pub mod policy;
 pub mod proc;
 pub mod report;
 pub mod scenario;

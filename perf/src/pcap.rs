@@ -260,20 +260,21 @@ while at < len(data):
             assert_eq!(i["magic"].as_u64().unwrap(), 0x5745, "{label}");
             assert_eq!(i["seq"].as_u64().unwrap(), n as u64, "{label}");
             assert_eq!(i["udp_csum_zero"], false, "{label}: the inner UDP checksum is filled");
-            if s.kind == Kind::VxlanDecap {
+            if s.kind.vxlan() {
                 assert_eq!(v["vni"].as_u64().unwrap(), 1, "{label}");
                 assert_eq!(v["udp_csum_zero"], true, "{label}: VTEPs send outer checksum 0");
+                assert_eq!(v["src"], "192.168.50.2", "{label}");
                 assert_eq!(v["dst"], "192.168.50.1", "{label}");
-                assert_eq!(i["dst"], "10.1.0.3", "{label}");
             }
             match s.kind {
-                Kind::Pod2Pod | Kind::Acl => assert_eq!(i["dst"], "10.1.0.3", "{label}"),
+                Kind::Pod2Pod | Kind::Acl | Kind::AclNew | Kind::VxlanDecap => {
+                    assert_eq!(i["dst"], "10.1.0.3", "{label}")
+                }
                 Kind::ClusteripEst | Kind::ClusteripNew => assert_eq!(i["dst"], "10.96.0.10", "{label}"),
-                Kind::Nodeport => {
+                Kind::Nodeport | Kind::Full | Kind::FullNew => {
                     assert_eq!(i["dst"], "192.168.50.1", "{label}");
                     assert_eq!(i["dport"].as_u64().unwrap(), 30080, "{label}");
                 }
-                Kind::VxlanDecap => {}
             }
             tuples.insert((i["src"].to_string(), i["dst"].to_string(), i["sport"].as_u64(), i["dport"].as_u64()));
         }

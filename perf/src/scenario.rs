@@ -1,19 +1,27 @@
 //! Packet scenarios for the pipeline benchmarks: a node's tables and a
-//! template frame each, built with weir's own types. The same node is used by
-//! every scenario: pod-a 10.1.0.2 on port 0, pod-b 10.1.0.3 on port 1, the
+//! template frame each, built with weir's own types. The first scenarios
+//! share one node: pod-a 10.1.0.2 on port 0, pod-b 10.1.0.3 on port 1, the
 //! uplink on port 2 (node IP 192.168.50.1), node2's pods 10.2.0.0/24 behind
-//! the VTEP 192.168.50.2.
+//! the VTEP 192.168.50.2. The ACL and full-path scenarios run the perf
+//! harness's own scenarios ([`crate::traffic`]): its frames, and tables
+//! built from the node config the harness gives weir-dataplane for them
+//! ([`weir_dut::tables_for`]), ACL rules ([`crate::policy`]) included.
 
 use std::net::Ipv4Addr;
+use std::time::Instant;
 
 use weir_dataplane::config::{NodeConfig, ServiceConfig};
 use weir_dataplane::flow::FlowTable;
 use weir_dataplane::pipeline::nat::Nat;
 use weir_dataplane::pipeline::NoEvents;
-use weir_dataplane::pipeline::{self, Action, PacketBuf, TestBuf};
+use weir_dataplane::pipeline::{self, Action, DropReason, PacketBuf, TestBuf};
+use weir_dataplane::tables::acl::Direction;
 use weir_dataplane::tables::service::ServiceTable;
 use weir_dataplane::tables::{Hop, Overlay, PortEntry, Tables};
 use weir_dataplane::wire::{checksum, ethernet, ipv4, udp, vxlan, MacAddr};
+
+use crate::harness::weir_dut;
+use crate::traffic::{self, Kind};
 
 pub const GW_MAC: MacAddr = MacAddr([0x02, 0xfe, 0, 0, 0, 0x01]);
 pub const UPLINK_MAC: MacAddr = MacAddr([0x02, 0, 0, 0xaa, 0, 0x01]);
@@ -37,18 +45,50 @@ pub enum Scenario {
     /// pod → ClusterIP, every packet a new flow (service lookup, Maglev,
     /// two flow-table inserts, DNAT, forward).
     NewFlow,
+    /// pod-a → pod-b over `flows` established flows with `rules` ACL rules
+    /// on the node (pod-a's egress and pod-b's ingress lists among them):
+    /// each flow's verdict was decided by its first packet, a packet finds
+    /// its flow and passes.
+    Acl { rules: u32, flows: u32 },
+    /// pod-a → pod-b with `rules` ACL rules, every packet a new flow:
+    /// classified against both lists to their last rule, both directions
+    /// tracked.
+    AclNew(u32),
+    /// The frames of `Acl`, pod-b's allowing rule removed: every packet is
+    /// classified to the end of pod-b's list and denied (a denied flow
+    /// leaves no state, so nothing is cached).
+    AclDeny(u32),
+    /// The full path: VXLAN from a pod on node2 to the NodePort on this
+    /// node's IP; decapsulation, flow hit (the ACL verdict and the DNAT in
+    /// it), DNAT to the backend on node3, encapsulation for node3; `rules`
+    /// rules on the node, over `flows` established flows.
+    Full { rules: u32, flows: u32 },
+    /// The full path, every packet a new flow (decap, service lookup,
+    /// Maglev, the backend's ingress list to its last rule, two inserts,
+    /// DNAT, encap).
+    FullNew(u32),
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
-        Scenario::Forward,
-        Scenario::Encap,
-        Scenario::Decap,
-        Scenario::Copy,
-        Scenario::Established(10_000),
-        Scenario::Established(1_000_000),
-        Scenario::NewFlow,
-    ];
+    /// Every scenario, in the order weir-bench-pipeline prints them, the
+    /// ACL ones with `rules` rules.
+    pub fn all(rules: u32) -> Vec<Scenario> {
+        vec![
+            Scenario::Copy,
+            Scenario::Forward,
+            Scenario::Encap,
+            Scenario::Decap,
+            Scenario::Established(10_000),
+            Scenario::Established(1_000_000),
+            Scenario::NewFlow,
+            Scenario::Acl { rules, flows: 10_000 },
+            Scenario::AclNew(rules),
+            Scenario::AclDeny(rules),
+            Scenario::Full { rules, flows: 10_000 },
+            Scenario::Full { rules, flows: 1_000_000 },
+            Scenario::FullNew(rules),
+        ]
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -60,36 +100,90 @@ impl Scenario {
             Scenario::Established(1_000_000) => "clusterip est 1M",
             Scenario::Established(_) => "clusterip est",
             Scenario::NewFlow => "clusterip new flow",
+            Scenario::Acl { flows: 10_000, .. } => "acl est 10k",
+            Scenario::Acl { flows: 1_000_000, .. } => "acl est 1M",
+            Scenario::Acl { .. } => "acl est",
+            Scenario::AclNew(_) => "acl new flow",
+            Scenario::AclDeny(_) => "acl deny",
+            Scenario::Full { flows: 10_000, .. } => "full est 10k",
+            Scenario::Full { flows: 1_000_000, .. } => "full est 1M",
+            Scenario::Full { .. } => "full est",
+            Scenario::FullNew(_) => "full new flow",
         }
     }
 
-    /// Command-line names: forward, encap, decap, copy.
+    /// Command-line names: forward, encap, decap, copy, est10k, est1m, new,
+    /// and with their counts acl-est:RULES:FLOWS, acl-new:RULES,
+    /// acl-deny:RULES, full-est:RULES:FLOWS, full-new:RULES.
     pub fn parse(s: &str) -> Option<Scenario> {
-        match s {
-            "forward" => Some(Scenario::Forward),
-            "encap" => Some(Scenario::Encap),
-            "decap" => Some(Scenario::Decap),
-            "copy" => Some(Scenario::Copy),
-            "est10k" => Some(Scenario::Established(10_000)),
-            "est1m" => Some(Scenario::Established(1_000_000)),
-            "new" => Some(Scenario::NewFlow),
-            _ => None,
+        let mut parts = s.split(':');
+        let name = parts.next()?;
+        let counts: Vec<u32> = parts.map(|p| p.parse().ok()).collect::<Option<_>>()?;
+        let sc = match (name, counts.as_slice()) {
+            ("forward", []) => Scenario::Forward,
+            ("encap", []) => Scenario::Encap,
+            ("decap", []) => Scenario::Decap,
+            ("copy", []) => Scenario::Copy,
+            ("est10k", []) => Scenario::Established(10_000),
+            ("est1m", []) => Scenario::Established(1_000_000),
+            ("new", []) => Scenario::NewFlow,
+            ("acl-est", [rules, flows]) => Scenario::Acl { rules: *rules, flows: *flows },
+            ("acl-new", [rules]) => Scenario::AclNew(*rules),
+            ("acl-deny", [rules]) => Scenario::AclDeny(*rules),
+            ("full-est", [rules, flows]) => Scenario::Full { rules: *rules, flows: *flows },
+            ("full-new", [rules]) => Scenario::FullNew(*rules),
+            _ => return None,
+        };
+        // Counts the scenario cannot have (0 rules, too many flows) are refused.
+        if sc.harness_scenario().is_some_and(|h| h.is_err()) {
+            return None;
         }
+        Some(sc)
     }
 
-    pub fn cli_name(self) -> &'static str {
+    pub fn cli_name(self) -> String {
         match self {
-            Scenario::Forward => "forward",
-            Scenario::Encap => "encap",
-            Scenario::Decap => "decap",
-            Scenario::Copy => "copy",
-            Scenario::Established(1_000_000) => "est1m",
-            Scenario::Established(_) => "est10k",
-            Scenario::NewFlow => "new",
+            Scenario::Forward => "forward".into(),
+            Scenario::Encap => "encap".into(),
+            Scenario::Decap => "decap".into(),
+            Scenario::Copy => "copy".into(),
+            Scenario::Established(1_000_000) => "est1m".into(),
+            Scenario::Established(_) => "est10k".into(),
+            Scenario::NewFlow => "new".into(),
+            Scenario::Acl { rules, flows } => format!("acl-est:{rules}:{flows}"),
+            Scenario::AclNew(rules) => format!("acl-new:{rules}"),
+            Scenario::AclDeny(rules) => format!("acl-deny:{rules}"),
+            Scenario::Full { rules, flows } => format!("full-est:{rules}:{flows}"),
+            Scenario::FullNew(rules) => format!("full-new:{rules}"),
         }
     }
 
-    /// (in port, template frame, the action it must get)
+    /// The perf harness's scenario this one runs (64-byte frames, VXLAN
+    /// raised to 114), for the ACL and full-path scenarios.
+    pub fn harness_scenario(self) -> Option<Result<traffic::Scenario, String>> {
+        let (kind, flows, rules) = match self {
+            Scenario::Acl { rules, flows } => (Kind::Acl, Some(flows), rules),
+            Scenario::AclNew(rules) => (Kind::AclNew, None, rules),
+            Scenario::AclDeny(rules) => (Kind::Acl, Some(1), rules),
+            Scenario::Full { rules, flows } => (Kind::Full, Some(flows), rules),
+            Scenario::FullNew(rules) => (Kind::FullNew, None, rules),
+            _ => return None,
+        };
+        Some(traffic::Scenario::new(kind, flows, traffic::MIN_FRAME_SIZE, rules))
+    }
+
+    /// The action every packet of an ACL or full-path scenario must get.
+    fn harness_action(self, h: &traffic::Scenario) -> Action {
+        match self {
+            Scenario::AclDeny(_) => Action::Drop(DropReason::PolicyDeniedIngress),
+            // Out of the uplink (port 0 of the harness's node), again in VXLAN.
+            _ if h.kind.returns_by_uplink() => Action::Forward(0),
+            _ => Action::Forward(1),
+        }
+    }
+
+    /// (in port, template frame, the action it must get), for the scenarios
+    /// of the node of [`node_tables`]; the others' come from [`traffic`].
     pub fn input(self) -> (u16, Vec<u8>, Action) {
         let a = Ipv4Addr::new(10, 1, 0, 2);
         match self {
@@ -103,6 +197,15 @@ impl Scenario {
                 let inner = udp_frame(MacAddr([0x02, 0xfe, 0, 0, 0, 0x02]), GW_MAC, Ipv4Addr::new(10, 2, 0, 2), a);
                 (2, vxlan_frame(&inner), Action::Forward(0))
             }
+            Scenario::Acl { .. }
+            | Scenario::AclNew(_)
+            | Scenario::AclDeny(_)
+            | Scenario::Full { .. }
+            | Scenario::FullNew(_) => match self.harness_scenario() {
+                Some(Ok(h)) => (0, h.template(None).frame().to_vec(), self.harness_action(&h)),
+                // Bad counts: no frame gets through.
+                _ => (0, Vec::new(), Action::Drop(DropReason::RuntFrame)),
+            },
         }
     }
 }
@@ -163,8 +266,25 @@ pub fn vxlan_frame(inner: &[u8]) -> Vec<u8> {
     f
 }
 
-/// The node every scenario runs on.
-pub fn tables() -> Tables {
+/// The tables a scenario runs against: the node below, or for the ACL and
+/// full-path scenarios the harness's node for them (the uplink's MAC and
+/// the VTEPs' as in the templates), pod-b's allowing rule removed for
+/// `AclDeny`.
+pub fn tables(s: Scenario) -> Result<Tables, String> {
+    let Some(h) = s.harness_scenario() else { return Ok(node_tables()) };
+    let h = h?;
+    let acl = match s {
+        Scenario::AclDeny(_) => match h.rule_set() {
+            Some(rules) => Some(rules?.without_allow(Direction::Ingress).acl_config()),
+            None => None,
+        },
+        _ => None,
+    };
+    weir_dut::tables_for(&h, acl, traffic::layout::UPLINK_MAC, traffic::layout::PEER_MAC)
+}
+
+/// The node the first scenarios run on.
+pub fn node_tables() -> Tables {
     let cfg = NodeConfig::from_toml(
         r#"
         [node]
@@ -251,8 +371,20 @@ const SVC_PORT: u16 = 8080;
 /// The ClusterIP scenarios first establish their flows (established) or
 /// give every packet a flow of its own (new flow: `n` ≤ `max_packets`).
 /// Returns how many got the expected action.
-#[inline(never)]
 pub fn run(t: &Tables, s: Scenario, n: u64) -> u64 {
+    run_timed(t, s, n).0
+}
+
+/// [`run`], and the seconds the `n` packets took (set-up left out: the
+/// flow table, the flows an established scenario sets up first).
+#[inline(never)]
+pub fn run_timed(t: &Tables, s: Scenario, n: u64) -> (u64, f64) {
+    if let Some(h) = s.harness_scenario() {
+        return match h {
+            Ok(h) => run_harness(t, s, &h, n),
+            Err(_) => (0, 0.0),
+        };
+    }
     let (port, mut template, want) = s.input();
     // Two entries per flow and a quarter of the slots used: at the
     // dataplane's half, about one insert in 10^6 finds its two windows full
@@ -273,6 +405,7 @@ pub fn run(t: &Tables, s: Scenario, n: u64) -> u64 {
     let mut buf = TestBuf::new(&template);
     let mut ok = 0;
     let mut i = 0u32;
+    let t0 = Instant::now();
     for _ in 0..n {
         if matches!(s, Scenario::Established(_) | Scenario::NewFlow) {
             set_flow(&mut template, i);
@@ -289,14 +422,50 @@ pub fn run(t: &Tables, s: Scenario, n: u64) -> u64 {
         };
         ok += u64::from(got == want);
     }
-    ok
+    (ok, t0.elapsed().as_secs_f64())
+}
+
+/// [`run`] for the harness's scenarios: each packet a fresh copy of the
+/// template turned into its flow (as weir-pktgen writes them), entering by
+/// the harness's first port (pod-a, or the uplink). Established scenarios
+/// first send each of their flows once; new-flow ones give every packet a
+/// flow of its own (`n` ≤ [`max_packets`]).
+fn run_harness(t: &Tables, s: Scenario, h: &traffic::Scenario, n: u64) -> (u64, f64) {
+    let tpl = h.template(None);
+    let want = s.harness_action(h);
+    let flows = FlowTable::new(8 * flows_for(s, n) as usize);
+    let nat = Nat::single(&flows, 1);
+    let mut buf = TestBuf::new(tpl.frame());
+    let cycle = if h.kind.needs_priming() {
+        for i in 0..h.flows {
+            buf.reset(tpl.frame());
+            tpl.set_flow(buf.data_mut(), i);
+            pipeline::process_full(t, Some(&nat), 0, &mut buf, &mut NoEvents);
+        }
+        h.flows
+    } else if h.kind.new_flows() {
+        u32::MAX
+    } else {
+        1
+    };
+    let mut ok = 0;
+    let mut i = 0u32;
+    let t0 = Instant::now();
+    for _ in 0..n {
+        buf.reset(tpl.frame());
+        tpl.set_flow(buf.data_mut(), i);
+        i = if i + 1 >= cycle { 0 } else { i + 1 };
+        let got = pipeline::process_full(t, Some(&nat), 0, std::hint::black_box(&mut buf), &mut NoEvents);
+        ok += u64::from(got == want);
+    }
+    (ok, t0.elapsed().as_secs_f64())
 }
 
 /// Flows the table must hold for `n` packets of a scenario.
 pub fn flows_for(s: Scenario, n: u64) -> u64 {
     match s {
-        Scenario::Established(f) => u64::from(f),
-        Scenario::NewFlow => n.min(1 << 20),
+        Scenario::Established(f) | Scenario::Acl { flows: f, .. } | Scenario::Full { flows: f, .. } => u64::from(f),
+        Scenario::NewFlow | Scenario::AclNew(_) | Scenario::FullNew(_) => n.min(1 << 20),
         _ => 1024,
     }
 }
@@ -305,7 +474,7 @@ pub fn flows_for(s: Scenario, n: u64) -> u64 {
 /// 16 clients × 65536 ports).
 pub fn max_packets(s: Scenario) -> u64 {
     match s {
-        Scenario::NewFlow => 1 << 20,
+        Scenario::NewFlow | Scenario::AclNew(_) | Scenario::FullNew(_) => 1 << 20,
         _ => u64::MAX,
     }
 }
@@ -315,24 +484,48 @@ mod tests {
     use super::*;
 
     /// Every scenario's frames get the action the benchmark expects of them
-    /// (what weir-bench-pipeline checks before it prints a figure).
+    /// (what weir-bench-pipeline checks before it prints a figure): the
+    /// ACL and full-path ones forwarded (full: out of the uplink again),
+    /// the deny one dropped as denied by pod-b's ingress list.
     #[test]
     fn every_scenario_takes_its_path() {
-        let t = tables();
-        for s in [
-            Scenario::Copy,
-            Scenario::Forward,
-            Scenario::Encap,
-            Scenario::Decap,
-            Scenario::Established(10_000),
+        // The 1M-flow ones take minutes in a debug build: 100k instead.
+        let big =
+            |s: &Scenario| matches!(s, Scenario::Established(1_000_000) | Scenario::Full { flows: 1_000_000, .. });
+        for s in Scenario::all(1000).into_iter().filter(|s| !big(s)).chain([
             Scenario::Established(100_000),
-            Scenario::NewFlow,
-        ] {
-            let n = 20_000u64.max(u64::from(match s {
-                Scenario::Established(f) => f,
-                _ => 0,
-            }));
+            Scenario::Full { rules: 1000, flows: 100_000 },
+            Scenario::Acl { rules: 1, flows: 30_000 },
+            Scenario::Full { rules: 16_384, flows: 2000 },
+        ]) {
+            let t = tables(s).unwrap();
+            let n = 20_000u64.max(flows_for(s, 0).min(1 << 20));
             assert_eq!(run(&t, s, n), n, "{}", s.name());
         }
+    }
+
+    /// run counts only the expected action: the same frames against tables
+    /// that do something else with them count nothing.
+    #[test]
+    fn a_wrong_path_counts_nothing() {
+        let acl = Scenario::Acl { rules: 1000, flows: 1000 };
+        assert_eq!(run(&tables(Scenario::AclDeny(1000)).unwrap(), acl, 5000), 0, "denied, not forwarded");
+        assert_eq!(run(&tables(acl).unwrap(), Scenario::AclDeny(1000), 5000), 0, "forwarded, not denied");
+        // The full path's frames on a node without node3 and the NodePort.
+        assert_eq!(run(&node_tables(), Scenario::FullNew(10), 5000), 0);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in Scenario::all(250) {
+            assert_eq!(Scenario::parse(&s.cli_name()), Some(s), "{}", s.cli_name());
+        }
+        for bad in
+            ["", "acl-est", "acl-est:10", "acl-new:0", "acl-new:x", "full-est:1:0", "forward:1", "acl-deny:99999"]
+        {
+            assert_eq!(Scenario::parse(bad), None, "{bad}");
+        }
+        assert!(tables(Scenario::AclNew(0)).is_err());
+        assert_eq!(run(&node_tables(), Scenario::AclNew(0), 10), 0);
     }
 }

@@ -16,7 +16,11 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use weir_dataplane::tables::acl::PortRange;
+use weir_dataplane::tables::cidr::Ipv4Cidr;
 use weir_dataplane::wire::{arp, checksum, ethernet, ipv4, udp, vxlan, MacAddr};
+
+use crate::policy::{self, RuleSet, Target};
 
 /// The node every scenario runs against, and the peers around it.
 pub mod layout {
@@ -73,6 +77,14 @@ pub mod layout {
     pub const MAX_FLOWS: u32 = MAX_STEPS * PORTS_PER_STEP;
     /// Source port of the outer UDP header of VXLAN frames.
     pub const VXLAN_SRC_PORT: u16 = 49152;
+    /// A third node, where the `full` scenarios' Service backend runs: its
+    /// VTEP, its pod CIDR, its gateway MAC (the inner destination MAC of
+    /// what is encapsulated for it).
+    pub const NODE3_VTEP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 3);
+    pub const NODE3_POD_CIDR: &str = "10.3.0.0/24";
+    pub const NODE3_GW_MAC: MacAddr = MacAddr([0x02, 0xfe, 0, 0, 0, 0x03]);
+    /// The `full` scenarios' NodePort backend, a pod on node3 (port `SVC_PORT`).
+    pub const FULL_BACKEND: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 5);
 }
 
 use layout::*;
@@ -98,14 +110,34 @@ pub enum Kind {
     /// An outside client → node IP:NodePort through the uplink, to pod-b
     /// (externalTrafficPolicy Local: DNAT, client kept).
     Nodeport,
-    /// pod-a → pod-b with N ACL rules on the path. For now the frames of
-    /// pod2pod: weir's rules come with the policy work.
+    /// pod-a → pod-b over N established flows, with pod-a's egress and
+    /// pod-b's ingress policy among N ACL rules ([`crate::policy`]): the
+    /// flows' verdicts were decided on their first packets.
     Acl,
+    /// pod-a → pod-b with N ACL rules, every packet a new flow (classified
+    /// against both lists to their last rule, then tracked both ways).
+    AclNew,
+    /// The full path: a pod on node2 reaches the NodePort on this node's IP
+    /// through the tunnel; this node decapsulates, finds the flow (or sets
+    /// it up: Service, backend pick, ACL with N rules), DNATs to the backend
+    /// on node3 and encapsulates for node3. Over N established flows.
+    Full,
+    /// The full path, every packet a new flow.
+    FullNew,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] =
-        [Kind::Pod2Pod, Kind::VxlanDecap, Kind::ClusteripNew, Kind::ClusteripEst, Kind::Nodeport, Kind::Acl];
+    pub const ALL: [Kind; 9] = [
+        Kind::Pod2Pod,
+        Kind::VxlanDecap,
+        Kind::ClusteripNew,
+        Kind::ClusteripEst,
+        Kind::Nodeport,
+        Kind::Acl,
+        Kind::AclNew,
+        Kind::Full,
+        Kind::FullNew,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -115,6 +147,9 @@ impl Kind {
             Kind::ClusteripEst => "clusterip-est",
             Kind::Nodeport => "nodeport",
             Kind::Acl => "acl",
+            Kind::AclNew => "acl-new",
+            Kind::Full => "full",
+            Kind::FullNew => "full-new",
         }
     }
 
@@ -131,42 +166,68 @@ impl Kind {
             }
             Kind::ClusteripEst => "pod-a -> ClusterIP over established flows (flow hit + DNAT)",
             Kind::Nodeport => "outside client -> node IP:NodePort via the uplink -> pod-b (DNAT, client kept)",
-            Kind::Acl => "pod-a -> pod-b with N ACL rules (frames of pod2pod; rules come with policy)",
+            Kind::Acl => "pod-a -> pod-b over established flows, N ACL rules (verdicts cached in the flows)",
+            Kind::AclNew => "pod-a -> pod-b with N ACL rules, a new flow every packet (classifier + flow setup)",
+            Kind::Full => {
+                "node2's pod -> VXLAN -> NodePort here -> DNAT to node3's pod -> VXLAN to node3, N ACL rules, \
+                 established flows (decap + flow hit + DNAT + encap)"
+            }
+            Kind::FullNew => {
+                "the full path, a new flow every packet (decap + service + backend pick + ACL + flow setup + DNAT \
+                 + encap)"
+            }
         }
     }
 
     /// Distinct flows when none are asked for.
     pub fn default_flows(self) -> u32 {
         match self {
-            Kind::ClusteripEst | Kind::Nodeport => 10_000,
-            Kind::ClusteripNew => MAX_FLOWS,
-            _ => 1,
+            Kind::ClusteripEst | Kind::Nodeport | Kind::Acl | Kind::Full => 10_000,
+            Kind::ClusteripNew | Kind::AclNew | Kind::FullNew => MAX_FLOWS,
+            Kind::Pod2Pod | Kind::VxlanDecap => 1,
         }
     }
 
     /// Whether the frames enter the DUT through its uplink (else a pod port).
     pub fn enters_by_uplink(self) -> bool {
-        matches!(self, Kind::VxlanDecap | Kind::Nodeport)
+        matches!(self, Kind::VxlanDecap | Kind::Nodeport | Kind::Full | Kind::FullNew)
+    }
+
+    /// Whether the frames come back by the port they went in by (the
+    /// uplink: the full path encapsulates them again), not by pod-b's.
+    pub fn returns_by_uplink(self) -> bool {
+        matches!(self, Kind::Full | Kind::FullNew)
+    }
+
+    /// Whether the frames are VXLAN from node2.
+    pub fn vxlan(self) -> bool {
+        matches!(self, Kind::VxlanDecap | Kind::Full | Kind::FullNew)
+    }
+
+    /// Whether the DUT holds the scenario's ACL rules.
+    pub fn uses_acl(self) -> bool {
+        matches!(self, Kind::Acl | Kind::AclNew | Kind::Full | Kind::FullNew)
     }
 
     /// Every packet a new flow: the flow number runs on over the whole run
     /// instead of cycling through `flows` in each trial.
     pub fn new_flows(self) -> bool {
-        self == Kind::ClusteripNew
+        matches!(self, Kind::ClusteripNew | Kind::AclNew | Kind::FullNew)
     }
 
     /// Flows the DUT must set up before the trials (established-flow scenarios).
     pub fn needs_priming(self) -> bool {
-        matches!(self, Kind::ClusteripEst | Kind::Nodeport)
+        matches!(self, Kind::ClusteripEst | Kind::Nodeport | Kind::Acl | Kind::Full)
     }
 
     /// The smallest frame of this kind (wire size, FCS included): the
     /// stamp must fit in the innermost payload.
     pub fn min_frame_size(self) -> usize {
         let inner = ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + STAMP_LEN + FCS_LEN;
-        match self {
-            Kind::VxlanDecap => inner + OUTER_LEN,
-            _ => inner.max(MIN_FRAME_SIZE),
+        if self.vxlan() {
+            inner + OUTER_LEN
+        } else {
+            inner.max(MIN_FRAME_SIZE)
         }
     }
 }
@@ -195,7 +256,8 @@ pub struct Scenario {
     pub flows: u32,
     /// Wire size of the frames, FCS included (at least the kind's minimum).
     pub frame_size: usize,
-    /// ACL rules on the path (acl).
+    /// ACL rules the DUT holds (the kinds that [use an ACL](Kind::uses_acl);
+    /// ignored by the others).
     pub acl_rules: u32,
 }
 
@@ -209,7 +271,43 @@ impl Scenario {
         if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&frame_size) {
             return Err(format!("frame size {frame_size}: want {MIN_FRAME_SIZE}..={MAX_FRAME_SIZE} (FCS included)"));
         }
+        if kind.uses_acl() && !(1..=policy::MAX_RULES).contains(&acl_rules) {
+            return Err(format!("{kind}: {acl_rules} ACL rules: want 1..={}", policy::MAX_RULES));
+        }
         Ok(Scenario { kind, flows, frame_size: frame_size.max(kind.min_frame_size()), acl_rules })
+    }
+
+    /// The flows the ACL rules are laid out for (the kinds that use an ACL).
+    pub fn acl_target(&self) -> Option<Target> {
+        let udp = weir_dataplane::tables::acl::PROTO_UDP;
+        let cidr = |s: &str| s.parse::<Ipv4Cidr>().ok();
+        match self.kind {
+            // pod-a's destination ports: one per step of the flows.
+            Kind::Acl | Kind::AclNew => Some(Target {
+                src_pod: Some(POD_A_IP),
+                dst_pod: POD_B_IP,
+                allow_from: cidr(POD_CIDR)?,
+                allow_to: cidr(POD_CIDR)?,
+                proto: udp,
+                ports: PortRange { from: SVC_PORT, to: SVC_PORT + (self.steps() - 1) as u16 },
+            }),
+            // node2's pods, to the backend's port after DNAT; the source is
+            // another node's pod, whose egress policy is its node's.
+            Kind::Full | Kind::FullNew => Some(Target {
+                src_pod: None,
+                dst_pod: FULL_BACKEND,
+                allow_from: cidr(REMOTE_POD_CIDR)?,
+                allow_to: Ipv4Cidr::host(FULL_BACKEND),
+                proto: udp,
+                ports: PortRange::single(SVC_PORT),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The ACL rules of the scenario (`None` for the kinds without).
+    pub fn rule_set(&self) -> Option<Result<RuleSet, String>> {
+        self.acl_target().map(|t| RuleSet::new(self.acl_rules, &t))
     }
 
     /// Bytes of a frame in a buffer (the wire size less the FCS).
@@ -228,7 +326,7 @@ impl Scenario {
     /// that enter by the uplink vary their client address instead.
     pub fn dst_ports(&self) -> Vec<u16> {
         if self.kind.enters_by_uplink() {
-            return vec![if self.kind == Kind::Nodeport { NODE_PORT } else { SVC_PORT }];
+            return vec![if self.kind == Kind::VxlanDecap { SVC_PORT } else { NODE_PORT }];
         }
         (0..self.steps() as u16).map(|k| SVC_PORT + k).collect()
     }
@@ -242,7 +340,7 @@ impl Scenario {
         } else {
             format!("{} flows", self.flows)
         };
-        let acl = if self.kind == Kind::Acl { format!(", {} rules", self.acl_rules) } else { String::new() };
+        let acl = if self.kind.uses_acl() { format!(", {} rules", self.acl_rules) } else { String::new() };
         format!("{}, {flows}{acl}, {} B", self.kind, self.frame_size)
     }
 
@@ -251,7 +349,7 @@ impl Scenario {
     pub fn template(&self, dst_mac: Option<MacAddr>) -> Template {
         let len = self.frame_len();
         match self.kind {
-            Kind::Pod2Pod | Kind::Acl => Template::plain(
+            Kind::Pod2Pod | Kind::Acl | Kind::AclNew => Template::plain(
                 len,
                 (POD_A_MAC, dst_mac.unwrap_or(GW_MAC)),
                 (POD_A_IP, POD_B_IP),
@@ -274,6 +372,18 @@ impl Scenario {
                     (REMOTE_GW_MAC, GW_MAC),
                     (REMOTE_POD_BASE, POD_B_IP),
                     SVC_PORT,
+                    Vary::SrcAddr,
+                );
+                inner.in_vxlan(dst_mac.unwrap_or(UPLINK_MAC))
+            }
+            // node2's pods to the NodePort on this node's IP, through the
+            // tunnel (node2 routes other nodes' IPs there).
+            Kind::Full | Kind::FullNew => {
+                let inner = Template::plain(
+                    len - OUTER_LEN,
+                    (REMOTE_GW_MAC, GW_MAC),
+                    (REMOTE_POD_BASE, NODE_IP),
+                    NODE_PORT,
                     Vary::SrcAddr,
                 );
                 inner.in_vxlan(dst_mac.unwrap_or(UPLINK_MAC))
@@ -402,12 +512,13 @@ impl Template {
         stamp.write(&mut out[at..at + STAMP_LEN]);
     }
 
-    /// Flow 0 is the template; flow `i` moves the source port by
-    /// `i % PORTS_PER_STEP` and the second field by `i / PORTS_PER_STEP`,
-    /// updating the IPv4 and UDP checksums incrementally.
+    /// Turns `f`, a copy of the template (flow 0), into flow `flow`: the
+    /// source port moves by `flow % PORTS_PER_STEP` and the second field by
+    /// `flow / PORTS_PER_STEP`, the IPv4 and UDP checksums updated
+    /// incrementally. A buffer of another length is left alone.
     #[inline]
-    fn set_flow(&self, f: &mut [u8], flow: u32) {
-        if flow == 0 {
+    pub fn set_flow(&self, f: &mut [u8], flow: u32) {
+        if flow == 0 || f.len() != self.frame.len() {
             return;
         }
         let flow = flow % MAX_FLOWS;

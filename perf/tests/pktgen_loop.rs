@@ -17,9 +17,17 @@ fn pktgen_loops_every_scenario_through_a_ring() {
     // Removed when dropped, whatever happens.
     let tmp = weir_perf::proc::TempDir::new("weir-pktgen-loop").unwrap();
     let dir = tmp.path();
-    for (scenario, flows) in
-        [("pod2pod", 1), ("vxlan-decap", 100), ("clusterip-est", 5000), ("clusterip-new", 1), ("nodeport", 300)]
-    {
+    for (scenario, flows) in [
+        ("pod2pod", 1),
+        ("vxlan-decap", 100),
+        ("clusterip-est", 5000),
+        ("clusterip-new", 1),
+        ("nodeport", 300),
+        ("acl", 300),
+        ("acl-new", 1),
+        ("full", 300),
+        ("full-new", 1),
+    ] {
         let json = dir.join(format!("{scenario}.json"));
         let out = Command::new(env!("CARGO_BIN_EXE_weir-pktgen"))
             .args(["--port", "net_ring0", "--no-huge", "--memory-mb", "512", "--quiet"])
@@ -37,7 +45,7 @@ fn pktgen_loops_every_scenario_through_a_ring() {
         assert_eq!(t["tx_refused"], 0, "{scenario}");
         assert_eq!(t["reordered"], 0, "{scenario}");
         assert_eq!(t["latency"]["samples"].as_u64(), Some(received), "{scenario}");
-        if scenario == "clusterip-est" || scenario == "nodeport" {
+        if ["clusterip-est", "nodeport", "acl", "full"].contains(&scenario) {
             assert_eq!(r["priming"]["received"].as_u64(), Some(flows), "{scenario}: every flow primed");
         }
     }

@@ -37,9 +37,10 @@ use weir_perf::traffic::Kind;
     about,
     long_about,
     after_help = "\
-Scenarios are kind[:N], N the flows (clusterip-est, nodeport, pod2pod, vxlan-decap) or the
-ACL rules (acl): pod2pod, vxlan-decap, clusterip-est:10000, clusterip-est:1000000,
-clusterip-new, nodeport, acl:100.
+Scenarios are kind[:N], N the flows, or for acl and acl-new the ACL rules: pod2pod,
+vxlan-decap, clusterip-est:10000, clusterip-est:1000000, clusterip-new, nodeport,
+acl:1000, acl-new:1000, full:10000, full:1000000, full-new. The full scenarios (decap,
+flow, ACL, DNAT, encap) hold --acl-rules rules.
 
 Example:
   cargo build --release -p weir-dataplane -p weir-perf
@@ -53,9 +54,13 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "pod2pod,vxlan-decap,clusterip-est:10000,clusterip-est:1000000,clusterip-new,nodeport,acl:100"
+        default_value = "pod2pod,vxlan-decap,clusterip-est:10000,clusterip-est:1000000,clusterip-new,nodeport,\
+                         acl:1000,acl-new:1000,full:10000,full:1000000,full-new"
     )]
     scenarios: Vec<String>,
+    /// ACL rules of the full scenarios, and of acl and acl-new given without a count (1..=16384).
+    #[arg(long, value_name = "N", default_value_t = weir_perf::policy::DEFAULT_RULES)]
+    acl_rules: u32,
     /// DUTs, comma-separated: testpmd, weir-io, weir, ovs.
     #[arg(long, value_delimiter = ',', default_value = "testpmd,weir-io,weir,ovs")]
     duts: Vec<String>,
@@ -252,7 +257,7 @@ fn run(args: Args) -> Result<bool, String> {
     let scenarios = args
         .scenarios
         .iter()
-        .map(|s| harness::parse_scenario(s.trim(), args.frame_size))
+        .map(|s| harness::parse_scenario(s.trim(), args.frame_size, args.acl_rules))
         .collect::<Result<Vec<_>, _>>()?;
     let duts = args
         .duts
@@ -362,8 +367,8 @@ fn run(args: Args) -> Result<bool, String> {
         results.push(r);
     }
     proc::check_interrupted()?;
-    let instructions = if args.no_instructions { None } else { Some(instructions_per_packet()) };
-    let goals = goals(&results, &setup);
+    let instructions = if args.no_instructions { None } else { Some(instructions_per_packet(args.acl_rules)) };
+    let goals = goals(&results, &setup, instructions.as_deref());
     let table = summary(&results, &setup, &machine, &stalls);
     println!("\n{table}");
     println!("goals (issue 8), from the figures above:");
@@ -564,7 +569,7 @@ fn verdict(v: Option<f64>, goal: f64, more_is_better: bool) -> String {
 }
 
 /// The issue's goals against this run's figures.
-fn goals(results: &[ScenarioResult], setup: &Setup) -> Vec<String> {
+fn goals(results: &[ScenarioResult], setup: &Setup, instructions: Option<&str>) -> Vec<String> {
     let mut g = Vec::new();
     let bare = ndr_of(results, Kind::Pod2Pod, None, DutKind::WeirIo);
     let tp = ndr_of(results, Kind::Pod2Pod, None, DutKind::Testpmd);
@@ -585,10 +590,16 @@ fn goals(results: &[ScenarioResult], setup: &Setup) -> Vec<String> {
         verdict(ratio(bare, tp), 0.9, true)
     ));
     for (flows, goal) in [(10_000, 0.4), (1_000_000, 0.3)] {
-        let est = ndr_of(results, Kind::ClusteripEst, Some(flows), DutKind::Weir);
+        // The full path when it was run, else the nearest (no decap, ACL or encap).
+        let (est, what) = match ndr_of(results, Kind::Full, Some(flows), DutKind::Weir) {
+            Some(v) => (Some(v), "full / weir io: decap, flow hit, ACL verdict, DNAT, encap"),
+            None => (
+                ndr_of(results, Kind::ClusteripEst, Some(flows), DutKind::Weir),
+                "clusterip-est / weir io: flow hit + DNAT only, as full has no figure in this run",
+            ),
+        };
         g.push(format!(
-            "established path >= {goal}x bare at {flows} flows (clusterip-est / weir io; flow hit + DNAT only, \
-             no decap/ACL/encap yet): {}",
+            "established path >= {goal}x bare at {flows} flows ({what}): {}",
             verdict(ratio(est, bare), goal, true)
         ));
     }
@@ -602,7 +613,7 @@ fn goals(results: &[ScenarioResult], setup: &Setup) -> Vec<String> {
             Some(o) => {
                 let w = r.get(DutKind::Weir).and_then(Outcome::ndr_mpps);
                 if let Some(x) = ratio(w, o.ndr_mpps()) {
-                    ovs.push(format!("{} {x:.2}x", r.scenario.kind));
+                    ovs.push(format!("{} {x:.2}x", short_name(&r.scenario)));
                 }
             }
             None => {}
@@ -612,13 +623,15 @@ fn goals(results: &[ScenarioResult], setup: &Setup) -> Vec<String> {
         ">= 3x OVS-DPDK on the same work (weir/OVS NDR): {}",
         if ovs.is_empty() { "not measured in this run".into() } else { ovs.join(", ") }
     ));
-    let new = ndr_of(results, Kind::ClusteripNew, None, DutKind::Weir);
-    let est = ndr_of(results, Kind::ClusteripEst, Some(10_000), DutKind::Weir)
-        .or_else(|| ndr_of(results, Kind::ClusteripEst, None, DutKind::Weir));
-    g.push(format!(
-        "new flows >= 0.2x established (clusterip-new / clusterip-est NDR): {}",
-        verdict(ratio(new, est), 0.2, true)
-    ));
+    for (new_kind, est_kind) in [(Kind::ClusteripNew, Kind::ClusteripEst), (Kind::FullNew, Kind::Full)] {
+        let new = ndr_of(results, new_kind, None, DutKind::Weir);
+        let est = ndr_of(results, est_kind, Some(10_000), DutKind::Weir)
+            .or_else(|| ndr_of(results, est_kind, None, DutKind::Weir));
+        g.push(format!(
+            "new flows >= 0.2x established ({new_kind} / {est_kind} NDR): {}",
+            verdict(ratio(new, est), 0.2, true)
+        ));
+    }
     let p = |d| {
         results
             .iter()
@@ -632,19 +645,66 @@ fn goals(results: &[ScenarioResult], setup: &Setup) -> Vec<String> {
         setup.latency_load * 100.0,
         verdict(ratio(p(DutKind::Weir), p(DutKind::Testpmd)), 1.5, false)
     ));
-    g.push(
-        "<= 300 instructions per packet on the full established path: see the instructions table (weir-bench-pipeline)"
-            .into(),
-    );
+    let full = instructions.and_then(|t| net_instructions(t, FULL_EST_ROW));
+    g.push(format!(
+        "<= 300 instructions per packet on the full established path (weir-bench-pipeline, {FULL_EST_ROW:?}, net of \
+         the copy): {}",
+        match (full, instructions) {
+            (Some(v), _) => verdict(Some(v), 300.0, false),
+            (None, None) => "not measured in this run".into(),
+            (None, Some(_)) => "no figure in the instructions table".into(),
+        }
+    ));
     g
 }
 
+/// weir-bench-pipeline's row of the full established path.
+const FULL_EST_ROW: &str = "full est 10k";
+
+/// The "net instr" column of a row of weir-bench-pipeline's table.
+fn net_instructions(table: &str, row: &str) -> Option<f64> {
+    table
+        .lines()
+        .find(|l| l.starts_with(row) && l[row.len()..].starts_with("  "))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `clusterip-est:10000`, `acl`: a scenario in a list of figures.
+fn short_name(s: &weir_perf::traffic::Scenario) -> String {
+    if s.kind.needs_priming() {
+        format!("{}:{}", s.kind, s.flows)
+    } else {
+        s.kind.to_string()
+    }
+}
+
 /// weir-bench-pipeline's table (it runs callgrind itself), or why not.
-fn instructions_per_packet() -> String {
+fn instructions_per_packet(acl_rules: u32) -> String {
     let bin = next_to_me("weir-bench-pipeline");
-    match Command::new(&bin).args(["--packets", "2000000", "--runs", "1"]).output() {
+    let rules = acl_rules.to_string();
+    match Command::new(&bin).args(["--packets", "2000000", "--runs", "1", "--acl-rules", &rules]).output() {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
         Ok(o) => format!("weir-bench-pipeline failed: {}", String::from_utf8_lossy(&o.stderr).trim()),
         Err(e) => format!("cannot run {}: {e}", bin.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_full_path_row() {
+        let table = "\
+scenario                   Mpps     ns/pkt      instr/pkt    net instr
+copy (baseline)          254.79       3.92           47.0            -
+full est 10k               7.82     127.80         2338.4       2291.4
+full est 1M                3.00     333.63              -            -
+";
+        assert_eq!(net_instructions(table, FULL_EST_ROW), Some(2291.4));
+        assert_eq!(net_instructions(table, "full est 1M"), None, "not counted");
+        assert_eq!(net_instructions(table, "full est"), None, "a row's name, not a prefix of one");
+        assert_eq!(net_instructions("weir-bench-pipeline failed: x", FULL_EST_ROW), None);
     }
 }

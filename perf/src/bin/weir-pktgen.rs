@@ -47,18 +47,20 @@ generator could not start, no frame came back, or a trial failed, 2 on bad
 options."
 )]
 struct Args {
-    /// Scenario: pod2pod, vxlan-decap, clusterip-new, clusterip-est, nodeport, acl (--list describes them).
+    /// Scenario: pod2pod, vxlan-decap, clusterip-new, clusterip-est, nodeport, acl, acl-new, full, full-new
+    /// (--list describes them).
     #[arg(long, default_value = "pod2pod", value_parser = parse_kind)]
     scenario: Kind,
-    /// Distinct flows the frames cycle through [default: 1; clusterip-est and nodeport 10000; clusterip-new
-    /// every packet a new flow].
+    /// Distinct flows the frames cycle through [default: 1; clusterip-est, nodeport, acl and full 10000;
+    /// clusterip-new, acl-new and full-new every packet a new flow].
     #[arg(long, value_name = "N")]
     flows: Option<u32>,
     /// Frame size on the wire, FCS included (64..=1518); raised to a scenario's minimum (VXLAN: 114).
     #[arg(long, value_name = "BYTES", default_value_t = 64)]
     frame_size: usize,
-    /// ACL rules on the path (acl): a label for now.
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    /// ACL rules the DUT holds (acl, acl-new, full, full-new; 1..=16384): the frames are the same
+    /// whatever the count, the report names it (weir-bench-harness gives the DUT the rules).
+    #[arg(long, value_name = "N", default_value_t = weir_perf::policy::DEFAULT_RULES)]
     acl_rules: u32,
     /// List the scenarios and exit.
     #[arg(long)]
@@ -186,7 +188,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if args.list {
         for k in Kind::ALL {
-            println!("{:<14} {}", k.name(), k.describe());
+            println!("{:<15} {}", k.name(), k.describe());
         }
         return ExitCode::SUCCESS;
     }

@@ -57,14 +57,15 @@ impl Link {
     }
 
     /// The generator's devargs for its port `i` on the socket `path`;
-    /// `server`: the generator listens (the DUT's vhost side is a client).
-    pub fn gen_devargs(self, i: usize, path: &Path, server: bool) -> String {
+    /// `server`: the generator listens (the DUT's vhost side is a client);
+    /// `queues`: queue pairs (memif: set by the generator's port setup).
+    pub fn gen_devargs(self, i: usize, path: &Path, server: bool, queues: u16) -> String {
         match self {
             // Deep rings (the default is 256 entries) hold a stall of either
             // side of a few milliseconds without loss, as a NIC's rx ring
             // holds a burst: on a shared VM the vCPUs stop that long.
             Link::Vhost => format!(
-                "net_virtio_user{i},path={},queues=1,queue_size={VRING_SIZE}{}",
+                "net_virtio_user{i},path={},queues={queues},queue_size={VRING_SIZE}{}",
                 path.display(),
                 if server { ",server=1" } else { "" }
             ),
@@ -538,8 +539,9 @@ fn run_pktgen(
     serde_json::from_str(&body).map_err(|e| format!("{}: not a weir-pktgen report: {e}", json.display()))
 }
 
-/// `kind[:N]`: N is the flow count, or the rule count for acl.
-pub fn parse_scenario(spec: &str, frame_size: usize) -> Result<Scenario, String> {
+/// `kind[:N]`: N is the flow count, or for acl and acl-new the rule count.
+/// `acl_rules`: the rules of the full scenarios, and of acl without N.
+pub fn parse_scenario(spec: &str, frame_size: usize, acl_rules: u32) -> Result<Scenario, String> {
     let (name, n) = match spec.split_once(':') {
         Some((k, n)) => (k, Some(n.parse::<u32>().map_err(|e| format!("{spec:?}: {n:?} is not a count: {e}"))?)),
         None => (spec, None),
@@ -548,8 +550,11 @@ pub fn parse_scenario(spec: &str, frame_size: usize) -> Result<Scenario, String>
         let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
         format!("unknown scenario {name:?}; one of {}", names.join(", "))
     })?;
-    let (flows, rules) = if kind == Kind::Acl { (None, n.unwrap_or(100)) } else { (n, 0) };
-    Scenario::new(kind, flows, frame_size, rules)
+    let (flows, rules) = match kind {
+        Kind::Acl | Kind::AclNew => (None, n.unwrap_or(acl_rules)),
+        _ => (n, acl_rules),
+    };
+    Scenario::new(kind, flows, frame_size, rules).map_err(|e| format!("{spec:?}: {e}"))
 }
 
 /// `a / b` when both are there and `b` is not zero.
@@ -566,20 +571,30 @@ mod tests {
 
     #[test]
     fn scenario_specs() {
-        let s = parse_scenario("clusterip-est:1000000", 64).unwrap();
+        let s = parse_scenario("clusterip-est:1000000", 64, 1000).unwrap();
         assert_eq!((s.kind, s.flows), (Kind::ClusteripEst, 1_000_000));
-        let a = parse_scenario("acl:250", 128).unwrap();
-        assert_eq!((a.kind, a.acl_rules, a.flows, a.frame_size), (Kind::Acl, 250, 1, 128));
-        assert_eq!(parse_scenario("acl", 64).unwrap().acl_rules, 100);
-        assert_eq!(parse_scenario("vxlan-decap", 64).unwrap().frame_size, 114);
-        assert!(parse_scenario("nope", 64).is_err());
-        assert!(parse_scenario("pod2pod:x", 64).is_err());
+        let a = parse_scenario("acl:250", 128, 1000).unwrap();
+        assert_eq!((a.kind, a.acl_rules, a.flows, a.frame_size), (Kind::Acl, 250, 10_000, 128));
+        assert_eq!(parse_scenario("acl", 64, 1000).unwrap().acl_rules, 1000);
+        assert_eq!(parse_scenario("acl-new:20", 64, 1000).unwrap().acl_rules, 20);
+        let f = parse_scenario("full:1000000", 64, 300).unwrap();
+        assert_eq!((f.kind, f.flows, f.acl_rules, f.frame_size), (Kind::Full, 1_000_000, 300, 114));
+        assert!(parse_scenario("full-new", 64, 1).unwrap().kind.new_flows());
+        assert_eq!(parse_scenario("vxlan-decap", 64, 1000).unwrap().frame_size, 114);
+        assert!(parse_scenario("nope", 64, 1000).is_err());
+        assert!(parse_scenario("pod2pod:x", 64, 1000).is_err());
+        // Rule counts out of range are refused with the spec named.
+        let e = parse_scenario("acl:0", 64, 1000).unwrap_err();
+        assert!(e.contains("\"acl:0\"") && e.contains("ACL rules"), "{e}");
+        assert!(parse_scenario("acl:100000", 64, 1000).is_err());
+        assert!(parse_scenario("full", 64, 0).is_err());
+        assert!(parse_scenario("pod2pod", 64, 0).is_ok(), "rules matter only where there is an ACL");
     }
 
     #[test]
     fn pktgen_command_line() {
         let setup = Setup::for_tests();
-        let s = parse_scenario("vxlan-decap", 64).unwrap();
+        let s = parse_scenario("vxlan-decap", 64, 1000).unwrap();
         let gen = GenSide {
             ports: vec![
                 "net_virtio_user0,path=/t/a.sock,queues=1".into(),
@@ -604,23 +619,24 @@ mod tests {
         ] {
             assert!(a.contains(want), "{want} missing from {a}");
         }
-        let n = parse_scenario("clusterip-new", 64).unwrap();
+        let n = parse_scenario("clusterip-new", 64, 1000).unwrap();
         assert!(pktgen_args(&n, &setup, &gen, "x", Path::new("/j"), false).contains(&"--trial=0.5".to_string()));
         assert!(
-            pktgen_timeout(&parse_scenario("clusterip-est:1000000", 64).unwrap(), &setup) > Duration::from_secs(100)
+            pktgen_timeout(&parse_scenario("clusterip-est:1000000", 64, 1000).unwrap(), &setup)
+                > Duration::from_secs(100)
         );
     }
 
     #[test]
     fn gen_devargs() {
         let p = Path::new("/t/a.sock");
-        assert_eq!(Link::Vhost.gen_devargs(0, p, false), "net_virtio_user0,path=/t/a.sock,queues=1,queue_size=8192");
+        assert_eq!(Link::Vhost.gen_devargs(0, p, false, 1), "net_virtio_user0,path=/t/a.sock,queues=1,queue_size=8192");
         assert_eq!(
-            Link::Vhost.gen_devargs(1, p, true),
-            "net_virtio_user1,path=/t/a.sock,queues=1,queue_size=8192,server=1"
+            Link::Vhost.gen_devargs(1, p, true, 2),
+            "net_virtio_user1,path=/t/a.sock,queues=2,queue_size=8192,server=1"
         );
         assert_eq!(
-            Link::Memif.gen_devargs(1, p, false),
+            Link::Memif.gen_devargs(1, p, false, 2),
             "net_memif1,role=client,socket=/t/a.sock,socket-abstract=no,rsize=13"
         );
     }
@@ -628,7 +644,7 @@ mod tests {
     #[test]
     fn reads_pktgen_reports() {
         // The harness reads what weir-pktgen writes.
-        let s = parse_scenario("pod2pod", 64).unwrap();
+        let s = parse_scenario("pod2pod", 64, 1000).unwrap();
         let r = crate::report::RunReport {
             tool: "weir-pktgen",
             label: "x".into(),
@@ -670,8 +686,8 @@ mod tests {
 
     #[test]
     fn io_mode_only_on_pod2pod() {
-        assert!(DutKind::WeirIo.skips(&parse_scenario("pod2pod", 64).unwrap()).is_none());
-        assert!(DutKind::WeirIo.skips(&parse_scenario("nodeport", 64).unwrap()).is_some());
+        assert!(DutKind::WeirIo.skips(&parse_scenario("pod2pod", 64, 1000).unwrap()).is_none());
+        assert!(DutKind::WeirIo.skips(&parse_scenario("nodeport", 64, 1000).unwrap()).is_some());
         for d in DutKind::ALL {
             assert_eq!(DutKind::parse(d.name()), Some(d));
         }

@@ -63,7 +63,7 @@ pub fn start(setup: &Setup, dir: &Path, tag: &str) -> Result<TestpmdDut, DutErro
         Err(e) => return Err(DutError::Failed(format!("testpmd: {e}\n{}", s.output_tail()))),
     }
     let gen = GenSide {
-        ports: paths.iter().enumerate().map(|(i, p)| setup.link.gen_devargs(i, p, false)).collect(),
+        ports: paths.iter().enumerate().map(|(i, p)| setup.link.gen_devargs(i, p, false, 1)).collect(),
         tx_port: 0,
         rx_port: 1,
         dst_mac: None,

@@ -9,10 +9,14 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use weir_dataplane::api::Request;
 use weir_dataplane::config::NodeConfig;
+use weir_dataplane::tables::acl::{AclConfig, AclTable};
+use weir_dataplane::tables::service::ServiceTable;
+use weir_dataplane::tables::{Hop, Overlay, PortEntry, Tables, DEFAULT_NETWORK};
 use weir_dataplane::wire::MacAddr;
 
 use super::{DutError, GenSide, Link, RunningDut, Setup};
@@ -27,9 +31,9 @@ pub fn max_flows(s: &Scenario) -> u32 {
     let want = match s.kind {
         // New flows: what a search's short trials set up (the generator
         // reports it when its tuple space wraps).
-        Kind::ClusteripNew => 4 << 20,
-        Kind::ClusteripEst | Kind::Nodeport => s.flows.saturating_mul(2),
-        _ => 0,
+        Kind::ClusteripNew | Kind::AclNew | Kind::FullNew => 4 << 20,
+        Kind::ClusteripEst | Kind::Nodeport | Kind::Acl | Kind::Full => s.flows.saturating_mul(2),
+        Kind::Pod2Pod | Kind::VxlanDecap => 0,
     };
     want.clamp(65536, 1 << 24)
 }
@@ -43,7 +47,7 @@ pub fn node_config(
     file_prefix: &str,
     socket: &Path,
     paths: &[PathBuf; 2],
-) -> String {
+) -> Result<String, String> {
     let uplink = s.kind.enters_by_uplink() && !io;
     let mut c = String::from("# Written by weir-bench-harness for one run; removed afterwards.\n");
     c.push_str(&format!("[node]\nname = \"weir-bench\"\npod_cidr = {POD_CIDR:?}\n"));
@@ -87,12 +91,24 @@ pub fn node_config(
         ));
     }
     if io {
-        return c;
+        return Ok(c);
     }
-    if s.kind == Kind::VxlanDecap {
+    if s.kind.vxlan() {
         c.push_str(&format!(
             "\n[[remote_nodes]]\nname = \"node2\"\nnode_ip = \"{REMOTE_VTEP}\"\npod_cidr = {REMOTE_POD_CIDR:?}\n\
              vtep_mac = \"{REMOTE_GW_MAC}\"\n"
+        ));
+    }
+    if matches!(s.kind, Kind::Full | Kind::FullNew) {
+        // The Service's backend lives on a third node; node2's pods reach
+        // the NodePort on this node's IP through the tunnel, from inside
+        // the cluster: every endpoint, no SNAT.
+        c.push_str(&format!(
+            "\n[[remote_nodes]]\nname = \"node3\"\nnode_ip = \"{NODE3_VTEP}\"\npod_cidr = {NODE3_POD_CIDR:?}\n\
+             vtep_mac = \"{NODE3_GW_MAC}\"\n\
+             \n[[services]]\nname = \"bench/full\"\ncluster_ips = [\"10.96.2.1\"]\n\
+             ports = [{{ port = {SVC_PORT}, protocol = \"udp\", node_port = {NODE_PORT} }}]\n\
+             backends = [{{ ip = \"{FULL_BACKEND}\" }}]\n"
         ));
     }
     if matches!(s.kind, Kind::ClusteripEst | Kind::ClusteripNew) {
@@ -112,7 +128,76 @@ pub fn node_config(
              backends = [{{ ip = \"{POD_B_IP}\" }}]\nexternal_traffic_policy = \"local\"\n"
         ));
     }
-    c
+    if let Some(rules) = s.rule_set() {
+        // Tables ([[acl.pods]]) after every top-level key.
+        c.push('\n');
+        c.push_str(&rules?.toml()?);
+    }
+    Ok(c)
+}
+
+/// The node's own addresses, as weir-dataplane gives them to the ACL table
+/// (always allowed by ingress).
+pub fn node_addrs(cfg: &NodeConfig) -> Vec<std::net::Ipv4Addr> {
+    std::iter::once(cfg.gateway.ip).chain(cfg.networks.iter().map(|n| n.gateway)).chain(cfg.node.node_ip).collect()
+}
+
+/// The tables weir-dataplane publishes for `s`'s config, for runs of its
+/// pipeline without DPDK (the tests, weir-bench-pipeline): ports 0 and 1
+/// in config order, the uplink's MAC `uplink_mac` (the driver's in a run),
+/// every remote VTEP resolved to `vtep_mac` (what ARP would find), the
+/// scenario's ACL or `acl` instead.
+pub fn tables_for(
+    s: &Scenario,
+    acl: Option<AclConfig>,
+    uplink_mac: MacAddr,
+    vtep_mac: MacAddr,
+) -> Result<Tables, String> {
+    let dir = Path::new("/nonexistent");
+    let text = node_config(
+        s,
+        &Setup::for_tests(),
+        false,
+        "weir-bench-tables",
+        &dir.join("w.sock"),
+        &[dir.join("a.sock"), dir.join("b.sock")],
+    )?;
+    let mut cfg = NodeConfig::from_toml(&text).map_err(|e| format!("the harness's weir config is refused: {e}"))?;
+    if let Some(acl) = acl {
+        cfg.acl = acl;
+    }
+    let mut t = Tables::new(&cfg, 1);
+    t.services = ServiceTable::build(&cfg).map_err(|e| format!("services: {e}"))?;
+    t.acl = Arc::new(AclTable::build(&cfg.acl, &node_addrs(&cfg))?);
+    for (id, p) in cfg.ports.iter().enumerate() {
+        let e = match &p.pod {
+            Some(pod) => PortEntry::pod(&p.name, pod.ip, pod.mac, DEFAULT_NETWORK),
+            None => PortEntry { uplink: p.uplink, ..PortEntry::plain(&p.name) },
+        };
+        t.add_port(id as u16, e, 1);
+    }
+    if let (Some(up), Some(node_ip), Some(underlay)) =
+        (cfg.ports.iter().position(|p| p.uplink), cfg.node.node_ip, cfg.node.underlay_cidr)
+    {
+        t.overlay = Some(Overlay {
+            node_ip,
+            uplink: up as u16,
+            uplink_mac,
+            mtu: 1500,
+            vxlan_port: cfg.overlay.vxlan_port,
+            underlay,
+            gateway: None,
+            host: None,
+            announced: Vec::new(),
+        });
+        for r in &cfg.remote_nodes {
+            let hop = Hop::Remote { vtep: r.node_ip, vtep_mac: r.vtep_mac, net: DEFAULT_NETWORK };
+            t.add_remote_route(DEFAULT_NETWORK, r.pod_cidr, hop);
+            t.node_hops.insert(r.node_ip, hop);
+            t.neighbours.insert(r.node_ip, vtep_mac);
+        }
+    }
+    Ok(t)
 }
 
 /// A running weir-dataplane.
@@ -138,9 +223,13 @@ pub fn start(s: &Scenario, setup: &Setup, io: bool, dir: &Path, tag: &str) -> Re
     let config = dir.join(format!("{tag}.toml"));
     let log = dir.join(format!("{tag}.log"));
     let paths = [dir.join(format!("{tag}-a.sock")), dir.join(format!("{tag}-b.sock"))];
-    let text = node_config(s, setup, io, prefix.name(), &socket, &paths);
-    NodeConfig::from_toml(&text)
+    let text = node_config(s, setup, io, prefix.name(), &socket, &paths)
+        .map_err(|e| DutError::Failed(format!("internal error: the harness's weir config: {e}")))?;
+    let cfg = NodeConfig::from_toml(&text)
         .map_err(|e| DutError::Failed(format!("internal error: the harness's weir config is refused: {e}\n{text}")))?;
+    // weir-dataplane only logs an ACL it refuses: refuse it here instead.
+    AclTable::build(&cfg.acl, &node_addrs(&cfg))
+        .map_err(|e| DutError::Failed(format!("internal error: the harness's ACL is refused: {e}")))?;
     std::fs::write(&config, &text).map_err(|e| DutError::Failed(format!("cannot write {}: {e}", config.display())))?;
     let out = File::create(&log).map_err(|e| DutError::Failed(format!("cannot create {}: {e}", log.display())))?;
     let err = out.try_clone().map_err(|e| DutError::Failed(e.to_string()))?;
@@ -161,13 +250,22 @@ pub fn start(s: &Scenario, setup: &Setup, io: bool, dir: &Path, tag: &str) -> Re
         let mac = st.port("uplink").map(|p| p.mac.clone()).unwrap_or_default();
         dst_mac = Some(mac.parse::<MacAddr>().map_err(|e| DutError::Failed(format!("uplink MAC {mac:?}: {e}")))?);
     }
+    // weir's management thread sends its ARP requests (for node3's VTEP)
+    // from a tx queue of its own, the second: the generator must have it.
+    let queues = if s.kind.returns_by_uplink() && !io { 2 } else { 1 };
     let gen = GenSide {
-        ports: paths.iter().enumerate().map(|(i, p)| setup.link.gen_devargs(i, p, false)).collect(),
+        ports: paths.iter().enumerate().map(|(i, p)| setup.link.gen_devargs(i, p, false, queues)).collect(),
         tx_port: 0,
-        rx_port: 1,
+        rx_port: if s.kind.returns_by_uplink() && !io { 0 } else { 1 },
         dst_mac,
-        arp_reply: if s.kind.enters_by_uplink() { vec![REMOTE_VTEP] } else { Vec::new() },
-        queues: 1,
+        // The VTEPs weir resolves on the uplink.
+        arp_reply: match s.kind {
+            _ if io => Vec::new(),
+            Kind::Full | Kind::FullNew => vec![REMOTE_VTEP, NODE3_VTEP],
+            k if k.enters_by_uplink() => vec![REMOTE_VTEP],
+            _ => Vec::new(),
+        },
+        queues,
     };
     Ok(WeirDut { proc: p, socket, log, gen, _prefix: prefix })
 }
@@ -221,16 +319,24 @@ pub const STOP_TIMEOUT: Duration = weir_proc::EXIT_TIMEOUT;
 mod tests {
     //! The configs the harness gives weir are valid, and every scenario's
     //! frames take the path they should through weir's pipeline with the
-    //! tables of that config (built as weir-dataplane builds them).
+    //! tables of that config (built as weir-dataplane builds them): out of
+    //! the expected port with the expected rewrite or encapsulation, their
+    //! stamp intact, every checksum valid; and the ACL scenarios' frames are
+    //! dropped as policy denied once their allowing rule is gone.
 
     use super::*;
-    use crate::traffic::Stamp;
+    use crate::traffic::{Stamp, OUTER_LEN};
     use std::net::Ipv4Addr;
     use weir_dataplane::flow::FlowTable;
     use weir_dataplane::pipeline::nat::Nat;
-    use weir_dataplane::pipeline::{self, Action, NoEvents, PacketBuf, TestBuf};
-    use weir_dataplane::tables::service::ServiceTable;
-    use weir_dataplane::tables::{Hop, Overlay, PortEntry, Tables, DEFAULT_NETWORK};
+    use weir_dataplane::pipeline::{self, Action, DropReason, NoEvents, PacketBuf, TestBuf};
+    use weir_dataplane::tables::acl::Direction;
+    use weir_dataplane::wire::{ethernet, ipv4, udp, vxlan};
+
+    /// The uplink's MAC (the driver's, in a run) and the generator's (what
+    /// it answers the VTEPs' ARP with).
+    const UPLINK: MacAddr = MacAddr([0x56, 0x48, 0x4f, 0x53, 0x54, 0x00]);
+    const GEN: MacAddr = MacAddr([0x56, 0x48, 0x4f, 0x53, 0x54, 0x01]);
 
     fn setup(link: Link) -> Setup {
         Setup { link, ..Setup::for_tests() }
@@ -244,41 +350,9 @@ mod tests {
             "weir-bench-1-x",
             Path::new("/tmp/x/w.sock"),
             &[PathBuf::from("/tmp/x/a.sock"), PathBuf::from("/tmp/x/b.sock")],
-        );
+        )
+        .unwrap();
         NodeConfig::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
-    }
-
-    /// Tables as weir-dataplane publishes them for this config, ports 0
-    /// and 1 in config order.
-    fn tables(cfg: &NodeConfig, uplink_mac: MacAddr) -> Tables {
-        let mut t = Tables::new(cfg, 1);
-        t.services = ServiceTable::build(cfg).expect("services");
-        for (id, p) in cfg.ports.iter().enumerate() {
-            let e = match &p.pod {
-                Some(pod) => PortEntry::pod(&p.name, pod.ip, pod.mac, DEFAULT_NETWORK),
-                None => PortEntry { uplink: p.uplink, ..PortEntry::plain(&p.name) },
-            };
-            t.add_port(id as u16, e, 1);
-        }
-        if let Some(up) = cfg.ports.iter().position(|p| p.uplink) {
-            t.overlay = Some(Overlay {
-                node_ip: cfg.node.node_ip.unwrap(),
-                uplink: up as u16,
-                uplink_mac,
-                mtu: 1500,
-                vxlan_port: cfg.overlay.vxlan_port,
-                underlay: cfg.node.underlay_cidr.unwrap(),
-                gateway: None,
-                host: None,
-                announced: Vec::new(),
-            });
-            for r in &cfg.remote_nodes {
-                let hop = Hop::Remote { vtep: r.node_ip, vtep_mac: r.vtep_mac, net: DEFAULT_NETWORK };
-                t.add_remote_route(DEFAULT_NETWORK, r.pod_cidr, hop);
-                t.node_hops.insert(r.node_ip, hop);
-            }
-        }
-        t
     }
 
     #[test]
@@ -295,46 +369,109 @@ mod tests {
                     if kind.needs_priming() {
                         assert!(c.dpdk.max_flows >= 2 * s.flows, "{}", s.label());
                     }
+                    match s.rule_set() {
+                        Some(rules) => {
+                            let rules = rules.unwrap();
+                            assert_eq!(c.acl, rules.acl_config(), "{}", s.label());
+                            assert_eq!(AclTable::build(&c.acl, &node_addrs(&c)).unwrap().len(), 10);
+                        }
+                        None => assert!(c.acl.pods.is_empty(), "{}", s.label()),
+                    }
                 }
             }
             let io = config(&Scenario::new(Kind::Pod2Pod, None, 64, 0).unwrap(), true, link);
             assert_eq!(io.dpdk.forward_mode, weir_dataplane::config::ForwardMode::Io);
         }
+        let full = config(&Scenario::new(Kind::Full, None, 64, 5000).unwrap(), false, Link::Vhost);
+        assert_eq!(full.remote_nodes.iter().map(|r| r.node_ip).collect::<Vec<_>>(), vec![REMOTE_VTEP, NODE3_VTEP]);
+        assert_eq!(full.services[0].ports[0].node_port, Some(NODE_PORT));
+        assert_eq!(AclTable::build(&full.acl, &node_addrs(&full)).unwrap().len(), 5000);
     }
 
-    /// Runs `n` frames of the scenario (flows spread over its whole range)
-    /// through the pipeline; every one must leave by port 1 with its stamp.
+    fn ip_at(f: &[u8], at: usize) -> Ipv4Addr {
+        Ipv4Addr::new(f[at], f[at + 1], f[at + 2], f[at + 3])
+    }
+
+    /// What every frame of `kind` must look like when weir sends it on:
+    /// `sent` is the frame given to the pipeline, `out` what left it.
+    fn check_output(s: &Scenario, sent: &[u8], out: &[u8]) {
+        let label = s.label();
+        let ip = ethernet::HEADER_LEN;
+        if s.kind.returns_by_uplink() {
+            // Out of the uplink to node3: the generator's MAC (the VTEP as
+            // ARP resolved it), from the node IP, VXLAN VNI 1.
+            assert_eq!((&out[0..6], &out[6..12]), (&GEN.0[..], &UPLINK.0[..]), "{label}: outer MACs");
+            assert_eq!((ip_at(out, ip + 12), ip_at(out, ip + 16)), (NODE_IP, NODE3_VTEP), "{label}: outer IPs");
+            let u = udp::Packet::new_checked(&out[ip + ipv4::HEADER_LEN..]).unwrap();
+            assert_eq!(u.dst_port(), vxlan::DEFAULT_PORT, "{label}");
+            assert!(u.src_port() >= 49152, "{label}: source port from the inner flow's hash");
+            let vx = vxlan::Packet::new_checked(u.payload()).unwrap();
+            assert_eq!(vx.vni(), VNI, "{label}");
+            let inner = &out[OUTER_LEN..];
+            let was = &sent[OUTER_LEN..];
+            assert_eq!((&inner[0..6], &inner[6..12]), (&NODE3_GW_MAC.0[..], &GW_MAC.0[..]), "{label}: inner MACs");
+            // DNAT: the NodePort became the backend and its port; the
+            // client (node2's pod) is kept; one hop here, so TTL - 1.
+            assert_eq!(ip_at(inner, ip + 12), ip_at(was, ip + 12), "{label}: client kept");
+            assert_eq!(ip_at(inner, ip + 16), FULL_BACKEND, "{label}");
+            let l4 = ip + ipv4::HEADER_LEN;
+            assert_eq!(&inner[l4..l4 + 2], &was[l4..l4 + 2], "{label}: source port kept");
+            assert_eq!(u16::from_be_bytes([inner[l4 + 2], inner[l4 + 3]]), SVC_PORT, "{label}: target port");
+            assert_eq!(inner[ip + 8], was[ip + 8] - 1, "{label}: TTL");
+            assert_eq!(out.len(), sent.len(), "{label}: VXLAN in, VXLAN out");
+        } else {
+            assert_eq!(&out[0..6], &POD_B_MAC.0, "{label}: to pod-b's MAC");
+            assert_eq!(&out[6..12], &GW_MAC.0, "{label}: from the gateway");
+            assert_eq!(ip_at(out, ip + 16), POD_B_IP, "{label}");
+        }
+        assert!(crate::traffic::tests::checksums_ok(out), "{label}: checksums after weir");
+    }
+
+    /// Runs frames of the scenario (flows spread over its whole range, or
+    /// new flows) through the pipeline; every one must leave by the
+    /// expected port as [`check_output`] says, its stamp intact.
     fn check(kind: Kind, flows: Option<u32>) {
-        let s = Scenario::new(kind, flows, 128, 10).unwrap();
-        let cfg = config(&s, false, Link::Vhost);
-        let uplink_mac = MacAddr([0x56, 0x48, 0x4f, 0x53, 0x54, 0x00]);
-        let t = tables(&cfg, uplink_mac);
+        let s = Scenario::new(kind, flows, 128, 300).unwrap();
+        let t = tables_for(&s, None, UPLINK, GEN).unwrap();
         let table = FlowTable::new(1 << 16);
         let nat = Nat::single(&table, 1);
-        let dst = kind.enters_by_uplink().then_some(uplink_mac);
+        let dst = kind.enters_by_uplink().then_some(UPLINK);
         let tpl = s.template(dst);
         let mut frame = vec![0u8; tpl.len()];
+        let out_port = if kind.returns_by_uplink() { 0 } else { 1 };
         let step = (s.flows / 97).max(1);
-        for (i, flow) in (0..s.flows).step_by(step as usize).chain([s.flows - 1]).enumerate() {
-            let st = Stamp { trial: 1, seq: i as u32, tsc: 42 };
-            tpl.write(&mut frame, flow, &st);
-            let mut b = TestBuf::new(&frame);
-            let a = pipeline::process_full(&t, Some(&nat), 0, &mut b, &mut NoEvents);
-            assert_eq!(a, Action::Forward(1), "{} flow {flow}", s.label());
-            let out = b.data();
-            assert_eq!(&out[0..6], &POD_B_MAC.0, "{} flow {flow}: to pod-b's MAC", s.label());
-            assert_eq!(Ipv4Addr::new(out[30], out[31], out[32], out[33]), POD_B_IP, "{}", s.label());
-            assert_eq!(Stamp::find(out, 4789), Some(st), "{} flow {flow}", s.label());
-            assert!(crate::traffic::tests::checksums_ok(out), "{} flow {flow}: checksums after weir", s.label());
+        let sent: Vec<u32> = (0..s.flows).step_by(step as usize).chain([s.flows - 1]).collect();
+        // Twice: the first pass sets the flows up, the second finds them.
+        for pass in 0..2 {
+            for (i, flow) in sent.iter().enumerate() {
+                let st = Stamp { trial: 1 + pass, seq: i as u32, tsc: 42 };
+                tpl.write(&mut frame, *flow, &st);
+                let mut b = TestBuf::new(&frame);
+                let a = pipeline::process_full(&t, Some(&nat), 0, &mut b, &mut NoEvents);
+                assert_eq!(a, Action::Forward(out_port), "{} flow {flow} pass {pass}", s.label());
+                assert_eq!(Stamp::find(b.data(), 4789), Some(st), "{} flow {flow}", s.label());
+                check_output(&s, &frame, b.data());
+            }
         }
-        // The same flows again: established now (the NAT scenarios hit their flows).
-        tpl.write(&mut frame, 0, &Stamp::default());
-        let mut b = TestBuf::new(&frame);
-        assert_eq!(pipeline::process_full(&t, Some(&nat), 0, &mut b, &mut NoEvents), Action::Forward(1));
+        // The ACL scenarios: each flow's first packet was allowed by the
+        // allowing rule at the end of each list on the path, and only its
+        // first (the second pass hit the flows).
+        if let Some(rules) = s.rule_set() {
+            let rules = rules.unwrap();
+            let distinct = sent.iter().collect::<std::collections::HashSet<_>>().len() as u64;
+            let mut deciding = 0;
+            for r in t.acl.rules() {
+                let want = if r.id.ends_with("/allow") { distinct } else { 0 };
+                assert_eq!(r.hits, want, "{}: rule {} of {}", s.label(), r.id, r.pod);
+                deciding += usize::from(r.id.ends_with("/allow"));
+            }
+            assert_eq!(deciding, if kind.returns_by_uplink() { 1 } else { 2 }, "{}", s.label());
+            assert!(rules.on_path() >= 150, "{}: the deciding rules are deep", s.label());
+        }
     }
 
     #[test]
-    fn every_scenario_reaches_pod_b_through_weir() {
+    fn every_scenario_takes_its_path_through_weir() {
         for kind in Kind::ALL {
             check(kind, None);
         }
@@ -342,5 +479,49 @@ mod tests {
         check(Kind::Nodeport, Some(200_000));
         check(Kind::Pod2Pod, Some(100_000));
         check(Kind::VxlanDecap, Some(100_000));
+        check(Kind::Acl, Some(1_000_000));
+        check(Kind::Full, Some(1_000_000));
+    }
+
+    /// Without the allowing rule of a list on their path, every frame of
+    /// the ACL scenarios is dropped as denied by that list (its default),
+    /// and nothing leaves.
+    #[test]
+    fn acl_scenarios_are_denied_without_their_allowing_rule() {
+        for kind in Kind::ALL.into_iter().filter(|k| k.uses_acl()) {
+            let s = Scenario::new(kind, Some(200_000), 128, 1000).unwrap();
+            let rules = s.rule_set().unwrap().unwrap();
+            let mut dirs = vec![(Direction::Ingress, DropReason::PolicyDeniedIngress)];
+            if rules.target.src_pod.is_some() {
+                dirs.push((Direction::Egress, DropReason::PolicyDeniedEgress));
+            }
+            for (d, reason) in dirs {
+                let t = tables_for(&s, Some(rules.without_allow(d).acl_config()), UPLINK, GEN).unwrap();
+                let table = FlowTable::new(1 << 16);
+                let nat = Nat::single(&table, 1);
+                let tpl = s.template(kind.enters_by_uplink().then_some(UPLINK));
+                let mut frame = vec![0u8; tpl.len()];
+                let mut sent = 0;
+                // Each flow twice: a denied flow is classified again.
+                for flow in (0..s.flows).step_by(4999).flat_map(|f| [f, f]) {
+                    tpl.write(&mut frame, flow, &Stamp::default());
+                    let mut b = TestBuf::new(&frame);
+                    let a = pipeline::process_full(&t, Some(&nat), 0, &mut b, &mut NoEvents);
+                    assert_eq!(a, Action::Drop(reason), "{} without the {d} allow, flow {flow}", s.label());
+                    sent += 1;
+                }
+                // No rule of the list matched (its default denied); the
+                // egress list passed them on to it, every time.
+                for r in t.acl.rules() {
+                    let want = if d == Direction::Ingress && r.id == "bench:egress/allow" { sent } else { 0 };
+                    assert_eq!(r.hits, want, "{}: rule {} of {}", s.label(), r.id, r.pod);
+                }
+                assert_eq!(
+                    t.acl.default_hits(rules.target.dst_pod, Direction::Ingress),
+                    if d == Direction::Ingress { sent } else { 0 }
+                );
+                assert!(table.entries(1).is_empty(), "{}: a denied flow leaves no state", s.label());
+            }
+        }
     }
 }
