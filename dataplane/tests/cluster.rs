@@ -214,7 +214,8 @@ fn the_kubernetes_api_drives_packets() {
         let before = n.dp.stats().control_generation;
         let log = n.dir.join("control-kube.log");
         let child = Command::new(control_bin())
-            .args(["--interval-ms", "100", "--kube-url", &api.url, "--metrics", "off", "--dataplane"])
+            .args(["--interval-ms", "100", "--kube-url", &api.url, "--metrics", "off", "--health-check-address", "off"])
+            .arg("--dataplane")
             .arg(n.socket())
             .arg("--control-socket")
             .arg(n.dir.join("control-kube.sock"))

@@ -39,7 +39,9 @@ impl Control {
     /// `start`, with `extra` arguments after those.
     pub fn start_with(socket: &Path, file: &Path, log: &Path, extra: &[String]) -> Control {
         let child = Command::new(control_bin())
-            .args(["--interval-ms", "100", "--metrics", "127.0.0.1:0", "--dataplane"])
+            // No healthCheckNodePort listeners on the machine's addresses
+            // (web-lb has one): tests/loadbalancer.rs checks them.
+            .args(["--interval-ms", "100", "--metrics", "127.0.0.1:0", "--health-check-address", "off", "--dataplane"])
             .arg(socket)
             .arg("--cluster-file")
             .arg(file)
