@@ -10,9 +10,7 @@ mod common;
 #[path = "common/demo.rs"]
 mod demo;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use demo::*;
@@ -154,50 +152,6 @@ fn a_control_restart_breaks_no_flow() {
         assert!(t0.elapsed() < Duration::from_secs(20), "no db after the dataplane restart\n{}", demo.logs());
     }
     assert_eq!(who(demo.pod("web-1"), "10.96.0.20", 6379), "timeout", "the policy came back with the resync");
-}
-
-/// The fake Kubernetes API server as a process (control/src/bin).
-struct FakeApi {
-    child: Child,
-    stdin: ChildStdin,
-    out: BufReader<ChildStdout>,
-    url: String,
-}
-
-impl FakeApi {
-    fn start(dir: &Path, objects: &str) -> FakeApi {
-        let f = dir.join("objects.yaml");
-        std::fs::write(&f, objects).unwrap();
-        let bin = control_bin().with_file_name("weir-fake-apiserver");
-        let mut child = Command::new(bin)
-            .arg("--apply")
-            .arg(&f)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("weir-fake-apiserver (cargo build --workspace)");
-        let stdin = child.stdin.take().unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut url = String::new();
-        out.read_line(&mut url).unwrap();
-        FakeApi { child, stdin, out, url: url.trim().to_string() }
-    }
-
-    fn apply(&mut self, dir: &Path, text: &str) {
-        let f = dir.join("change.yaml");
-        std::fs::write(&f, text).unwrap();
-        writeln!(self.stdin, "apply {}", f.display()).unwrap();
-        let mut l = String::new();
-        self.out.read_line(&mut l).unwrap();
-        assert!(l.starts_with("ok "), "{l}");
-    }
-}
-
-impl Drop for FakeApi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The demo cluster served by a fake Kubernetes API: weir-control watches

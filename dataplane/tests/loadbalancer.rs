@@ -14,25 +14,20 @@
 //! Root and hugepages needed; one at a time (`--test-threads=1`).
 
 mod common;
+#[path = "common/demo.rs"]
+mod demo;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use demo::{control_bin, FakeApi};
 
 const VIP: &str = "192.168.50.100";
 const CLIENT_IP: &str = "192.168.50.9";
-
-/// A binary of the workspace, built next to this test (`cargo build --workspace`).
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let b = exe.parent().and_then(Path::parent).unwrap().join(name);
-    assert!(b.exists(), "{} missing: run `cargo build --workspace` first (scripts/test.sh does)", b.display());
-    b
-}
 
 /// A child process killed (SIGKILL) on drop.
 struct Proc(Child);
@@ -50,63 +45,13 @@ impl Drop for Proc {
     }
 }
 
-/// weir-fake-apiserver as a process.
-struct Api {
-    _child: Proc,
-    stdin: ChildStdin,
-    out: BufReader<ChildStdout>,
-    url: String,
-    dir: PathBuf,
-}
-
-impl Api {
-    fn start(dir: &Path, objects: &str) -> Api {
-        let f = dir.join("objects.yaml");
-        std::fs::write(&f, objects).unwrap();
-        let mut child = Command::new(bin("weir-fake-apiserver"))
-            .arg("--apply")
-            .arg(&f)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut url = String::new();
-        out.read_line(&mut url).unwrap();
-        Api { _child: Proc(child), stdin, out, url: url.trim().to_string(), dir: dir.to_path_buf() }
-    }
-
-    fn apply(&mut self, text: &str) {
-        let f = self.dir.join("change.yaml");
-        std::fs::write(&f, text).unwrap();
-        writeln!(self.stdin, "apply {}", f.display()).unwrap();
-        let mut l = String::new();
-        self.out.read_line(&mut l).unwrap();
-        assert!(l.starts_with("ok "), "{l}");
-    }
-
-    /// GET of an API path, as JSON.
-    fn get(&self, path: &str) -> serde_json::Value {
-        let addr = self.url.trim_start_matches("http://").trim_end_matches('/');
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        // Chunked or not: the JSON object is between the outer braces.
-        let (Some(a), Some(b)) = (body.find('{'), body.rfind('}')) else { return serde_json::Value::Null };
-        serde_json::from_str(&body[a..=b]).unwrap_or(serde_json::Value::Null)
-    }
-
-    /// The LoadBalancer IPs in a Service's status.
-    fn lb_ips(&self, name: &str) -> Vec<String> {
-        let v = self.get(&format!("/api/v1/namespaces/default/services/{name}"));
-        v["status"]["loadBalancer"]["ingress"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|i| i["ip"].as_str().map(String::from)).collect())
-            .unwrap_or_default()
-    }
+/// The LoadBalancer IPs in a Service's status, read from the fake API.
+fn lb_ips(api: &FakeApi, name: &str) -> Vec<String> {
+    let v = api.get(&format!("/api/v1/namespaces/default/services/{name}"));
+    v["status"]["loadBalancer"]["ingress"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|i| i["ip"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
 }
 
 /// Two weir nodes (node1 192.168.50.1, node2 192.168.50.2) and a client
@@ -196,7 +141,7 @@ impl LbBed {
     /// Starts weir-control for node `i` (0 or 1) with `args`.
     fn start_control(&mut self, i: usize, args: &[&str]) {
         let log = self.dirs[i].join("control.log");
-        let child = Command::new(bin("weir-control"))
+        let child = Command::new(control_bin())
             .args([
                 "--interval-ms",
                 "100",
@@ -449,7 +394,8 @@ fn a_load_balancer_ip_follows_its_endpoints_and_survives_its_node() {
         assert!(t0.elapsed() < Duration::from_secs(10), "the ARP watcher did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut api = Api::start(&bed.dirs[0], &objects);
+    let dir = bed.dirs[0].clone();
+    let mut api = FakeApi::start(&dir, &objects);
     let lease = LEASE_SECONDS.to_string();
     for i in 0..2 {
         let hc = format!("127.0.0.{}", i + 1);
@@ -485,12 +431,12 @@ fn a_load_balancer_ip_follows_its_endpoints_and_survives_its_node() {
     // The allocator: the first free address for web, the asked-for one for
     // the other, both written to the Services' status.
     let t0 = Instant::now();
-    while api.lb_ips("web").is_empty() || api.lb_ips("asked").is_empty() {
+    while lb_ips(&api, "web").is_empty() || lb_ips(&api, "asked").is_empty() {
         assert!(t0.elapsed() < Duration::from_secs(20), "no status written back\n{}", bed.logs());
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(api.lb_ips("web"), vec![VIP]);
-    assert_eq!(api.lb_ips("asked"), vec!["192.168.50.105"]);
+    assert_eq!(lb_ips(&api, "web"), vec![VIP]);
+    assert_eq!(lb_ips(&api, "asked"), vec!["192.168.50.105"]);
     let leaders: Vec<usize> = (0..2)
         .filter(|i| {
             std::fs::read_to_string(bed.dirs[*i].join("control.log")).unwrap_or_default().contains("allocator: leader")
@@ -528,7 +474,7 @@ fn a_load_balancer_ip_follows_its_endpoints_and_survives_its_node() {
     let node_b = format!("node{}", b + 1);
     let ip_a = format!("10.{}.0.2", a + 1);
     let ip_b = format!("10.{}.0.2", b + 1);
-    api.apply(&slice("web", 8080, &[(&ip_a, &node_a, false), (&ip_b, &node_b, true)]));
+    api.apply(&dir, &slice("web", 8080, &[(&ip_a, &node_a, false), (&ip_b, &node_b, true)]));
     let body = wait_health(&hc(a), 32100, 503, || bed.logs());
     assert_eq!(body["localEndpoints"], 0);
     assert_eq!(wait_health(&hc(b), 32100, 200, || bed.logs())["localEndpoints"], 1);
@@ -548,7 +494,7 @@ fn a_load_balancer_ip_follows_its_endpoints_and_survives_its_node() {
 
     // Back: both have an endpoint again, so the VIP returns to its first
     // node (the same rank as before).
-    api.apply(&slice("web", 8080, &both));
+    api.apply(&dir, &slice("web", 8080, &both));
     bed.wait_announcer(VIP, Some(a));
     let t0 = Instant::now();
     while ask(&x, VIP, 80) != format!("{name_a} {CLIENT_IP}") {
@@ -583,13 +529,13 @@ fn a_load_balancer_ip_follows_its_endpoints_and_survives_its_node() {
 
     // The survivor allocates now (it is, or becomes, the leader): a new
     // LoadBalancer Service gets the next free address.
-    api.apply(&lb_service("late", "10.96.0.12", "", 8080, &[(&ip_b, &node_b, true)]));
+    api.apply(&dir, &lb_service("late", "10.96.0.12", "", 8080, &[(&ip_b, &node_b, true)]));
     let t0 = Instant::now();
-    while api.lb_ips("late").is_empty() {
+    while lb_ips(&api, "late").is_empty() {
         assert!(t0.elapsed() < Duration::from_secs(20), "the survivor did not allocate\n{}", bed.logs());
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(api.lb_ips("late"), vec!["192.168.50.101"]);
+    assert_eq!(lb_ips(&api, "late"), vec!["192.168.50.101"]);
 
     // Stopped by SIGTERM, the survivor (the allocator now) exits cleanly and
     // hands its Lease back: no holder, for a successor to take at once.

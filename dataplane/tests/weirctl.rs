@@ -361,7 +361,7 @@ fn every_weirctl_command_on_a_running_bed() {
 #[test]
 fn the_commands_that_change_a_node() {
     let mut demo = Demo::start(DEMO);
-    let _server = serve(demo.pod("web-2"), "web-2", 8080);
+    let mut server = serve(demo.pod("web-2"), "web-2", 8080);
     let extra = make_pod(&demo._ns[0], &format!("{}xt", tag()), "10.1.0.9", "02:00:00:00:01:09", "10.1.0.1", "1450");
     let n1 = &demo.nodes[0];
 
@@ -423,6 +423,8 @@ fn the_commands_that_change_a_node() {
         assert!(t0.elapsed() < std::time::Duration::from_secs(10), "node2's dataplane still answers");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let _ = server.kill();
+    let _ = server.wait();
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! NodePort 30080; default/empty 10.96.0.11:80 with no endpoint. Policy:
 //! pod-c's ingress denies pod-a (rule `np:default/deny-a/ingress/0`).
 
+use crate::pipeline::testkit;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,8 +22,8 @@ use crate::pipeline::nat::Nat;
 use crate::pipeline::{process_full, process_traced, Action, DropReason, NoEvents, PacketBuf, Recorder, TestBuf};
 use crate::tables::acl::{AclConfig, AclTable, DirectionConfig, PeerConfig, PodAclConfig, RuleConfig, Verdict};
 use crate::tables::service::ServiceTable;
-use crate::tables::{Hop, Overlay, PortEntry, Tables};
-use crate::wire::{vxlan, MacAddr};
+use crate::tables::{Hop, PortEntry, Tables};
+use crate::wire::MacAddr;
 
 const A: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
 const B: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 3);
@@ -65,17 +66,7 @@ fn tables() -> Tables {
     t.add_port(1, PortEntry::pod("pod-b", B, MacAddr([2, 0, 0, 0, 0, 3]), 0), 1);
     t.add_port(2, PortEntry::pod("pod-c", C, MacAddr([2, 0, 0, 0, 0, 4]), 0), 1);
     t.add_port(3, PortEntry { uplink: true, ..PortEntry::plain("uplink") }, 1);
-    t.overlay = Some(Overlay {
-        node_ip: NODE_IP,
-        uplink: 3,
-        uplink_mac: MacAddr([2, 0, 0, 0xaa, 0, 1]),
-        mtu: 1500,
-        vxlan_port: vxlan::DEFAULT_PORT,
-        underlay: "192.168.50.0/24".parse().unwrap(),
-        gateway: None,
-        host: None,
-        announced: Vec::new(),
-    });
+    t.overlay = Some(testkit::overlay(3));
     let hop = Hop::Remote { vtep: NODE2, vtep_mac: MacAddr([2, 0xfe, 0, 0, 0, 2]), net: 0 };
     t.add_remote_route(0, "10.2.0.0/24".parse().unwrap(), hop);
     t.node_hops.insert(NODE2, hop);

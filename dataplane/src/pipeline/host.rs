@@ -137,9 +137,10 @@ mod tests {
 
     use super::*;
     use crate::config::NodeConfig;
+    use crate::pipeline::testkit;
     use crate::pipeline::{process_events, ReplyKind, TestBuf};
     use crate::tables::PortEntry;
-    use crate::wire::{tcp, vxlan, MacAddr};
+    use crate::wire::{tcp, MacAddr};
     use Action::Reply;
 
     const GW_MAC: MacAddr = MacAddr([2, 0xfe, 0, 0, 0, 1]);
@@ -168,17 +169,7 @@ mod tests {
         t.add_port(POD, PortEntry::pod("pod", POD_IP, POD_MAC, 0), 1);
         t.add_port(UPLINK, PortEntry { uplink: true, ..PortEntry::plain("uplink") }, 1);
         t.add_port(HOST, PortEntry { host: true, ..PortEntry::plain("host") }, 1);
-        t.overlay = Some(Overlay {
-            node_ip: NODE_IP,
-            uplink: UPLINK,
-            uplink_mac: UPLINK_MAC,
-            mtu: 1500,
-            vxlan_port: vxlan::DEFAULT_PORT,
-            underlay: "192.168.50.0/24".parse().unwrap(),
-            gateway: underlay_gateway,
-            host: Some(HOST),
-            announced: Vec::new(),
-        });
+        t.overlay = Some(Overlay { gateway: underlay_gateway, host: Some(HOST), ..testkit::overlay(UPLINK) });
         t.add_remote_route(
             0,
             "10.2.0.0/24".parse().unwrap(),

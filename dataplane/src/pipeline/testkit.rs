@@ -25,6 +25,26 @@ pub(crate) const A: (MacAddr, Ipv4Addr) = (A_MAC, A_IP);
 pub(crate) const UNROUTED: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
 /// A MAC that is nobody's.
 pub(crate) const OTHER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x99]);
+/// The node's underlay address and its uplink's MAC.
+pub(crate) const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 1);
+pub(crate) const UPLINK_MAC: MacAddr = MacAddr([0x02, 0, 0, 0xaa, 0, 0x01]);
+
+/// The test nodes' overlay: [`NODE_IP`] on 192.168.50.0/24 through the
+/// uplink on port `uplink` ([`UPLINK_MAC`]), MTU 1500, the standard VXLAN
+/// port, no underlay gateway, no host port, nothing announced.
+pub(crate) fn overlay(uplink: crate::tables::PortId) -> crate::tables::Overlay {
+    crate::tables::Overlay {
+        node_ip: NODE_IP,
+        uplink,
+        uplink_mac: UPLINK_MAC,
+        mtu: 1500,
+        vxlan_port: crate::wire::vxlan::DEFAULT_PORT,
+        underlay: crate::tables::cidr::Ipv4Cidr::new(Ipv4Addr::new(192, 168, 50, 0), 24).expect("a /24"),
+        gateway: None,
+        host: None,
+        announced: Vec::new(),
+    }
+}
 
 // ---------------------------------------------------------------- builders
 

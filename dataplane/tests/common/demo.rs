@@ -341,3 +341,60 @@ impl Drop for Demo {
         }
     }
 }
+
+/// The fake Kubernetes API server as a process (control/src/bin).
+pub struct FakeApi {
+    child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+    pub url: String,
+}
+
+impl FakeApi {
+    pub fn start(dir: &Path, objects: &str) -> FakeApi {
+        let f = dir.join("objects.yaml");
+        std::fs::write(&f, objects).unwrap();
+        let bin = control_bin().with_file_name("weir-fake-apiserver");
+        let mut child = Command::new(bin)
+            .arg("--apply")
+            .arg(&f)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("weir-fake-apiserver (cargo build --workspace)");
+        let stdin = child.stdin.take().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut url = String::new();
+        out.read_line(&mut url).unwrap();
+        FakeApi { child, stdin, out, url: url.trim().to_string() }
+    }
+
+    pub fn apply(&mut self, dir: &Path, text: &str) {
+        let f = dir.join("change.yaml");
+        std::fs::write(&f, text).unwrap();
+        writeln!(self.stdin, "apply {}", f.display()).unwrap();
+        let mut l = String::new();
+        self.out.read_line(&mut l).unwrap();
+        assert!(l.starts_with("ok "), "{l}");
+    }
+
+    /// GET of an API path, as JSON (Null when the answer is not JSON).
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        let addr = self.url.trim_start_matches("http://").trim_end_matches('/');
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        // Chunked or not: the JSON object is between the outer braces.
+        let (Some(a), Some(b)) = (body.find('{'), body.rfind('}')) else { return serde_json::Value::Null };
+        serde_json::from_str(&body[a..=b]).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -10,6 +10,7 @@
 //! (rule `np:default/deny-a/ingress/0`), allows the rest; pod-d's ingress
 //! denies everything (its default).
 
+use crate::pipeline::testkit;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,8 +26,8 @@ use crate::pipeline::nat::{Nat, TCP_CLOSING_TIMEOUT_MS, UDP_STREAM_TIMEOUT_MS, U
 use crate::pipeline::{Action, DropReason, NoEvents, ReplyKind, TestBuf};
 use crate::tables::acl::{AclConfig, AclTable, DirectionConfig, PeerConfig, PodAclConfig, RuleConfig, Verdict};
 use crate::tables::service::ServiceTable;
-use crate::tables::{Overlay, PortEntry, Tables};
-use crate::wire::{ethernet, ipv4, vxlan, MacAddr};
+use crate::tables::{PortEntry, Tables};
+use crate::wire::{ethernet, ipv4, MacAddr};
 
 const A: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
 const B: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 3);
@@ -101,17 +102,7 @@ fn tables_with(generation: u64, cfg: &NodeConfig, acl: &AclConfig) -> Tables {
         t.add_port(i as u16, PortEntry::pod(name, ip, MacAddr([2, 0, 0, 0, 0, 2 + i as u8]), 0), 1);
     }
     t.add_port(4, PortEntry { uplink: true, ..PortEntry::plain("uplink") }, 1);
-    t.overlay = Some(Overlay {
-        node_ip: NODE_IP,
-        uplink: 4,
-        uplink_mac: MacAddr([2, 0, 0, 0xaa, 0, 1]),
-        mtu: 1500,
-        vxlan_port: vxlan::DEFAULT_PORT,
-        underlay: "192.168.50.0/24".parse().unwrap(),
-        gateway: None,
-        host: None,
-        announced: Vec::new(),
-    });
+    t.overlay = Some(testkit::overlay(4));
     t.neighbours.insert(CLIENT, MacAddr([2, 0, 0, 0xcc, 0, 9]));
     t.services = ServiceTable::build(cfg).unwrap();
     t.acl = Arc::new(AclTable::build(acl, &[Ipv4Addr::new(10, 1, 0, 1), NODE_IP]).unwrap());

@@ -21,17 +21,15 @@ use std::net::Ipv4Addr;
 
 use super::*;
 use crate::config::NodeConfig;
-use crate::pipeline::testkit::assert_bytes;
+use crate::pipeline::testkit::{self, assert_bytes};
 use crate::pipeline::{process_full, NoEvents, ReplyKind, TestBuf};
 use crate::tables::service::ServiceTable;
-use crate::tables::{Overlay, PortEntry};
-use crate::wire::{vxlan, MacAddr};
+use crate::tables::PortEntry;
+use crate::wire::MacAddr;
 
 const A: (Ipv4Addr, MacAddr) = (Ipv4Addr::new(10, 1, 0, 2), MacAddr([2, 0, 0, 0, 0, 2]));
 const B: (Ipv4Addr, MacAddr) = (Ipv4Addr::new(10, 1, 0, 3), MacAddr([2, 0, 0, 0, 0, 3]));
 const C: (Ipv4Addr, MacAddr) = (Ipv4Addr::new(10, 1, 0, 4), MacAddr([2, 0, 0, 0, 0, 4]));
-const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 1);
-const UPLINK_MAC: MacAddr = MacAddr([2, 0, 0, 0xaa, 0, 1]);
 const CLIENT: (Ipv4Addr, MacAddr) = (Ipv4Addr::new(192, 168, 50, 9), MacAddr([2, 0, 0, 0xcc, 0, 9]));
 const UPLINK: u16 = 3;
 
@@ -98,17 +96,7 @@ fn tables(moving: &str) -> Tables {
     t.add_port(1, PortEntry::pod("b", B.0, B.1, 0), 1);
     t.add_port(2, PortEntry::pod("c", C.0, C.1, 0), 1);
     t.add_port(UPLINK, PortEntry { uplink: true, ..PortEntry::plain("uplink") }, 1);
-    t.overlay = Some(Overlay {
-        node_ip: NODE_IP,
-        uplink: UPLINK,
-        uplink_mac: UPLINK_MAC,
-        mtu: 1500,
-        vxlan_port: vxlan::DEFAULT_PORT,
-        underlay: "192.168.50.0/24".parse().unwrap(),
-        gateway: None,
-        host: None,
-        announced: Vec::new(),
-    });
+    t.overlay = Some(testkit::overlay(UPLINK));
     t.neighbours.insert(CLIENT.0, CLIENT.1);
     t.services = ServiceTable::build(&cfg).unwrap();
     t

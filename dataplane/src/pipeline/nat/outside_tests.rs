@@ -9,13 +9,14 @@
 //! port 3 (node IP 192.168.50.1); node 2 (192.168.50.2) has 10.2.0.0/24;
 //! the external client 192.168.50.9 sits on the underlay.
 
+use crate::pipeline::testkit;
 use std::net::Ipv4Addr;
 
 use super::*;
 use crate::config::NodeConfig;
 use crate::pipeline::{process_full, NoEvents, ReplyKind, TestBuf};
 use crate::tables::service::ServiceTable;
-use crate::tables::{Hop, Overlay, PortEntry};
+use crate::tables::{Hop, PortEntry};
 use crate::wire::{udp, vxlan, MacAddr};
 
 const GW: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
@@ -127,17 +128,7 @@ fn tables_from(cfg: &NodeConfig) -> Tables {
     t.add_port(1, PortEntry::pod("b", B.0, B.1, 0), 1);
     t.add_port(2, PortEntry::pod("c", C.0, C.1, 0), 1);
     t.add_port(UPLINK, PortEntry { uplink: true, ..PortEntry::plain("uplink") }, 1);
-    t.overlay = Some(Overlay {
-        node_ip: NODE_IP,
-        uplink: UPLINK,
-        uplink_mac: UPLINK_MAC,
-        mtu: 1500,
-        vxlan_port: vxlan::DEFAULT_PORT,
-        underlay: "192.168.50.0/24".parse().unwrap(),
-        gateway: None,
-        host: None,
-        announced: Vec::new(),
-    });
+    t.overlay = Some(testkit::overlay(UPLINK));
     let hop = Hop::Remote { vtep: NODE2_IP, vtep_mac: MacAddr([2, 0xfe, 0, 0, 0, 2]), net: 0 };
     t.add_remote_route(0, "10.2.0.0/24".parse().unwrap(), hop);
     t.node_hops.insert(NODE2_IP, hop);

@@ -18,7 +18,7 @@
 //! 02:00:00:aa:00:02, VTEP MAC 02:fe:00:00:00:02) has 10.2.0.0/24 and the
 //! poc-net pod 21.1.1.3.
 
-use crate::pipeline::ReplyKind;
+use crate::pipeline::{testkit, ReplyKind};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -178,17 +178,7 @@ const PEER: (MacAddr, Ipv4Addr) = (PEER_MAC, PEER_IP);
 const NEW: (MacAddr, Ipv4Addr) = (NEW_MAC, NEW_IP);
 
 fn overlay() -> Overlay {
-    Overlay {
-        node_ip: NODE_IP,
-        uplink: UPLINK,
-        uplink_mac: UPLINK_MAC,
-        mtu: MTU,
-        vxlan_port: vxlan::DEFAULT_PORT,
-        underlay: "192.168.50.0/24".parse().unwrap(),
-        gateway: None,
-        host: None,
-        announced: Vec::new(),
-    }
+    Overlay { mtu: MTU, ..testkit::overlay(UPLINK) }
 }
 
 fn tables() -> Tables {
