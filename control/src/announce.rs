@@ -18,19 +18,17 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Service;
 
-use crate::model::{ns_name, ClusterObjects, SERVICE_NAME};
+use crate::model::{ns_name, ClusterObjects, SERVICE_NAME, SERVICE_PROXY_NAME};
 
 /// The label that keeps a node out of external load balancers (Kubernetes'
 /// well-known label, honoured by kube-proxy's peers and MetalLB).
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
-/// The LoadBalancer IPs of a LoadBalancer Service, from its status.
-pub fn load_balancer_ips(svc: &Service) -> Vec<Ipv4Addr> {
-    if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("LoadBalancer") {
-        return Vec::new();
-    }
-    let ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
-    ingress.map(|i| i.iter().filter_map(|g| g.ip.as_deref()?.parse().ok()).collect()).unwrap_or_default()
+/// A LoadBalancer Service that is weir's (not another proxy's, by
+/// kube-proxy's label).
+fn weirs_load_balancer(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
+        && !svc.metadata.labels.as_ref().is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME))
 }
 
 fn external_local(svc: &Service) -> bool {
@@ -85,7 +83,10 @@ pub fn speakers(objs: &ClusterObjects, live: Option<&BTreeSet<String>>) -> BTree
         .collect();
     let mut eligible: BTreeMap<Ipv4Addr, BTreeSet<String>> = BTreeMap::new();
     for svc in &objs.services {
-        let ips = load_balancer_ips(svc);
+        if !weirs_load_balancer(svc) {
+            continue;
+        }
+        let ips = crate::lb::ingress_ips(svc);
         if ips.is_empty() {
             continue;
         }
@@ -132,7 +133,7 @@ pub fn health_checks(objs: &ClusterObjects, node: &str) -> (Vec<HealthCheck>, Ve
     services.sort_by_key(|s| ns_name(&s.metadata));
     for svc in services {
         let Some(spec) = &svc.spec else { continue };
-        if spec.type_.as_deref() != Some("LoadBalancer") || !external_local(svc) {
+        if !weirs_load_balancer(svc) || !external_local(svc) {
             continue;
         }
         let Some(port) = spec.health_check_node_port else { continue };
@@ -283,6 +284,13 @@ status:
         let text =
             service("a", "192.168.50.100", false, None).replace("ingress: [{ip: 192.168.50.100}]", "ingress: []");
         assert!(speakers(&objs(&text), None).is_empty());
+        // Another proxy's (kube-proxy's label): neither announced nor health-checked.
+        let text = service("a", "192.168.50.100", true, Some(32000)).replace(
+            "namespace: default}",
+            "namespace: default, labels: {service.kubernetes.io/service-proxy-name: other}}",
+        );
+        assert!(speakers(&objs(&text), None).is_empty());
+        assert!(health_checks(&objs(&text), "n1").0.is_empty());
     }
 
     #[test]

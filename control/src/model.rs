@@ -280,12 +280,7 @@ fn services(objs: &ClusterObjects, node: &str, warn: &mut Warnings) -> Vec<Servi
             cluster_ips = spec.cluster_ip.iter().filter_map(|a| a.parse().ok()).collect();
         }
         let external_ips = v4(spec.external_ips.as_ref());
-        let load_balancer_ips: Vec<Ipv4Addr> = if ty == "LoadBalancer" {
-            let ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
-            ingress.map(|i| i.iter().filter_map(|g| g.ip.as_deref()?.parse().ok()).collect()).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let load_balancer_ips = if ty == "LoadBalancer" { crate::lb::ingress_ips(svc) } else { Vec::new() };
         let external_local = spec.external_traffic_policy.as_deref() == Some("Local") && ty != "ClusterIP";
         let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
         let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {

@@ -168,7 +168,7 @@ fn run(a: RunArgs) -> ExitCode {
     let interval = Duration::from_millis(a.interval_ms.max(10));
     // The Kubernetes source runs while this is held; the LoadBalancer
     // allocator and membership need the same config, once the node is known.
-    let (_kube, lb_config) = match kube_config(&a) {
+    let (kube_watch, mut lb_config) = match kube_config(&a) {
         Ok(Some(config)) => {
             (Some(kube_source::spawn(config.clone(), shared.clone(), KubeOptions::default())), Some(config))
         }
@@ -181,7 +181,8 @@ fn run(a: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut lb_config = lb_config;
+    // A cluster file: LoadBalancer IPs are allocated here (no API to write them to).
+    let file_mode = kube_watch.is_none();
     let mut lb: Option<weir_control::lb::LbHandle> = None;
     let health = match a.health_check_address.as_str() {
         "off" => None,
@@ -310,7 +311,6 @@ fn run(a: RunArgs) -> ExitCode {
         if let Some(lb) = &lb {
             settings.live_nodes = lb.live_nodes().or_else(|| Some(Default::default()));
         }
-        let file_mode = _kube.is_none();
         let round = Round {
             shared: &shared,
             node: a.node.as_deref(),
