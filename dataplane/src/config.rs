@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -364,6 +364,12 @@ pub struct DpdkSection {
     /// Flows the Service NAT table holds (two entries each; a full table is
     /// a counted drop).
     pub max_flows: u32,
+    /// Where the flow table lives, so that flows outlive a restart of the
+    /// dataplane: `auto` (a file `flows-<node name>` next to the management
+    /// socket when that directory is on a memory file system such as
+    /// tmpfs, else this process's memory), `off` (this process's memory),
+    /// or an absolute path.
+    pub flow_state: String,
 }
 
 impl Default for DpdkSection {
@@ -385,6 +391,7 @@ impl Default for DpdkSection {
             forward_mode: ForwardMode::L3,
             eal_args: Vec::new(),
             max_flows: 65536,
+            flow_state: "auto".into(),
         }
     }
 }
@@ -561,7 +568,7 @@ impl NodeConfig {
         // arguments); everything else is hot-plugged afterwards.
         let workers = d.worker_cores.len() as u16;
         let pci: Vec<String> =
-            cfg.ports.iter().filter(|p| p.kind == PortKind::Pci).map(|p| p.devargs(workers + 1)).collect();
+            cfg.ports.iter().filter(|p| p.kind == PortKind::Pci).map(|p| p.devargs(workers)).collect();
         if pci.is_empty() {
             a.push("--no-pci".into());
         } else {
@@ -676,8 +683,8 @@ impl NodeConfig {
         self.validate_overlay()?;
         self.validate_services()?;
         let d = &self.dpdk;
-        // rx queues and one tx queue per worker (the management thread's own
-        // tx queue sends a few ARP frames, not a ring's worth)
+        // rx queues and one tx queue per worker (the management thread's
+        // frames go out through worker 0's)
         let queues: u32 = self.ports.iter().map(|p| u32::from(p.rx_queues) + d.worker_cores.len() as u32).sum();
         let need = queues * u32::from(d.rx_descriptors.max(d.tx_descriptors))
             + (d.worker_cores.len() as u32 + 1) * (d.mbuf_cache + d.burst as u32 * 2);
@@ -705,6 +712,10 @@ impl NodeConfig {
                 self.nat.snat_port_min,
                 format!("want 1..=snat_port_max ({})", self.nat.snat_port_max),
             ));
+        }
+        let fs = self.dpdk.flow_state.as_str();
+        if !(fs == "auto" || fs == "off" || Path::new(fs).is_absolute()) {
+            return Err(ConfigError::invalid("dpdk.flow_state", fs, "want auto, off or an absolute path"));
         }
         if !(1024..=(1 << 24)).contains(&self.dpdk.max_flows) {
             return Err(ConfigError::invalid("dpdk.max_flows", self.dpdk.max_flows, "want 1024..=16777216"));
@@ -1266,6 +1277,10 @@ pod = { ip = "10.1.0.3", mac = "02:00:00:00:00:03" }
     fn bad_configs_name_the_key() {
         let e = refused(&GOOD.replace("ip = \"10.1.0.1\"", "ip = \"10.9.0.1\""));
         assert!(e.starts_with("gateway.ip = 10.9.0.1"), "{e}");
+        for bad in ["relative/flows", ""] {
+            let e = refused(&GOOD.replace("worker_cores = [1]", &format!("worker_cores = [1]\nflow_state = {bad:?}")));
+            assert!(e.starts_with("dpdk.flow_state"), "{e}");
+        }
         let e = refused(&GOOD.replace("worker_cores = [1]", "worker_cores = [1, 1]"));
         assert!(e.starts_with("dpdk.worker_cores = [1, 1]") && e.contains("twice"), "{e}");
         let e = refused(&GOOD.replace("worker_cores = [1]", "worker_cores = []"));

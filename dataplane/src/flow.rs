@@ -151,10 +151,12 @@ impl FlowEntry {
 }
 
 /// One entry: eight words, one cache line (aligned), so a probe reads one
-/// line per slot.
+/// line per slot. `repr(C)` and atomics only: any bytes are a valid Slot,
+/// which is what lets the slots live in a file a restarted process maps
+/// again (`dpdk::shm`).
 #[derive(Default)]
-#[repr(align(64))]
-struct Slot {
+#[repr(C, align(64))]
+pub(crate) struct Slot {
     /// Even: stable; odd: being written. 0: never used.
     seq: AtomicU64,
     key_a: AtomicU64,
@@ -246,8 +248,19 @@ pub enum Probe {
     Busy,
 }
 
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+
+/// Where the slots live.
+enum Storage {
+    /// The process's own memory: the flows end with it.
+    Heap(Box<[Slot]>),
+    /// A mapped file that outlives the process (`flowstate`).
+    #[cfg(feature = "dpdk")]
+    File(crate::dpdk::shm::SharedSlots),
+}
+
 pub struct FlowTable {
-    slots: Box<[Slot]>,
+    storage: Storage,
     mask: usize,
 }
 
@@ -257,12 +270,57 @@ impl FlowTable {
     /// half, about one insert in a million finds both its windows full and
     /// fails).
     pub fn new(capacity: usize) -> FlowTable {
-        let n = capacity.max(2 * PROBE).next_power_of_two();
-        FlowTable { slots: (0..n).map(|_| Slot::default()).collect(), mask: n - 1 }
+        let n = Self::slots_for(capacity);
+        FlowTable { storage: Storage::Heap((0..n).map(|_| Slot::default()).collect()), mask: n - 1 }
+    }
+
+    /// The slots a table asked for `capacity` has.
+    pub fn slots_for(capacity: usize) -> usize {
+        capacity.max(2 * PROBE).next_power_of_two()
+    }
+
+    /// A table over slots mapped from a file (their count a power of two,
+    /// at least 2·PROBE), as a previous process may have left them. Call
+    /// [`repair`](Self::repair) before any worker uses it.
+    #[cfg(feature = "dpdk")]
+    pub(crate) fn in_file(slots: crate::dpdk::shm::SharedSlots) -> Result<FlowTable, String> {
+        let n = slots.slots().len();
+        if n < 2 * PROBE || !n.is_power_of_two() {
+            return Err(format!("{n} flow-table slots: want a power of two, at least {}", 2 * PROBE));
+        }
+        Ok(FlowTable { storage: Storage::File(slots), mask: n - 1 })
+    }
+
+    #[inline(always)]
+    fn slots(&self) -> &[Slot] {
+        match &self.storage {
+            Storage::Heap(s) => s,
+            #[cfg(feature = "dpdk")]
+            Storage::File(s) => s.slots(),
+        }
+    }
+
+    /// Empties the slots a writer left half-written (odd sequence: the
+    /// process that wrote them died mid-write), so that no slot stays locked.
+    /// Returns how many. Only while no worker runs.
+    pub fn repair(&self) -> usize {
+        let mut n = 0;
+        for s in self.slots() {
+            if s.seq.load(Ordering::Relaxed) & 1 == 1 {
+                s.seq.store(0, Ordering::Relaxed);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Live entries (two per flow), counted without allocating.
+    pub fn live_entries(&self, now_ms: u64) -> usize {
+        (0..self.capacity()).filter(|&i| self.read(i).is_some_and(|r| !expired(r.seen, now_ms))).count()
     }
 
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.slots().len()
     }
 
     /// The slots `key` may live in, in the order they are tried.
@@ -277,7 +335,7 @@ impl FlowTable {
     /// when it is empty or being written.
     #[inline(always)]
     fn read(&self, i: usize) -> Option<Raw> {
-        let s = &self.slots[i];
+        let s = &self.slots()[i];
         for _ in 0..4 {
             let s1 = s.seq.load(Ordering::Acquire);
             if s1 == 0 {
@@ -344,7 +402,7 @@ impl FlowTable {
                 let timeout = (r.seen >> SEEN_BITS) as u32;
                 // Refresh only when the clock moved: one store per ms, not per packet.
                 if touch && r.seen & SEEN_MASK != now_ms & SEEN_MASK {
-                    self.slots[i].seen.store(pack_seen(now_ms, timeout), Ordering::Relaxed);
+                    self.slots()[i].seen.store(pack_seen(now_ms, timeout), Ordering::Relaxed);
                 }
                 return Some((i, FlowEntry::from_words(r.va, r.vb, r.vc, timeout)));
             }
@@ -367,7 +425,7 @@ impl FlowTable {
                 }
                 Some(_) => {}
                 // Empty (sequence 0), or being written while we looked.
-                None => busy |= self.slots[i].seq.load(Ordering::Relaxed) != 0,
+                None => busy |= self.slots()[i].seq.load(Ordering::Relaxed) != 0,
             }
         }
         if busy {
@@ -381,7 +439,7 @@ impl FlowTable {
     /// at `now_ms`; `None` when the slot is empty or being written. (The
     /// flow log's sweep walks its own table with this.)
     pub fn slot(&self, i: usize, now_ms: u64) -> Option<(FlowKey, FlowEntry, bool)> {
-        if i >= self.slots.len() {
+        if i >= self.slots().len() {
             return None;
         }
         let r = self.read(i)?;
@@ -433,18 +491,18 @@ impl FlowTable {
                         if !replace {
                             return Err(InsertError::Exists);
                         }
-                        created = self.slots[i].created.load(Ordering::Relaxed);
+                        created = self.slots()[i].created.load(Ordering::Relaxed);
                     }
                     free = Some(i);
                     break;
                 }
                 Some(r) if expired(r.seen, now_ms) && free.is_none() => free = Some(i),
-                None if free.is_none() && self.slots[i].seq.load(Ordering::Relaxed) & 1 == 0 => free = Some(i),
+                None if free.is_none() && self.slots()[i].seq.load(Ordering::Relaxed) & 1 == 0 => free = Some(i),
                 _ => {}
             }
         }
         let i = free.ok_or(InsertError::Full)?;
-        let s = &self.slots[i];
+        let s = &self.slots()[i];
         let cur = s.seq.load(Ordering::Relaxed);
         if cur & 1 == 1 || s.seq.compare_exchange(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
             // Another writer took it between our read and now: try again from the start.
@@ -467,7 +525,7 @@ impl FlowTable {
             std::hint::spin_loop();
             let (ka, kb) = key.words();
             for i in self.candidates(hash) {
-                let s = &self.slots[i];
+                let s = &self.slots()[i];
                 let cur = s.seq.load(Ordering::Acquire);
                 if cur & 1 == 1 {
                     continue;
@@ -505,7 +563,7 @@ impl FlowTable {
             if let Some(r) = self.read(i) {
                 if r.ka == ka && r.kb == kb {
                     // Timeout 0, last seen long ago: expired for every `now`.
-                    self.slots[i].seen.store(pack_seen(0, 0), Ordering::Relaxed);
+                    self.slots()[i].seen.store(pack_seen(0, 0), Ordering::Relaxed);
                     return true;
                 }
             }
@@ -518,12 +576,12 @@ impl FlowTable {
     /// written) and idle time (since its last packet), ms: `weirctl flows`.
     /// For the management thread: it walks the whole table.
     pub fn live_flows(&self, now_ms: u64) -> Vec<LiveFlow> {
-        (0..self.slots.len())
+        (0..self.slots().len())
             .filter_map(|i| Some((i, self.read(i)?)))
             .filter(|(_, r)| !expired(r.seen, now_ms))
             .map(|(i, r)| {
                 let last = r.seen & SEEN_MASK;
-                let created = self.slots[i].created.load(Ordering::Relaxed);
+                let created = self.slots()[i].created.load(Ordering::Relaxed);
                 LiveFlow {
                     key: FlowKey::from_words(r.ka, r.kb),
                     entry: FlowEntry::from_words(r.va, r.vb, r.vc, (r.seen >> SEEN_BITS) as u32),
@@ -535,7 +593,7 @@ impl FlowTable {
     }
 
     pub fn entries(&self, now_ms: u64) -> Vec<(FlowKey, FlowEntry)> {
-        (0..self.slots.len())
+        (0..self.slots().len())
             .filter_map(|i| self.read(i))
             .filter(|r| !expired(r.seen, now_ms))
             .map(|r| {
@@ -549,6 +607,38 @@ impl FlowTable {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    /// A slot its writer left odd (the process died mid-write) is emptied
+    /// by `repair`, and inserts can use it again; whole entries stay.
+    #[test]
+    fn repair_empties_half_written_slots_only() {
+        let t = FlowTable::new(256);
+        let e = FlowEntry {
+            nat_addr: Ipv4Addr::new(10, 1, 0, 3),
+            nat_port: 80,
+            rewrite_dst: true,
+            service: 1,
+            backend: 0,
+            generation: 1,
+            timeout_ms: 60_000,
+            other: None,
+            state: 0,
+            plain: false,
+        };
+        for i in 0..20 {
+            t.insert(&key(i), &e, 0).unwrap();
+        }
+        assert_eq!(t.live_entries(1), 20);
+        let (i, _) = t.lookup_at(&key(3), key(3).hash(), 1).unwrap();
+        let s = &t.slots()[i];
+        s.seq.store(s.seq.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        assert_eq!(t.live_entries(1), 19, "a slot being written is not read");
+        assert_eq!(t.repair(), 1);
+        assert_eq!(t.repair(), 0);
+        assert_eq!(t.lookup(&key(3), 1), None);
+        t.insert(&key(3), &e, 2).unwrap();
+        assert_eq!((t.lookup(&key(3), 3), t.live_entries(3)), (Some(e), 20));
+    }
 
     fn key(i: u32) -> FlowKey {
         FlowKey {

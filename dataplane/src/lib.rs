@@ -5,7 +5,8 @@
 //! `config`, `api`, `snapshot`, `stats`, `mgmt` (the management protocol) and
 //! `inspect` (explain, trace and capture).
 //! The `dpdk` feature adds the safe DPDK layer (`dpdk`, the only module with
-//! `unsafe`), the workers (`worker`), the node runtime (`node`) and the binary.
+//! `unsafe`), the workers (`worker`), the node runtime (`node`), the flow
+//! table kept in a file across restarts (`flowstate`) and the binary.
 #![deny(unsafe_code)]
 
 pub mod api;
@@ -22,6 +23,8 @@ pub mod wire;
 
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+#[cfg(feature = "dpdk")]
+pub mod flowstate;
 #[cfg(feature = "dpdk")]
 pub mod node;
 #[cfg(feature = "dpdk")]

@@ -3,11 +3,13 @@
 //! building new tables and publishing them; answers management requests.
 //! Runs on the EAL main thread, never on a worker. It also runs the underlay
 //! neighbour state machine: workers report ARP they see and next hops they
-//! miss through a lock-free queue; this thread sends ARP requests on its own
-//! tx queue of the uplink and publishes what gets resolved.
+//! miss through a lock-free queue; this thread writes ARP requests (and
+//! gratuitous ARPs) into the [outbox](Node::outbox), which worker 0 sends on
+//! its own tx queue, and publishes what gets resolved.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,8 +20,9 @@ use crate::api::{
     PROTOCOL_VERSION,
 };
 use crate::config::{validate_port, ForwardMode, NodeConfig, PortConfig, PortKind};
-use crate::dpdk::{port, Eal, Mempool, TxBuffer};
+use crate::dpdk::{port, shm, Eal, Mbuf, Mempool};
 use crate::flow::FlowTable;
+use crate::flowstate::FlowFile;
 use crate::inspect::flowlog::Now;
 use crate::inspect::{Clock, FlowLogs, Sessions, Tap};
 use crate::neighbour::{Effects, NeighEvent, Neighbours, Timers};
@@ -33,6 +36,16 @@ use crate::tables::{Hop, Overlay, PortEntry, PortId, RxQueue, Tables, DEFAULT_NE
 
 /// Events workers may queue between two management ticks.
 pub const EVENT_QUEUE: usize = 1024;
+/// Frames the management thread may have waiting for worker 0 (a tick sends
+/// a few ARP frames, not a ring's worth).
+pub const OUTBOX_CAPACITY: usize = 256;
+
+/// Frames the management thread sends (ARP requests, gratuitous ARPs), each
+/// with its port. Worker 0 sends them on its own tx queue, so no port needs a
+/// tx queue for this thread, and a peer that serves only its first queue pair
+/// (a single-queue virtio-user or vhost-user peer, a virtio NIC with one
+/// queue) still gets them.
+pub type Outbox = ArrayQueue<(PortId, Mbuf)>;
 
 /// How long a change waits for every worker to pass a quiescent state.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,8 +75,8 @@ pub struct Node<'e> {
     generation: u64,
     neighbours: Neighbours,
     events: Arc<ArrayQueue<NeighEvent>>,
-    /// The management thread's own tx queue (index = worker count) per port.
-    mgmt_tx: TxBuffer,
+    /// What this thread sends, for worker 0 to put on the wire.
+    outbox: Arc<Outbox>,
     /// A gratuitous ARP announced the node on the current uplink.
     announced: Option<PortId>,
     /// The LoadBalancer IPs announced on that uplink, and the gratuitous
@@ -73,6 +86,10 @@ pub struct Node<'e> {
     garp_due: Vec<(Instant, Ipv4Addr, u8)>,
     /// Service NAT's flows, shared by every worker.
     flows: Arc<FlowTable>,
+    /// The file the flows live in, when they outlive the process.
+    flow_file: Option<FlowFile>,
+    /// The workers' clock: TSC ticks per millisecond (a kept flow table's own).
+    tsc_per_ms: u64,
     /// Different for every start (see `Reply::Hello::instance`).
     instance: u64,
     /// The control generation the cluster tables came from.
@@ -93,8 +110,35 @@ impl<'e> Node<'e> {
         let workers = cfg.dpdk.worker_cores.len();
         let snapshot = Snapshot::new(Tables::new(&cfg, workers), workers);
         // Two entries per flow, and the table at most half full: probing stays short.
-        let cfg_flows = cfg.dpdk.max_flows as usize * 4;
+        let slots = cfg.dpdk.max_flows as usize * 4;
         let tap = Arc::new(Tap::default());
+        let tsc_per_ms = (crate::dpdk::tsc_hz() / 1000).max(1);
+        let (flows, flow_file, tsc_per_ms, generation) = match flow_state_path(&cfg) {
+            Ok(Some(path)) => match FlowFile::open(&path, slots, tsc_per_ms) {
+                Ok(o) => {
+                    if o.kept {
+                        let live = o.table.live_entries(crate::dpdk::tsc() / o.tsc_per_ms);
+                        println!(
+                            "weir-dataplane: flows kept in {}: {live} live entries, {} half-written slots emptied",
+                            path.display(),
+                            o.repaired
+                        );
+                    } else {
+                        println!("weir-dataplane: flows kept in {} (a new table: {})", path.display(), o.new_because);
+                    }
+                    (o.table, Some(o.file), o.tsc_per_ms, o.generation)
+                }
+                Err(e) => {
+                    eprintln!("weir-dataplane: {e}; the flows live in this process only");
+                    (FlowTable::new(slots), None, tsc_per_ms, 0)
+                }
+            },
+            Ok(None) => (FlowTable::new(slots), None, tsc_per_ms, 0),
+            Err(why) => {
+                println!("weir-dataplane: the flows live in this process only: {why}");
+                (FlowTable::new(slots), None, tsc_per_ms, 0)
+            }
+        };
         Ok(Node {
             cfg,
             _eal: eal,
@@ -102,14 +146,16 @@ impl<'e> Node<'e> {
             snapshot,
             counters,
             ports: Vec::new(),
-            generation: 0,
+            generation,
             neighbours: Neighbours::new(Timers::default()),
             events: Arc::new(ArrayQueue::new(EVENT_QUEUE)),
-            mgmt_tx: TxBuffer::default(),
+            outbox: Arc::new(ArrayQueue::new(OUTBOX_CAPACITY)),
             announced: None,
             announced_vips: BTreeSet::new(),
             garp_due: Vec::new(),
-            flows: Arc::new(FlowTable::new(cfg_flows)),
+            flows: Arc::new(flows),
+            flow_file,
+            tsc_per_ms,
             instance: instance_id(),
             control_generation: None,
             services: ServiceTable::default(),
@@ -127,6 +173,16 @@ impl<'e> Node<'e> {
     /// Where workers report neighbour events.
     pub fn events(&self) -> Arc<ArrayQueue<NeighEvent>> {
         Arc::clone(&self.events)
+    }
+
+    /// The workers' clock: TSC ticks per millisecond.
+    pub fn tsc_per_ms(&self) -> u64 {
+        self.tsc_per_ms
+    }
+
+    /// What this thread sends; worker 0 drains it every loop.
+    pub fn outbox(&self) -> Arc<Outbox> {
+        Arc::clone(&self.outbox)
     }
 
     /// What workers check for weirctl trace and capture.
@@ -162,22 +218,23 @@ impl<'e> Node<'e> {
 
     fn attach(&mut self, p: PortConfig) -> Result<(), String> {
         let workers = self.workers() as u16;
-        let devargs = p.devargs(workers + 1);
-        let name = p.dev_name(workers + 1);
+        let devargs = p.devargs(workers);
+        let name = p.dev_name(workers);
         let id = match port::port_by_name(&name) {
             Some(id) => id, // probed at EAL init (PCI allowlist)
             None => port::attach(&devargs, &name).map_err(|e| format!("port {}: {e}", p.name))?,
         };
         let info = port::info(id).map_err(|e| format!("port {}: {e}", p.name))?;
-        // One tx queue per worker, and one for the management thread (ARP).
-        // tap and af_packet come in queue pairs (af_packet spreads received
-        // packets over all of its sockets): as many rx as tx queues, and every
-        // rx queue is polled, so none fills up unseen.
+        // One tx queue per worker (the management thread's frames go out
+        // through worker 0's). tap and af_packet come in queue pairs
+        // (af_packet spreads received packets over all of its sockets): as
+        // many rx as tx queues, and every rx queue is polled, so none fills
+        // up unseen.
         let (rx_queues, tx_queues) = if matches!(p.kind, PortKind::Tap | PortKind::AfPacket) {
-            let n = p.rx_queues.max(workers + 1);
+            let n = p.rx_queues.max(workers);
             (n, n)
         } else {
-            (p.rx_queues, workers + 1)
+            (p.rx_queues, workers)
         };
         let q = port::QueueConfig {
             rx_queues,
@@ -215,6 +272,12 @@ impl<'e> Node<'e> {
     /// worker runs them. Returns the new generation.
     fn publish(&mut self) -> u64 {
         self.generation += 1;
+        if let Some(f) = &self.flow_file {
+            // The next process counts on from here (see `flowstate`).
+            if let Err(e) = f.set_generation(self.generation) {
+                eprintln!("weir-dataplane: flow state {}: {e}", f.path().display());
+            }
+        }
         let mut t = Tables::new(&self.cfg, self.workers());
         t.generation = self.generation;
         t.services = self.services.clone();
@@ -363,17 +426,17 @@ impl<'e> Node<'e> {
         self.garp_due = due;
     }
 
-    /// Sends one frame from the management thread on its own tx queue.
+    /// Hands one frame to worker 0 to send out of `port` (its next loop, or
+    /// when it wakes from its idle back-off). False when no mbuf is free or
+    /// the outbox is full: the frame is lost, as a full tx ring would lose
+    /// it, and the neighbour machine's retries cover ARP.
     fn send(&mut self, port: PortId, frame: &[u8]) -> bool {
         let Some(mut m) = self.pool.alloc() else { return false };
         if m.set_len(frame.len()).is_err() {
             return false;
         }
         m.data_mut().copy_from_slice(frame);
-        if self.mgmt_tx.push(m).is_err() {
-            return false;
-        }
-        self.mgmt_tx.flush(port, self.workers() as u16).sent == 1
+        self.outbox.push((port, m)).is_ok()
     }
 
     /// Runs the neighbour machinery: what workers reported, the timers, the
@@ -634,7 +697,7 @@ impl<'e> Node<'e> {
             "services" => Ok(t.services.dump()),
             "rules" => Ok(t.acl.dump()),
             "flows" => {
-                let now = crate::dpdk::tsc() / (crate::dpdk::tsc_hz() / 1000).max(1);
+                let now = self.now_ms();
                 let mut out = String::new();
                 // Only allowed flows have entries (a denied first packet
                 // makes none), hence the verdict.
@@ -687,6 +750,28 @@ fn node_addrs(cfg: &NodeConfig) -> Vec<std::net::Ipv4Addr> {
     a
 }
 
+/// Where the flow table lives (`dpdk.flow_state`): a file, or this
+/// process's memory (`Ok(None)` when switched off, `Err` saying why `auto`
+/// found no memory file system next to the management socket).
+fn flow_state_path(cfg: &NodeConfig) -> Result<Option<PathBuf>, String> {
+    match cfg.dpdk.flow_state.as_str() {
+        "off" => Ok(None),
+        "auto" => {
+            let dir = cfg.management.socket.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            if shm::on_memory_fs(dir) {
+                Ok(Some(dir.join(format!("flows-{}", cfg.node.name))))
+            } else {
+                Err(format!(
+                    "{} is not a memory file system (tmpfs); set dpdk.flow_state to a path on one",
+                    dir.display()
+                ))
+            }
+        }
+        path => Ok(Some(PathBuf::from(path))),
+    }
+}
+
 /// A start-unique number: the clock and the process id.
 fn instance_id() -> u64 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
@@ -697,7 +782,7 @@ fn instance_id() -> u64 {
 impl Node<'_> {
     /// The workers' clock, ms (what their `Nat` runs on).
     fn now_ms(&self) -> u64 {
-        crate::dpdk::tsc() / (crate::dpdk::tsc_hz() / 1000).max(1)
+        crate::dpdk::tsc() / self.tsc_per_ms
     }
 
     fn clock() -> Clock {

@@ -9,6 +9,10 @@
 //! and the next loop that sees it sends them. They are dropped after
 //! [`PENDING_TIMEOUT`] (counted as `neighbour_timeout`).
 //!
+//! Worker 0 also sends what the management thread wrote into the
+//! [`Outbox`] (ARP requests, gratuitous ARPs) on its own tx queue: one
+//! empty-queue check per loop, on that worker only.
+//!
 //! `weirctl trace` and `capture`, and flow logs, reach workers through the
 //! [`Tap`]: read once per loop (one atomic load, compiled out with the
 //! `trace` feature off); while nothing is armed each burst runs the plain
@@ -28,6 +32,7 @@ use crate::flow::FlowTable;
 use crate::inspect::tap::{capture_tx, CAPTURE_TX};
 use crate::inspect::{rx_burst, Burst, Tap, INSPECT};
 use crate::neighbour::NeighEvent;
+use crate::node::Outbox;
 use crate::pipeline::nat::Nat;
 use crate::pipeline::{overlay, Action, DropReason, Events};
 use crate::snapshot::Reader;
@@ -169,11 +174,20 @@ fn enqueue(tx: &mut [TxBuffer], dirty: &mut Dirty, out: PortId, m: Mbuf, txq: u1
     }
 }
 
+/// What a worker shares with the management thread besides its tables.
+pub struct Links {
+    pub events: Arc<ArrayQueue<NeighEvent>>,
+    /// Worker 0's only: the management thread's frames to send.
+    pub outbox: Option<Arc<Outbox>>,
+    /// The flow table's clock: TSC ticks per millisecond (`Node::tsc_per_ms`).
+    pub tsc_per_ms: u64,
+}
+
 pub fn run(
     cfg: WorkerConfig,
     mut tables: Reader<Tables>,
     counters: SharedCounters,
-    events: Arc<ArrayQueue<NeighEvent>>,
+    links: Links,
     flows: Arc<FlowTable>,
     tap: Arc<Tap>,
     stop: Arc<AtomicBool>,
@@ -188,8 +202,9 @@ pub fn run(
     };
     let mut backoff = Backoff { empty: 0, sleep_us: 1 };
     let c = &*counters;
+    let Links { events, outbox, tsc_per_ms } = links;
+    let tsc_per_ms = tsc_per_ms.max(1);
     let mut ev = QueueEvents(&events);
-    let tsc_per_ms = (dpdk::tsc_hz() / 1000).max(1);
 
     while !stop.load(Ordering::Relaxed) {
         let t = tables.load();
@@ -207,6 +222,15 @@ pub fn run(
         let plan = t.rx_plan.get(cfg.id).map(Vec::as_slice).unwrap_or(&[]);
         if !pending.slots.is_empty() {
             pending.service(t, dpdk::tsc(), &mut tx, &mut dirty, txq, c, tt);
+        }
+        if let Some(outbox) = &outbox {
+            while let Some((port, m)) = outbox.pop() {
+                if t.port(port).is_some() {
+                    enqueue(&mut tx, &mut dirty, port, m, txq, c, tt);
+                } else {
+                    c.drop_reason(DropReason::PortGone, 1);
+                }
+            }
         }
         for rq in plan {
             let n = rx.fill(rq.port, rq.queue, cfg.burst);

@@ -285,3 +285,78 @@ fn the_node_kernel_is_reached_through_the_host_port() {
     assert_eq!(s.drop_count("neighbour_timeout"), 0, "{:?}", s.drops);
     drop(dp);
 }
+
+/// The uplink is a vhost-user port whose peer serves one queue pair only
+/// (virtio-user, `queues=1`, as a VM's single-queue virtio NIC would): the
+/// ARP requests weir's management thread sends for a remote VTEP still
+/// reach it, because they go out through worker 0's tx queue, the one the
+/// peer reads. The peer is dpdk-testpmd in rxonly mode, printing what it
+/// receives.
+#[test]
+fn a_single_queue_peer_on_the_uplink_gets_the_arp_requests() {
+    use std::io::Write;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    require_root();
+    let tag = tag();
+    let n1ns = Netns::new(format!("wo{tag}-n1"));
+    let n1 = OverlayNode::new(&tag, 1, &n1ns, "unused", "1450");
+    let sock = n1.dir.join("uplink.sock");
+    let config = n1
+        .config(1, &remote("node2", "192.168.50.2", "10.2.0.0/24", VTEP2_MAC))
+        .replace(
+            "kind = \"af_packet\"\niface = \"unused\"",
+            &format!("kind = \"vhost_user\"\npath = \"{}\"\nserver = true", sock.display()),
+        )
+        // The af_packet pod needs its kernel memory; vhost wants hugepages.
+        .replace("memory_mb = 256", "memory_mb = 512");
+    assert!(config.contains("vhost_user"), "{config}");
+    let dp = start_dataplane(&n1ns.0, &n1.dir, &config);
+
+    let log = n1.dir.join("testpmd.log");
+    let mut pmd = Command::new("stdbuf")
+        .args(["-oL", "dpdk-testpmd", "-l", "0,1", "--main-lcore", "1", "--no-pci", "--in-memory"])
+        .args(["--single-file-segments", "-m", "256"])
+        .arg(format!("--file-prefix=wo{tag}pmd"))
+        .arg(format!("--vdev=net_virtio_user0,path={},queues=1,mac=02:00:00:aa:00:02", sock.display()))
+        .args(["--", "-i", "--nb-cores=1", "--rxq=1", "--txq=1", "--total-num-mbufs=4096", "--disable-link-check"])
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::from(std::fs::File::create(log.with_extension("err")).unwrap()))
+        .spawn()
+        .expect("dpdk-testpmd (dpdk-dev)");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut stdin = pmd.stdin.take().unwrap();
+    stdin.write_all(b"set verbose 1\nset fwd rxonly\nstart\n").unwrap();
+    stdin.flush().unwrap();
+    let t0 = Instant::now();
+    while !read().contains("rxonly packet forwarding") && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The pod's ping needs node2's VTEP: weir asks for it on the uplink.
+    let pinged = n1.pod.ping("10.2.0.2", 2);
+    let t0 = Instant::now();
+    let arp = |text: &str| text.lines().any(|l| l.contains("type=0x0806") && l.contains("dst=FF:FF:FF:FF:FF:FF"));
+    while !arp(&read()) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let seen = read();
+    let _ = stdin.write_all(b"stop\nquit\n");
+    drop(stdin);
+    let t1 = Instant::now();
+    while pmd.try_wait().ok().flatten().is_none() && t1.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = pmd.kill();
+    let _ = pmd.wait();
+    assert!(!pinged, "nobody answers for node2");
+    let err = std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
+    assert!(arp(&seen), "no ARP request reached the single-queue peer\ntestpmd:\n{seen}\n{err}\n{}", dp.logs());
+    let s = dp.settled_stats();
+    let nb = s.neighbours.iter().find(|n| n.ip.to_string() == "192.168.50.2").unwrap_or_else(|| panic!("{s:#?}"));
+    assert!(nb.mac.is_none(), "{nb:?}");
+    drop(dp);
+    drop((n1, n1ns));
+}

@@ -3,6 +3,8 @@
 //! time (`--test-threads=1`).
 
 mod common;
+#[path = "common/demo.rs"]
+mod demo;
 
 use std::process::{Child, Command, Stdio};
 
@@ -326,33 +328,57 @@ backends = [{ ip = "10.1.0.3" }]
 /// externalTrafficPolicy Cluster both backends answer and see the node's
 /// address; under Local only the node's own backend answers and sees the
 /// client's.
+/// Two weir nodes and an external client (192.168.50.9, which routes the
+/// externalIP 192.168.60.10 via node 1) on a bridged underlay; a pod on
+/// each node (10.1.0.2, 10.2.0.2).
+struct OutsideBed {
+    // Dropped in this order: pods before the namespaces they hang off.
+    n1: OverlayNode,
+    n2: OverlayNode,
+    n1ns: Netns,
+    n2ns: Netns,
+    ext: Netns,
+    _under: Netns,
+}
+
+impl OutsideBed {
+    fn new(tag: &str) -> OutsideBed {
+        let under = Netns::new(format!("ws{tag}-u"));
+        sh(&["ip", "-n", &under.0, "link", "add", "br0", "type", "bridge"]);
+        sh(&["ip", "-n", &under.0, "link", "set", "br0", "up"]);
+        let (n1ns, n2ns, ext) =
+            (Netns::new(format!("ws{tag}-n1")), Netns::new(format!("ws{tag}-n2")), Netns::new(format!("ws{tag}-x")));
+        let mut links = Vec::new();
+        for (i, ns) in [&n1ns, &n2ns, &ext].into_iter().enumerate() {
+            let (dev, br_port) = (format!("ws{tag}u{i}"), format!("ws{tag}b{i}"));
+            sh(&[
+                "ip", "link", "add", &dev, "netns", &ns.0, "type", "veth", "peer", "name", &br_port, "netns", &under.0,
+            ]);
+            in_ns(&ns.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")]);
+            in_ns(&under.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{br_port}.disable_ipv6=1")]);
+            sh(&["ip", "-n", &under.0, "link", "set", &br_port, "master", "br0", "up"]);
+            sh(&["ip", "-n", &ns.0, "link", "set", &dev, "up"]);
+            links.push(dev);
+        }
+        // The external client: on the underlay, the externalIP routed via node 1.
+        let x = ext.0.as_str();
+        sh(&["ip", "-n", x, "addr", "add", "192.168.50.9/24", "dev", &links[2]]);
+        assert!(in_ns(x, &["ethtool", "-K", &links[2], "tx", "off"]).status.success());
+        sh(&["ip", "-n", x, "route", "add", "192.168.60.10/32", "via", "192.168.50.1"]);
+
+        let n1 = OverlayNode::new(tag, 1, &n1ns, &links[0], "1450");
+        let n2 = OverlayNode::new(tag, 2, &n2ns, &links[1], "1450");
+        OutsideBed { n1, n2, n1ns, n2ns, ext, _under: under }
+    }
+}
+
 #[test]
 fn node_port_from_outside_under_both_traffic_policies() {
     require_root();
     let tag = tag();
-    let under = Netns::new(format!("ws{tag}-u"));
-    sh(&["ip", "-n", &under.0, "link", "add", "br0", "type", "bridge"]);
-    sh(&["ip", "-n", &under.0, "link", "set", "br0", "up"]);
-    let (n1ns, n2ns, ext) =
-        (Netns::new(format!("ws{tag}-n1")), Netns::new(format!("ws{tag}-n2")), Netns::new(format!("ws{tag}-x")));
-    let mut links = Vec::new();
-    for (i, ns) in [&n1ns, &n2ns, &ext].into_iter().enumerate() {
-        let (dev, br_port) = (format!("ws{tag}u{i}"), format!("ws{tag}b{i}"));
-        sh(&["ip", "link", "add", &dev, "netns", &ns.0, "type", "veth", "peer", "name", &br_port, "netns", &under.0]);
-        in_ns(&ns.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")]);
-        in_ns(&under.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{br_port}.disable_ipv6=1")]);
-        sh(&["ip", "-n", &under.0, "link", "set", &br_port, "master", "br0", "up"]);
-        sh(&["ip", "-n", &ns.0, "link", "set", &dev, "up"]);
-        links.push(dev);
-    }
-    // The external client: on the underlay, the externalIP routed via node 1.
-    let x = ext.0.as_str();
-    sh(&["ip", "-n", x, "addr", "add", "192.168.50.9/24", "dev", &links[2]]);
-    assert!(in_ns(x, &["ethtool", "-K", &links[2], "tx", "off"]).status.success());
-    sh(&["ip", "-n", x, "route", "add", "192.168.60.10/32", "via", "192.168.50.1"]);
-
-    let n1 = OverlayNode::new(&tag, 1, &n1ns, &links[0], "1450");
-    let n2 = OverlayNode::new(&tag, 2, &n2ns, &links[1], "1450");
+    let bed = OutsideBed::new(&tag);
+    let (n1, n2, n1ns, n2ns) = (&bed.n1, &bed.n2, &bed.n1ns, &bed.n2ns);
+    let x = bed.ext.0.as_str();
     let services = r#"
 [[services]]
 name = "default/web"
@@ -405,5 +431,70 @@ backends = [{ ip = "10.1.0.2" }, { ip = "10.2.0.2" }]
             assert_eq!(s.drop_count(r), 0, "{r}: {:?}", s.drops);
         }
     }
+    drop((dp1, dp2));
+}
+
+/// weir-dataplane is killed (SIGKILL) under live NodePort connections from
+/// outside, and comes back with three more endpoints for the Service (pods
+/// that do not exist, so a connection Maglev now sends there is lost).
+/// With its flow table in a file (`dpdk.flow_state`) every connection goes
+/// on with its backend and its SNAT port; with `flow_state = "off"` the
+/// same crash breaks the connections whose pick moved.
+#[test]
+fn connections_outlive_a_dataplane_crash() {
+    require_root();
+    let tag = tag();
+    let bed = OutsideBed::new(&tag);
+    let (n1, n2, x) = (&bed.n1, &bed.n2, bed.ext.0.as_str());
+    let services = |backends: &str| {
+        format!(
+            "[[services]]\nname = \"default/web\"\ncluster_ips = [\"10.96.0.10\"]\n\
+             ports = [{{ port = 80, protocol = \"tcp\", target_port = 8080, node_port = 30080 }}]\n\
+             backends = [{backends}]\n"
+        )
+    };
+    let two = r#"{ ip = "10.1.0.2" }, { ip = "10.2.0.2" }"#;
+    let five = format!(r#"{two}, {{ ip = "10.2.0.50" }}, {{ ip = "10.2.0.51" }}, {{ ip = "10.2.0.52" }}"#);
+    let state = n1.dir.join("flows");
+    let config1 = |backends: &str, flow_state: &str| {
+        let extra = remote("node2", "192.168.50.2", "10.2.0.0/24", VTEP2_MAC) + &services(backends);
+        let c = n1.config(1, &extra).replace("mbufs = 8191", &format!("mbufs = 8191\nflow_state = \"{flow_state}\""));
+        assert!(c.contains("flow_state"), "{c}");
+        c
+    };
+    let ns1 = bed.n1ns.0.as_str();
+    let mut dp1 = start_dataplane(ns1, &n1.dir, &config1(two, &state.display().to_string()));
+    let extra2 = remote("node1", "192.168.50.1", "10.1.0.0/24", VTEP1_MAC) + &services(two);
+    let dp2 = start_dataplane(&bed.n2ns.0, &n2.dir, &n2.config(2, &extra2));
+    let _servers = [demo::serve(&n1.pod, "b1", 8080), demo::serve(&n2.pod, "b2", 8080)];
+
+    // Connections through node 1's NodePort until both backends hold some.
+    let mut held = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    while held.len() < 12 || names.len() < 2 {
+        assert!(held.len() < 40, "one backend only: {names:?}\n{}", dp1.logs());
+        let (h, hello) = demo::Held::open_in(x, "192.168.50.1", 30080);
+        assert!(hello == "hello b1" || hello == "hello b2", "{hello:?}\n{}\n{}", dp1.logs(), dp2.logs());
+        names.insert(hello);
+        held.push(h);
+    }
+    let exchange = |held: &mut Vec<demo::Held>| held.iter_mut().map(|h| h.exchange()).collect::<Vec<_>>();
+    assert!(exchange(&mut held).iter().all(|r| r == "ok"), "{}", dp1.logs());
+
+    dp1.crash_and_start(ns1, &config1(&five, &state.display().to_string()));
+    let log = dp1.logs();
+    let kept = log
+        .lines()
+        .find_map(|l| l.split("live entries").next().filter(|_| l.contains("flows kept in")))
+        .and_then(|l| l.rsplit(' ').nth(1).and_then(|n| n.parse::<usize>().ok()));
+    // Two entries per connection (the client's direction and the reply's).
+    assert!(kept.is_some_and(|n| n >= 2 * held.len()), "{kept:?}\n{log}");
+    let after = exchange(&mut held);
+    assert!(after.iter().all(|r| r == "ok"), "after the crash: {after:?}\n{}\n{:#?}", dp1.logs(), dp1.stats());
+
+    // The same crash with the flows in the process's memory only.
+    dp1.crash_and_start(ns1, &config1(&five, "off"));
+    let lost = exchange(&mut held);
+    assert!(lost.iter().any(|r| r != "ok"), "no connection moved: {lost:?}");
     drop((dp1, dp2));
 }

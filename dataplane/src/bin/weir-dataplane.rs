@@ -111,7 +111,11 @@ fn run(cfg: NodeConfig, eal_argv: Vec<String>, stats_interval: u64) -> Result<()
         let eal = &eal;
         for (wc, (core, c)) in worker_cfgs.into_iter().zip(cores.iter().copied().zip(counters.iter().cloned())) {
             let reader = node.snapshot().reader(wc.id);
-            let events = node.events();
+            let links = worker::Links {
+                events: node.events(),
+                outbox: (wc.id == 0).then(|| node.outbox()),
+                tsc_per_ms: node.tsc_per_ms(),
+            };
             let flows = node.flows();
             let tap = node.tap();
             let stop = Arc::clone(&stop);
@@ -126,7 +130,7 @@ fn run(cfg: NodeConfig, eal_argv: Vec<String>, stats_interval: u64) -> Result<()
                         stop.store(true, Ordering::SeqCst);
                         return;
                     }
-                    worker::run(wc, reader, c, events, flows, tap, stop);
+                    worker::run(wc, reader, c, links, flows, tap, stop);
                     eal.unregister_thread();
                 })
                 .map_err(|e| format!("cannot start a worker: {e}"))?;

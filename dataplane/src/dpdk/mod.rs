@@ -7,6 +7,8 @@
 //!   freed in bulk).
 //! - [`port`]: probe (hot-plug) any kind of port by devargs, configure its
 //!   queues (RSS where the driver can), start, stop, stats, remove.
+//! - [`shm`]: the flow table's slots mapped from a file, shared with the
+//!   next process.
 //!
 //! Every `unsafe` block says why it is sound in a `// SAFETY:` comment.
 #![allow(unsafe_code)]
@@ -14,6 +16,7 @@
 mod eal;
 mod mbuf;
 pub mod port;
+pub mod shm;
 
 pub use eal::{Eal, Mempool};
 pub use mbuf::{Flushed, Mbuf, RxBurst, TxBuffer};

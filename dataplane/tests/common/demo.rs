@@ -134,8 +134,13 @@ for line in sys.stdin:
 
 impl Held {
     pub fn open(pod: &Pod, addr: &str, port: u16) -> (Held, String) {
+        Self::open_in(&pod.ns.0, addr, port)
+    }
+
+    /// From any namespace (an external client's).
+    pub fn open_in(ns: &str, addr: &str, port: u16) -> (Held, String) {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &pod.ns.0, "timeout", "120", "python3", "-c", HOLD, addr, &port.to_string()])
+            .args(["netns", "exec", ns, "timeout", "120", "python3", "-c", HOLD, addr, &port.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -269,6 +269,16 @@ impl Dataplane {
         *self = start_dataplane(ns, &self.dir.clone(), config);
     }
 
+    /// Kills weir-dataplane with SIGKILL (nothing is cleaned up or handed
+    /// over, as in a crash) and starts it again with `config`.
+    pub fn crash_and_start(&mut self, ns: &str, config: &str) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        *self = start_dataplane(ns, &self.dir.clone(), config);
+    }
+
     /// Asks for a clean shutdown; returns the exit status.
     pub fn shutdown(mut self) -> std::process::ExitStatus {
         let _ = mgmt::call(&self.socket, &Request::Shutdown);
