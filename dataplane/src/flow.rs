@@ -213,17 +213,41 @@ struct Raw {
 const SEEN_BITS: u32 = 40;
 const SEEN_MASK: u64 = (1 << SEEN_BITS) - 1;
 
-/// The longest timeout an entry can hold (24 bits of ms: 4.66 hours).
-pub const MAX_TIMEOUT_MS: u32 = (1 << (64 - SEEN_BITS)) - 1;
+/// The timeout's 24 bits: below `TIMEOUT_IN_SECONDS`, milliseconds (up to
+/// 2.3 hours: every protocol state's timeout); with it set, the low 23 bits
+/// are whole seconds, rounded up (ClientIP affinity, up to Kubernetes' 24
+/// hours and beyond: any u32 of milliseconds fits).
+const TIMEOUT_IN_SECONDS: u64 = 1 << 23;
+
+/// The longest timeout an entry can hold (any `u32` of milliseconds).
+pub const MAX_TIMEOUT_MS: u32 = u32::MAX;
 
 fn pack_seen(now_ms: u64, timeout_ms: u32) -> u64 {
-    u64::from(timeout_ms) << SEEN_BITS | (now_ms & SEEN_MASK)
+    let t = u64::from(timeout_ms);
+    let field = if t < TIMEOUT_IN_SECONDS { t } else { TIMEOUT_IN_SECONDS | t.div_ceil(1000) };
+    field << SEEN_BITS | (now_ms & SEEN_MASK)
 }
 
+/// The timeout of a packed `seen` word, in ms.
+#[inline(always)]
+fn timeout_ms_of(seen: u64) -> u64 {
+    let field = seen >> SEEN_BITS;
+    if field & TIMEOUT_IN_SECONDS == 0 {
+        field
+    } else {
+        (field & (TIMEOUT_IN_SECONDS - 1)) * 1000
+    }
+}
+
+/// [`timeout_ms_of`] as an entry holds it.
+fn entry_timeout(seen: u64) -> u32 {
+    u32::try_from(timeout_ms_of(seen)).unwrap_or(MAX_TIMEOUT_MS)
+}
+
+#[inline(always)]
 fn expired(seen: u64, now_ms: u64) -> bool {
     let last = seen & SEEN_MASK;
-    let timeout = seen >> SEEN_BITS;
-    (now_ms & SEEN_MASK).wrapping_sub(last) & SEEN_MASK > timeout
+    (now_ms & SEEN_MASK).wrapping_sub(last) & SEEN_MASK > timeout_ms_of(seen)
 }
 
 /// Why an insert did not happen.
@@ -399,10 +423,10 @@ impl FlowTable {
                 if expired(r.seen, now_ms) {
                     return None;
                 }
-                let timeout = (r.seen >> SEEN_BITS) as u32;
+                let timeout = entry_timeout(r.seen);
                 // Refresh only when the clock moved: one store per ms, not per packet.
                 if touch && r.seen & SEEN_MASK != now_ms & SEEN_MASK {
-                    self.slots()[i].seen.store(pack_seen(now_ms, timeout), Ordering::Relaxed);
+                    self.slots()[i].seen.store(r.seen & !SEEN_MASK | now_ms & SEEN_MASK, Ordering::Relaxed);
                 }
                 return Some((i, FlowEntry::from_words(r.va, r.vb, r.vc, timeout)));
             }
@@ -419,7 +443,7 @@ impl FlowTable {
         for i in self.candidates(hash) {
             match self.read(i) {
                 Some(r) if r.ka == ka && r.kb == kb => {
-                    let timeout = (r.seen >> SEEN_BITS) as u32;
+                    let timeout = entry_timeout(r.seen);
                     let idle_ms = (now_ms & SEEN_MASK).wrapping_sub(r.seen & SEEN_MASK) & SEEN_MASK;
                     return Probe::Found { entry: FlowEntry::from_words(r.va, r.vb, r.vc, timeout), idle_ms };
                 }
@@ -443,7 +467,7 @@ impl FlowTable {
             return None;
         }
         let r = self.read(i)?;
-        let timeout = (r.seen >> SEEN_BITS) as u32;
+        let timeout = entry_timeout(r.seen);
         let e = FlowEntry::from_words(r.va, r.vb, r.vc, timeout);
         Some((FlowKey::from_words(r.ka, r.kb), e, !expired(r.seen, now_ms)))
     }
@@ -584,7 +608,7 @@ impl FlowTable {
                 let created = self.slots()[i].created.load(Ordering::Relaxed);
                 LiveFlow {
                     key: FlowKey::from_words(r.ka, r.kb),
-                    entry: FlowEntry::from_words(r.va, r.vb, r.vc, (r.seen >> SEEN_BITS) as u32),
+                    entry: FlowEntry::from_words(r.va, r.vb, r.vc, entry_timeout(r.seen)),
                     age_ms: now_ms.saturating_sub(created),
                     idle_ms: (now_ms & SEEN_MASK).wrapping_sub(last) & SEEN_MASK,
                 }
@@ -596,9 +620,7 @@ impl FlowTable {
         (0..self.slots().len())
             .filter_map(|i| self.read(i))
             .filter(|r| !expired(r.seen, now_ms))
-            .map(|r| {
-                (FlowKey::from_words(r.ka, r.kb), FlowEntry::from_words(r.va, r.vb, r.vc, (r.seen >> SEEN_BITS) as u32))
-            })
+            .map(|r| (FlowKey::from_words(r.ka, r.kb), FlowEntry::from_words(r.va, r.vb, r.vc, entry_timeout(r.seen))))
             .collect()
     }
 }
@@ -607,6 +629,31 @@ impl FlowTable {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    /// Timeouts beyond the millisecond field's 2.3 hours (ClientIP affinity
+    /// up to Kubernetes' 24 hours) are kept in seconds, not wrapped.
+    #[test]
+    fn long_timeouts_are_kept_in_seconds() {
+        const H: u64 = 3_600_000;
+        let t = FlowTable::new(256);
+        for (i, timeout_ms) in [60_000u32, 7_200_000, 5 * 3_600_000, 86_400_000, 4_000_000_000].into_iter().enumerate()
+        {
+            let e = FlowEntry { timeout_ms, ..entry(i as u32) };
+            t.insert(&key(i as u32), &e, 1_000).unwrap();
+            let got = t.lookup(&key(i as u32), 1_000).unwrap();
+            // Whole seconds above 2.3 h, rounded up: never shorter.
+            assert!(got.timeout_ms >= timeout_ms && got.timeout_ms - timeout_ms < 1_000, "{got:?}");
+            let t_ms = u64::from(got.timeout_ms);
+            assert!(t.peek_hashed(&key(i as u32), key(i as u32).hash(), 1_000 + t_ms).is_some(), "{timeout_ms}");
+            assert!(t.peek_hashed(&key(i as u32), key(i as u32).hash(), 1_001 + t_ms).is_none(), "{timeout_ms}");
+        }
+        // A day of affinity is a day, and a packet starts it again.
+        let (day, h) = (key(1000), key(1000).hash());
+        t.insert(&day, &FlowEntry { timeout_ms: 86_400_000, ..entry(1000) }, 0).unwrap();
+        assert!(t.lookup(&day, 23 * H).is_some());
+        assert!(t.peek_hashed(&day, h, 23 * H + 24 * H).is_some());
+        assert_eq!(t.peek_hashed(&day, h, 23 * H + 24 * H + 1), None);
+    }
 
     /// A slot its writer left odd (the process died mid-write) is emptied
     /// by `repair`, and inserts can use it again; whole entries stay.
