@@ -7,8 +7,9 @@
 # backends on both nodes, the NodePort reached from outside, a LoadBalancer
 # IP from a pool announced by ARP (and its healthCheckNodePort), the
 # NetworkPolicy letting only the client reach the database, the Contiv demo
-# (icmpPol: no ping into noping-epg, TCP still fine), and what weirctl
-# shows. Every step checks its result. Torn down on exit or Ctrl-C.
+# (icmpPol: no ping into noping-epg, TCP still fine), a connection living
+# on across kill -9 of a dataplane, and what weirctl shows. Every step
+# checks its result. Torn down on exit or Ctrl-C.
 #
 # Does its own setup (packages, hugepages, build). Run as root.
 # WEIR_DEMO_QUIET=1: do not wait for Enter before tearing down.
@@ -92,6 +93,19 @@ pod "$TAG-n2" web-2 10.2.0.2 02:00:00:00:02:02 10.2.0.1 default
 pod "$TAG-n2" db-1 10.2.0.3 02:00:00:00:02:03 10.2.0.1 default
 pod "$TAG-n2" noping-1 21.1.1.3 02:00:00:00:21:03 21.1.1.1 poc-net
 
+# start_dataplane N LOG: weir-dataplane of node N, up and answering.
+declare -A DP_PID
+start_dataplane() {
+    ip netns exec "$TAG-n$1" "$BIN/weir-dataplane" -c "$WORK/n$1.toml" >"$2" 2>&1 &
+    PIDS+=($!)
+    DP_PID[$1]=$!
+    for _ in $(seq 100); do
+        "$BIN/weirctl" -s "$WORK/n$1.sock" hello >/dev/null 2>&1 && return
+        kill -0 "${DP_PID[$1]}" 2>/dev/null || { cat "$2"; exit 1; }
+        sleep 0.1
+    done
+    echo "demo.sh: weir-dataplane of node$1 did not come up" >&2; exit 1
+}
 for n in 1 2; do
     cat > "$WORK/n$n.toml" <<CFG
 # The node's own facts and ports; Services, policy and the other node's
@@ -111,6 +125,9 @@ main_core = 0
 worker_cores = [1]
 memory_mb = 256
 mbufs = 16383
+# The flow table in a file that a restarted dataplane takes over (by
+# default next to the socket when that is on tmpfs, as /run/weir is).
+flow_state = "$WORK/flows-node$n"
 
 [management]
 socket = "$WORK/n$n.sock"
@@ -130,13 +147,7 @@ uplink = true
 CFG
     cat "$WORK/$TAG-n$n.ports" >> "$WORK/n$n.toml"
     say "weir-dataplane -c n$n.toml (in $TAG-n$n)"
-    ip netns exec "$TAG-n$n" "$BIN/weir-dataplane" -c "$WORK/n$n.toml" >"$WORK/n$n.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 100); do
-        "$BIN/weirctl" -s "$WORK/n$n.sock" hello >/dev/null 2>&1 && break
-        kill -0 "${PIDS[-1]}" 2>/dev/null || { cat "$WORK/n$n.log"; exit 1; }
-        sleep 0.1
-    done
+    start_dataplane "$n" "$WORK/n$n.log"
     say "weir-control -s n$n.sock (the embedded demo cluster)"
     # (Both agents run in this namespace here: each serves its health
     # checks on its own loopback address instead of the node IP.)
@@ -152,15 +163,26 @@ CFG
 done
 
 inpod() { local pod=$1; shift; ip netns exec "$TAG-$pod" "$@"; }
-# serve POD NAME PORT: answers every TCP connection with NAME and the peer's address.
+# serve POD NAME PORT: answers every TCP connection with NAME and the peer's
+# address, then echoes what it is sent.
 serve() {
     inpod "$1" timeout 600 python3 -c '
 import socket, sys, threading
 name, port = sys.argv[1], int(sys.argv[2])
+def one(c, a):
+    try:
+        c.sendall((name + " " + a[0]).encode())
+        while True:
+            d = c.recv(64)
+            if not d: break
+            c.sendall(d)
+    except OSError:
+        pass
+    c.close()
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", port)); s.listen(64)
 while True:
-    c, a = s.accept(); c.sendall((name + " " + a[0]).encode()); c.close()
+    c, a = s.accept(); threading.Thread(target=one, args=(c, a), daemon=True).start()
 ' "$2" "$3" &
     PIDS+=($!)
     for _ in $(seq 50); do inpod "$1" ss -ltn | grep -q ":$3 " && return; sleep 0.1; done
@@ -243,6 +265,32 @@ print("  sent    ", len(d), "bytes, sha256", hashlib.sha256(d).hexdigest()[:16])
 }
 say "web-2 (node2) streams 10 MB to client-1 (node1), over VXLAN"
 stream web-2 client-1 10.1.0.3
+
+say "a connection from outside through NodePort :30080 lives on across kill -9 of node1's dataplane"
+rm -f "$WORK/go"
+ip netns exec "$TAG-x" timeout 120 python3 -u -c '
+import os, socket, sys, time
+s = socket.create_connection(("192.168.50.1", 30080), timeout=5)
+print("  answered by:", s.recv(64).decode())
+s.sendall(b"before"); print("  echo:", s.recv(64).decode())
+while not os.path.exists(sys.argv[1]): time.sleep(0.05)
+try:
+    s.sendall(b"after-restart"); print("  echo:", s.recv(64).decode())
+except OSError as e:
+    print("  lost:", e)
+' "$WORK/go" >"$WORK/held.out" 2>&1 &
+held=$!
+for _ in $(seq 100); do grep -q "echo: before" "$WORK/held.out" && break; sleep 0.1; done
+cat "$WORK/held.out"
+grep -q "echo: before" "$WORK/held.out" || { echo "demo.sh: the connection did not open" >&2; exit 1; }
+kill -9 "${DP_PID[1]}"; wait "${DP_PID[1]}" 2>/dev/null || true
+echo "  node1's weir-dataplane killed (SIGKILL); started again"
+start_dataplane 1 "$WORK/n1-restarted.log"
+grep "flows kept" "$WORK/n1-restarted.log" | sed 's/^/  /'
+touch "$WORK/go"; wait "$held" || true
+got=$(tail -n 1 "$WORK/held.out"); expect "the connection after the restart" "$got" "echo: after-restart$"
+for _ in $(seq 100); do "$BIN/weirctl" -s "$WORK/n1.sock" hello 2>/dev/null | grep -q "control generation" && break; sleep 0.1; done
+expect "weir-control resynced node1; outside → node1:30080 again" "$(ask outside 192.168.50.1 30080)" "^web-[12] 192.168.50.1$"
 
 sleep 0.5
 for n in 1 2; do
