@@ -63,15 +63,26 @@ impl FlowKey {
         }
     }
 
-    /// A hash of the key (also what Maglev picks a backend with).
+    /// A hash of the key (also what Maglev picks a backend with, and where
+    /// an SNAT port claim starts). The addresses are mixed first and the
+    /// ports and protocol into that: folding both words into one before
+    /// mixing let keys that differ in a source address's low bits and a
+    /// destination port's high bits cancel out (the reply keys of SNAT
+    /// flows to backends in one /25 shared hashes by the dozen).
     #[inline]
     pub fn hash(&self) -> u64 {
         let (a, b) = self.words();
-        let mut h = a ^ b.rotate_left(23) ^ 0x9e37_79b9_7f4a_7c15;
-        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        h ^ (h >> 31)
+        mix64(mix64(a ^ 0x9e37_79b9_7f4a_7c15) ^ b)
     }
+}
+
+/// The splitmix64 finaliser: a bijection of u64 whose every output bit
+/// depends on every input bit.
+#[inline(always)]
+fn mix64(mut h: u64) -> u64 {
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 /// What to do to packets of one direction of a flow.
@@ -629,6 +640,26 @@ impl FlowTable {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    /// Keys that differ only in a source address's low bits and a
+    /// destination port's high bits (SNAT reply keys: backend, node IP,
+    /// target port, SNAT port) all hash apart.
+    #[test]
+    fn snat_reply_keys_do_not_share_hashes() {
+        let mut seen = std::collections::HashSet::new();
+        for backend in 0..128u32 {
+            for port in (1024..65535u16).step_by(97) {
+                let k = FlowKey {
+                    src: Ipv4Addr::from(0x0a03_0000 + backend),
+                    dst: Ipv4Addr::new(192, 168, 50, 1),
+                    src_port: 8080,
+                    dst_port: port,
+                    proto: 17,
+                };
+                assert!(seen.insert(k.hash()), "{k:?} shares its hash");
+            }
+        }
+    }
 
     /// Timeouts beyond the millisecond field's 2.3 hours (ClientIP affinity
     /// up to Kubernetes' 24 hours) are kept in seconds, not wrapped.
