@@ -8,7 +8,12 @@
 //! Layout of `n` rules for a [`Target`] (the flows a scenario sends):
 //!
 //! - the destination pod's ingress list holds what is left after the two
-//!   shares below, its allowing rule **last**;
+//!   shares below, its allowing rule **last**; when the flows go to a set
+//!   of pods (the full scenarios' Service backends), every pod of the set
+//!   holds that same list (a [`PodRules`] names a [`PodSet`]), so a flow
+//!   meets the same rules whichever backend it gets, and weir's table
+//!   holds the list once per pod while OVS matches the set with one
+//!   masked rule per list entry;
 //! - the source pod's egress list (when the source is a pod of this node)
 //!   holds `n / 4`, its allowing rule last;
 //! - `n / 4` rules are spread over [`OTHER_PODS`] other pods of the node
@@ -22,6 +27,11 @@
 //! flow's first packet walks both lists to their end before it is allowed;
 //! [`RuleSet::without_allow`] drops one allowing rule, after which the
 //! flows fall through to the default and are denied.
+//!
+//! `n` is therefore the rules of one pod's view: the lists on a flow's
+//! path plus the rules off it. With a set of `k` destination pods the
+//! node's table holds `k` copies of the ingress list ([`RuleSet::len`]);
+//! [`RuleSet::per_pod_len`] is `n`.
 
 use std::net::Ipv4Addr;
 
@@ -47,9 +57,10 @@ pub struct Target {
     /// The flows' source, when it is a pod of this node: its egress list
     /// is checked. `None`: the source has no policy here (another node's pod).
     pub src_pod: Option<Ipv4Addr>,
-    /// The flows' destination as the classifier sees it (the backend, after
-    /// DNAT): its ingress list decides.
-    pub dst_pod: Ipv4Addr,
+    /// The flows' destinations as the classifier sees them (the backends,
+    /// after DNAT): one pod (a /32) or a block of pods, each of which holds
+    /// the same ingress list, which decides.
+    pub dst_pods: PodSet,
     /// The sources the ingress allowing rule lets in (covers every flow's source).
     pub allow_from: Ipv4Cidr,
     /// The destinations the egress allowing rule lets out.
@@ -70,10 +81,11 @@ pub struct Rule {
 }
 
 /// One pod's rules in one direction, in evaluation order (their priority
-/// is their position).
+/// is their position); or the same list held by every pod of a block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodRules {
-    pub pod: Ipv4Addr,
+    /// The pod, or the set of pods that each hold the list.
+    pub pods: PodSet,
     pub name: String,
     pub direction: Direction,
     pub rules: Vec<Rule>,
@@ -104,7 +116,7 @@ impl RuleSet {
         };
         let mut lists = Vec::new();
         // The lists on the flows' path: decoys, then the allowing rule.
-        let mut path_list = |pod: Ipv4Addr, name: &str, d: Direction, count: u32, allow: Ipv4Cidr| {
+        let mut path_list = |pods: PodSet, name: &str, d: Direction, count: u32, allow: Ipv4Cidr| {
             let mut rules: Vec<Rule> = (0..count.saturating_sub(1))
                 .map(|k| Rule {
                     id: format!("bench:{d}/{k}"),
@@ -121,11 +133,11 @@ impl RuleSet {
                 ports: target.ports,
                 action: Verdict::Allow,
             });
-            PodRules { pod, name: name.into(), direction: d, rules, default: Verdict::Deny }
+            PodRules { pods, name: name.into(), direction: d, rules, default: Verdict::Deny }
         };
-        lists.push(path_list(target.dst_pod, "bench/server", Direction::Ingress, ingress, target.allow_from));
+        lists.push(path_list(target.dst_pods, "bench/server", Direction::Ingress, ingress, target.allow_from));
         if let Some(src) = target.src_pod.filter(|_| egress > 0) {
-            lists.push(path_list(src, "bench/client", Direction::Egress, egress, target.allow_to));
+            lists.push(path_list(PodSet::one(src), "bench/client", Direction::Egress, egress, target.allow_to));
         }
         // The rest, spread over the other pods: single ports, TCP and UDP.
         let per_pod = others.div_ceil(OTHER_PODS).max(1);
@@ -145,18 +157,33 @@ impl RuleSet {
                 })
                 .collect();
             lists.push(PodRules {
-                pod,
+                pods: PodSet::one(pod),
                 name: format!("bench/other-{p}"),
                 direction: Direction::Ingress,
                 rules,
                 default: Verdict::Deny,
             });
         }
-        Ok(RuleSet { target: target.clone(), lists })
+        let set = RuleSet { target: target.clone(), lists };
+        if set.len() > acl::MAX_RULES {
+            return Err(format!(
+                "{n} ACL rules on each of {} pods: {} in all, weir holds at most {}",
+                target.dst_pods.len(),
+                set.len(),
+                acl::MAX_RULES
+            ));
+        }
+        Ok(set)
     }
 
-    /// Rules in all.
+    /// Rules in the node's table: a block's list once per pod of it.
     pub fn len(&self) -> usize {
+        self.lists.iter().map(|l| l.rules.len() * l.pods.len()).sum()
+    }
+
+    /// Rules as one pod of a block sees them: each list once (the `n` the
+    /// set was made with).
+    pub fn per_pod_len(&self) -> usize {
         self.lists.iter().map(|l| l.rules.len()).sum()
     }
 
@@ -171,8 +198,8 @@ impl RuleSet {
         self.lists
             .iter()
             .filter(|l| match l.direction {
-                Direction::Ingress => l.pod == t.dst_pod,
-                Direction::Egress => Some(l.pod) == t.src_pod,
+                Direction::Ingress => l.pods == t.dst_pods,
+                Direction::Egress => t.src_pod.map(PodSet::one) == Some(l.pods),
             })
             .map(|l| l.rules.len())
             .sum()
@@ -182,17 +209,18 @@ impl RuleSet {
     /// path: its flows then meet that list's default (deny).
     pub fn without_allow(&self, d: Direction) -> RuleSet {
         let mut s = self.clone();
-        let pod = match d {
-            Direction::Ingress => Some(self.target.dst_pod),
-            Direction::Egress => self.target.src_pod,
+        let pods = match d {
+            Direction::Ingress => Some(self.target.dst_pods),
+            Direction::Egress => self.target.src_pod.map(PodSet::one),
         };
-        for l in s.lists.iter_mut().filter(|l| Some(l.pod) == pod && l.direction == d) {
+        for l in s.lists.iter_mut().filter(|l| Some(l.pods) == pods && l.direction == d) {
             l.rules.retain(|r| !r.id.ends_with("/allow"));
         }
         s
     }
 
-    /// weir's form: one entry per pod, its directions.
+    /// weir's form: one entry per pod, its directions (a block's list
+    /// copied to each of its pods, named `NAME-I`).
     pub fn acl_config(&self) -> AclConfig {
         let mut pods: Vec<PodAclConfig> = Vec::new();
         for l in &self.lists {
@@ -212,16 +240,19 @@ impl RuleSet {
                     .collect(),
                 default: l.default,
             };
-            let at = match pods.iter().position(|p| p.ip == l.pod) {
-                Some(i) => i,
-                None => {
-                    pods.push(PodAclConfig { ip: l.pod, name: l.name.clone(), ingress: None, egress: None });
-                    pods.len() - 1
+            for (i, ip) in l.pods.addrs().enumerate() {
+                let at = match pods.iter().position(|p| p.ip == ip) {
+                    Some(at) => at,
+                    None => {
+                        let name = if l.pods.len() == 1 { l.name.clone() } else { format!("{}-{i}", l.name) };
+                        pods.push(PodAclConfig { ip, name, ingress: None, egress: None });
+                        pods.len() - 1
+                    }
+                };
+                match l.direction {
+                    Direction::Ingress => pods[at].ingress = Some(dir.clone()),
+                    Direction::Egress => pods[at].egress = Some(dir.clone()),
                 }
-            };
-            match l.direction {
-                Direction::Ingress => pods[at].ingress = Some(dir),
-                Direction::Egress => pods[at].egress = Some(dir),
             }
         }
         AclConfig { pods }
@@ -241,8 +272,9 @@ impl RuleSet {
     /// 10; no policy: priority 0, on to `ingress`), ingress lists in table
     /// `ingress` (allow: `allowed`, the actions of an allowed packet). A
     /// rule's priority falls with its position, so the first matching rule
-    /// of a list wins as in weir; rules of different pods never overlap
-    /// (each names its pod's address).
+    /// of a list wins as in weir; rules of different lists never overlap
+    /// (each names its pod's address, or its block of pods: one OpenFlow
+    /// rule serves every pod of a block, as they hold the same list).
     pub fn openflow(&self, egress: u8, ingress: u8, allowed: &str) -> Vec<String> {
         let mut f = Vec::new();
         for l in &self.lists {
@@ -261,7 +293,7 @@ impl RuleSet {
                         "table={table},priority={},{},{own}={},{peer}={},tp_dst={tp},actions={act}",
                         RULE_PRIORITY_TOP - i as u32,
                         proto_keyword(r.proto),
-                        l.pod,
+                        l.pods.openflow(),
                         r.peer
                     ));
                 }
@@ -270,12 +302,84 @@ impl RuleSet {
                 Verdict::Deny => "drop".to_string(),
                 Verdict::Allow => allow,
             };
-            f.push(format!("table={table},priority=10,ip,{own}={},actions={default}", l.pod));
+            f.push(format!("table={table},priority=10,ip,{own}={},actions={default}", l.pods.openflow()));
         }
         // `ip`: the allowed actions may need it (dec_ttl, ct).
         f.push(format!("table={egress},priority=0,ip,actions=resubmit(,{ingress})"));
         f.push(format!("table={ingress},priority=0,ip,actions={allowed}"));
         f
+    }
+}
+
+/// Pods that hold one list: `count` addresses from `first`, `stride`
+/// apart (both powers of two, the bits they vary clear in `first`), so
+/// that OpenFlow matches them all with one masked address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodSet {
+    first: Ipv4Addr,
+    count: u32,
+    stride: u32,
+}
+
+impl PodSet {
+    /// One pod.
+    pub fn one(pod: Ipv4Addr) -> PodSet {
+        PodSet { first: pod, count: 1, stride: 1 }
+    }
+
+    /// `count` pods from `first`, `stride` apart; at most 65536, and the
+    /// address bits they vary must be clear in `first`.
+    pub fn new(first: Ipv4Addr, count: u32, stride: u32) -> Result<PodSet, String> {
+        if !count.is_power_of_two() || !stride.is_power_of_two() || count > 1 << 16 {
+            return Err(format!("{count} pods {stride} apart: want powers of two, at most 65536 pods"));
+        }
+        let varying = u64::from(count - 1) * u64::from(stride);
+        if varying > u64::from(u32::MAX) || u32::from(first) & varying as u32 != 0 {
+            return Err(format!("{count} pods {stride} apart from {first}: the bits they vary are set in it"));
+        }
+        Ok(PodSet { first, count, stride })
+    }
+
+    /// How many pods.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The pods, in order.
+    pub fn addrs(&self) -> impl Iterator<Item = Ipv4Addr> {
+        let (first, stride) = (u32::from(self.first), self.stride);
+        (0..self.count).map(move |i| Ipv4Addr::from(first + i * stride))
+    }
+
+    /// The address bits the pods share.
+    fn mask(&self) -> u32 {
+        !((self.count - 1) * self.stride)
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.first)
+    }
+
+    /// As OpenFlow matches it: the address for one pod, else the first
+    /// with a dotted mask of the bits the pods share.
+    pub fn openflow(&self) -> String {
+        match self.count {
+            1 => self.first.to_string(),
+            _ => format!("{}/{}", self.first, Ipv4Addr::from(self.mask())),
+        }
+    }
+}
+
+impl std::fmt::Display for PodSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.count {
+            1 => write!(f, "{}", self.first),
+            n => write!(f, "{n} pods from {}, {} apart", self.first, self.stride),
+        }
     }
 }
 
@@ -316,7 +420,7 @@ mod tests {
     fn target(src: bool) -> Target {
         Target {
             src_pod: src.then_some(Ipv4Addr::new(10, 1, 0, 2)),
-            dst_pod: Ipv4Addr::new(10, 1, 0, 3),
+            dst_pods: PodSet::one(Ipv4Addr::new(10, 1, 0, 3)),
             allow_from: "10.1.0.0/24".parse().unwrap(),
             allow_to: "10.1.0.0/24".parse().unwrap(),
             proto: acl::PROTO_UDP,
@@ -330,7 +434,11 @@ mod tests {
             let s = RuleSet::new(n, &target(src)).unwrap();
             assert_eq!(s.len(), n as usize, "{n}");
             let ingress = &s.lists[0];
-            assert_eq!((ingress.pod, ingress.direction), (Ipv4Addr::new(10, 1, 0, 3), Direction::Ingress));
+            assert_eq!(
+                (ingress.pods, ingress.direction),
+                (PodSet::one(Ipv4Addr::new(10, 1, 0, 3)), Direction::Ingress)
+            );
+            assert_eq!(s.per_pod_len(), n as usize, "{n}");
             assert_eq!(ingress.rules.last().unwrap().action, Verdict::Allow);
             assert!(ingress.rules.len() <= acl::MAX_RULES_PER_DIRECTION);
             let egress = s.lists.iter().filter(|l| l.direction == Direction::Egress).count();
@@ -377,6 +485,54 @@ mod tests {
             let x = t.classify(a, b, acl::PROTO_UDP, 1024, 8080);
             assert_eq!((x.verdict, x.rule, x.direction), (Verdict::Deny, None, Some(why)), "{d}");
         }
+    }
+
+    /// A set of destination pods: each holds the same ingress list, the
+    /// table holds it once per pod, a flow to any of them is decided by
+    /// that pod's allowing rule after the same decoys, and OpenFlow
+    /// matches the set with one masked rule per list entry.
+    #[test]
+    fn a_set_of_pods_holds_one_list_each() {
+        let set = PodSet::new(Ipv4Addr::new(10, 3, 0, 5), 64, 256).unwrap();
+        assert_eq!(set.openflow(), "10.3.0.5/255.255.192.255");
+        assert!(set.contains(Ipv4Addr::new(10, 3, 63, 5)) && !set.contains(Ipv4Addr::new(10, 3, 64, 5)));
+        assert!(!set.contains(Ipv4Addr::new(10, 3, 1, 6)));
+        assert_eq!(set.addrs().collect::<Vec<_>>()[..2], [Ipv4Addr::new(10, 3, 0, 5), Ipv4Addr::new(10, 3, 1, 5)]);
+        let t = Target { dst_pods: set, ..target(false) };
+        let s = RuleSet::new(1000, &t).unwrap();
+        assert_eq!((s.per_pod_len(), s.on_path()), (1000, 750));
+        assert_eq!(s.len(), 64 * 750 + 250);
+        let cfg = s.acl_config();
+        let backends: Vec<&PodAclConfig> = cfg.pods.iter().filter(|p| set.contains(p.ip)).collect();
+        assert_eq!(backends.len(), 64);
+        assert_eq!((backends[5].ip, backends[5].name.as_str()), (Ipv4Addr::new(10, 3, 5, 5), "bench/server-5"));
+        assert!(backends.iter().all(|p| p.ingress == backends[0].ingress && p.egress.is_none()));
+        let table = AclTable::build(&cfg, &[]).unwrap();
+        assert_eq!(table.len(), s.len());
+        for dst in set.addrs().step_by(9) {
+            let d = table.classify(Ipv4Addr::new(10, 1, 0, 9), dst, acl::PROTO_UDP, 1024, 8080);
+            let rule = table.rule(d.rule.unwrap()).unwrap();
+            assert_eq!((d.verdict, rule.id, rule.pod), (Verdict::Allow, "bench:ingress/allow", dst));
+        }
+        // Next to the set: no list speaks for it.
+        let d = table.classify(Ipv4Addr::new(10, 1, 0, 9), Ipv4Addr::new(10, 3, 0, 6), acl::PROTO_UDP, 1, 8080);
+        assert_eq!((d.verdict, d.rule), (Verdict::Allow, None));
+        let of = s.openflow(2, 3, "output:9");
+        assert_eq!(of.iter().filter(|l| l.contains("nw_dst=10.3.0.5/255.255.192.255,")).count(), 750 + 1);
+        assert!(of.iter().any(|l| l.contains("priority=10,ip,nw_dst=10.3.0.5/255.255.192.255,actions=drop")));
+        // Without the allowing rule: gone from every pod's copy.
+        let denied = AclTable::build(&s.without_allow(Direction::Ingress).acl_config(), &[]).unwrap();
+        assert_eq!(denied.len(), 64 * 749 + 250);
+        // The most rules fit weir's table on 64 pods; more pods do not.
+        let max = RuleSet::new(MAX_RULES, &t).unwrap();
+        assert_eq!(AclTable::build(&max.acl_config(), &[]).unwrap().len(), 64 * 12_288 + 4096);
+        let wide = Target { dst_pods: PodSet::new(Ipv4Addr::new(10, 3, 0, 0), 256, 1).unwrap(), ..t };
+        assert!(RuleSet::new(MAX_RULES, &wide).unwrap_err().contains("in all"));
+        // Sets OpenFlow cannot mask are refused.
+        assert!(PodSet::new(Ipv4Addr::new(10, 3, 0, 5), 48, 256).is_err());
+        assert!(PodSet::new(Ipv4Addr::new(10, 3, 1, 5), 64, 256).is_err());
+        assert!(PodSet::new(Ipv4Addr::new(10, 3, 0, 5), 64, 100).is_err());
+        assert!(PodSet::new(Ipv4Addr::new(0, 0, 0, 0), 1 << 17, 1).is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use weir_dataplane::tables::acl::PortRange;
 use weir_dataplane::tables::cidr::Ipv4Cidr;
 use weir_dataplane::wire::{arp, checksum, ethernet, ipv4, udp, vxlan, MacAddr};
 
-use crate::policy::{self, RuleSet, Target};
+use crate::policy::{self, PodSet, RuleSet, Target};
 
 /// The node every scenario runs against, and the peers around it.
 pub mod layout {
@@ -81,10 +81,51 @@ pub mod layout {
     /// VTEP, its pod CIDR, its gateway MAC (the inner destination MAC of
     /// what is encapsulated for it).
     pub const NODE3_VTEP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 3);
-    pub const NODE3_POD_CIDR: &str = "10.3.0.0/24";
+    pub const NODE3_POD_CIDR: &str = "10.3.0.0/18";
     pub const NODE3_GW_MAC: MacAddr = MacAddr([0x02, 0xfe, 0, 0, 0, 0x03]);
-    /// The `full` scenarios' NodePort backend, a pod on node3 (port `SVC_PORT`).
-    pub const FULL_BACKEND: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 5);
+    /// The `full` scenarios' NodePort backends: [`FULL_BACKENDS`] pods of
+    /// node3 (port `SVC_PORT`), 10.3.0.5, 10.3.1.5, ... 10.3.63.5: one
+    /// in each /24. (This layout stepped around a weakness of weir's
+    /// `FlowKey::hash`, since fixed: the reply keys of SNATed flows,
+    /// (backend, node IP, 8080, SNAT port), of backends that differed in
+    /// their low 7 bits shared hash values by the dozen and overflowed the
+    /// flow table's probe windows.) OVS matches the set with one masked
+    /// address ([`crate::policy::PodSet`]).
+    pub const FULL_BACKEND_BASE: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 5);
+    pub const FULL_BACKEND_STRIDE: u32 = 256;
+    /// How many. The client of a full flow becomes the node IP and a port of
+    /// the SNAT range, so one (backend, port) pair holds at most
+    /// [`snat_ports`] flows; with 64 backends the largest established
+    /// scenario (1M flows) fills about a quarter of each one's ports, and a
+    /// new-flow run may set up [`FULL_MAX_FLOWS`] before any backend's
+    /// ports are half taken (see [`FULL_MAX_FLOWS`]).
+    pub const FULL_BACKENDS: u32 = 64;
+    /// The SNAT range the DUTs get for the full scenarios (weir's `[nat]
+    /// snat_port_min..=snat_port_max`, OVS's `nat(src=...)`), wider than
+    /// weir's default 61000-65535 so that fewer backends do.
+    pub const SNAT_PORT_MIN: u16 = 1024;
+    pub const SNAT_PORT_MAX: u16 = 65535;
+    /// The most flows of a full scenario: half the SNAT ports of every
+    /// backend (2 064 384). weir claims a port by trying up to 64 ports in
+    /// a row from one the flow's hash picks; with half of a backend's ports
+    /// taken that finds a free one every time (a simulation of 3 x 32 256
+    /// claims on 64 512 ports missed none; at 70 % about one in 70 000 failed).
+    pub const FULL_MAX_FLOWS: u32 = FULL_BACKENDS * snat_ports() / 2;
+
+    /// Ports in the SNAT range.
+    pub const fn snat_ports() -> u32 {
+        SNAT_PORT_MAX as u32 - SNAT_PORT_MIN as u32 + 1
+    }
+
+    /// The full scenarios' backends, in order.
+    pub fn full_backends() -> impl Iterator<Item = Ipv4Addr> + Clone {
+        (0..FULL_BACKENDS).map(|i| Ipv4Addr::from(u32::from(FULL_BACKEND_BASE) + i * FULL_BACKEND_STRIDE))
+    }
+
+    /// The same, as the set of pods that hold the backends' ingress list.
+    pub fn full_backend_set() -> PodSet {
+        PodSet::new(FULL_BACKEND_BASE, FULL_BACKENDS, FULL_BACKEND_STRIDE).unwrap_or(PodSet::one(FULL_BACKEND_BASE))
+    }
 }
 
 use layout::*;
@@ -119,8 +160,10 @@ pub enum Kind {
     AclNew,
     /// The full path: a pod on node2 reaches the NodePort on this node's IP
     /// through the tunnel; this node decapsulates, finds the flow (or sets
-    /// it up: Service, backend pick, ACL with N rules), DNATs to the backend
-    /// on node3 and encapsulates for node3. Over N established flows.
+    /// it up: Service, backend pick among node3's pods, ACL with N rules,
+    /// an SNAT port), DNATs to the backend on node3, translates the client
+    /// to the node IP and an SNAT port (as kube-proxy masquerades it) and
+    /// encapsulates for node3. Over N established flows.
     Full,
     /// The full path, every packet a new flow.
     FullNew,
@@ -169,12 +212,12 @@ impl Kind {
             Kind::Acl => "pod-a -> pod-b over established flows, N ACL rules (verdicts cached in the flows)",
             Kind::AclNew => "pod-a -> pod-b with N ACL rules, a new flow every packet (classifier + flow setup)",
             Kind::Full => {
-                "node2's pod -> VXLAN -> NodePort here -> DNAT to node3's pod -> VXLAN to node3, N ACL rules, \
-                 established flows (decap + flow hit + DNAT + encap)"
+                "node2's pod -> VXLAN -> NodePort here -> DNAT to node3's pod + SNAT to the node IP -> VXLAN to \
+                 node3, N ACL rules, established flows (decap + flow hit + DNAT + SNAT + encap)"
             }
             Kind::FullNew => {
-                "the full path, a new flow every packet (decap + service + backend pick + ACL + flow setup + DNAT \
-                 + encap)"
+                "the full path, a new flow every packet (decap + service + backend pick + ACL + SNAT port claim + \
+                 flow setup + DNAT + SNAT + encap)"
             }
         }
     }
@@ -271,6 +314,11 @@ impl Scenario {
         if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&frame_size) {
             return Err(format!("frame size {frame_size}: want {MIN_FRAME_SIZE}..={MAX_FRAME_SIZE} (FCS included)"));
         }
+        if kind == Kind::Full && flows > FULL_MAX_FLOWS {
+            return Err(format!(
+                "full: flows = {flows}: want 1..={FULL_MAX_FLOWS} (half the SNAT ports of its {FULL_BACKENDS} backends)"
+            ));
+        }
         if kind.uses_acl() && !(1..=policy::MAX_RULES).contains(&acl_rules) {
             return Err(format!("{kind}: {acl_rules} ACL rules: want 1..={}", policy::MAX_RULES));
         }
@@ -285,19 +333,21 @@ impl Scenario {
             // pod-a's destination ports: one per step of the flows.
             Kind::Acl | Kind::AclNew => Some(Target {
                 src_pod: Some(POD_A_IP),
-                dst_pod: POD_B_IP,
+                dst_pods: PodSet::one(POD_B_IP),
                 allow_from: cidr(POD_CIDR)?,
                 allow_to: cidr(POD_CIDR)?,
                 proto: udp,
                 ports: PortRange { from: SVC_PORT, to: SVC_PORT + (self.steps() - 1) as u16 },
             }),
-            // node2's pods, to the backend's port after DNAT; the source is
-            // another node's pod, whose egress policy is its node's.
+            // node2's pods, to the backends' port after DNAT (policy sees
+            // the client before its SNAT); the source is another node's
+            // pod, whose egress policy is its node's. Every backend holds
+            // the same ingress list.
             Kind::Full | Kind::FullNew => Some(Target {
                 src_pod: None,
-                dst_pod: FULL_BACKEND,
+                dst_pods: full_backend_set(),
                 allow_from: cidr(REMOTE_POD_CIDR)?,
-                allow_to: Ipv4Cidr::host(FULL_BACKEND),
+                allow_to: cidr(NODE3_POD_CIDR)?,
                 proto: udp,
                 ports: PortRange::single(SVC_PORT),
             }),
@@ -743,6 +793,38 @@ pub(crate) mod tests {
                 let ip = &out[t.ip..];
                 let tuple = (ip[12..20].to_vec(), out[t.udp..t.udp + 4].to_vec());
                 assert!(seen.insert(tuple), "{} flow {flow} repeats a tuple", s.label());
+            }
+        }
+    }
+
+    /// The full scenarios' backends: 64 pods of node3, one list holder
+    /// each; their flows bounded by half their SNAT ports; and the reply
+    /// keys of SNATed flows, (backend, node IP, 8080, SNAT port), never
+    /// share a hash value (which would crowd them into the same probe
+    /// windows of weir's flow table, see `FULL_BACKEND_BASE`).
+    #[test]
+    fn full_backends_and_their_snat_ports() {
+        let cidr: Ipv4Cidr = NODE3_POD_CIDR.parse().unwrap();
+        let set = full_backend_set();
+        let backends: Vec<Ipv4Addr> = full_backends().collect();
+        assert_eq!((backends.len(), set.len()), (FULL_BACKENDS as usize, FULL_BACKENDS as usize));
+        assert_eq!(set.addrs().collect::<Vec<_>>(), backends);
+        assert!(backends.iter().all(|b| cidr.contains(*b)));
+        assert_eq!(FULL_MAX_FLOWS, 2_064_384);
+        assert!(Scenario::new(Kind::Full, Some(FULL_MAX_FLOWS), 64, 10).is_ok());
+        assert!(Scenario::new(Kind::Full, Some(FULL_MAX_FLOWS + 1), 64, 10).is_err());
+        assert!(Scenario::new(Kind::FullNew, None, 64, 10).is_ok(), "new flows: the tuple space, not the flows");
+        let mut seen = std::collections::HashSet::new();
+        for b in &backends {
+            for port in (SNAT_PORT_MIN..=SNAT_PORT_MAX).step_by(5) {
+                let k = weir_dataplane::flow::FlowKey {
+                    src: *b,
+                    dst: NODE_IP,
+                    src_port: SVC_PORT,
+                    dst_port: port,
+                    proto: 17,
+                };
+                assert!(seen.insert(k.hash()), "{k:?} shares its hash");
             }
         }
     }

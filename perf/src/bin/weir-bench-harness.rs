@@ -40,7 +40,9 @@ use weir_perf::traffic::Kind;
 Scenarios are kind[:N], N the flows, or for acl and acl-new the ACL rules: pod2pod,
 vxlan-decap, clusterip-est:10000, clusterip-est:1000000, clusterip-new, nodeport,
 acl:1000, acl-new:1000, full:10000, full:1000000, full-new. The full scenarios (decap,
-flow, ACL, DNAT, encap) hold --acl-rules rules.
+flow, ACL, DNAT to one of node3's backends, SNAT to the node IP, encap) hold --acl-rules
+rules as each backend sees them (every backend holds the same ingress list); their flows
+are at most half the backends' SNAT ports (perf/README.md).
 
 Example:
   cargo build --release -p weir-dataplane -p weir-perf
@@ -592,7 +594,7 @@ fn goals(results: &[ScenarioResult], setup: &Setup, instructions: Option<&str>) 
     for (flows, goal) in [(10_000, 0.4), (1_000_000, 0.3)] {
         // The full path when it was run, else the nearest (no decap, ACL or encap).
         let (est, what) = match ndr_of(results, Kind::Full, Some(flows), DutKind::Weir) {
-            Some(v) => (Some(v), "full / weir io: decap, flow hit, ACL verdict, DNAT, encap"),
+            Some(v) => (Some(v), "full / weir io: decap, flow hit, ACL verdict, DNAT, SNAT, encap"),
             None => (
                 ndr_of(results, Kind::ClusteripEst, Some(flows), DutKind::Weir),
                 "clusterip-est / weir io: flow hit + DNAT only, as full has no figure in this run",

@@ -12,8 +12,8 @@ use weir_perf::scenario::{self, Scenario};
 /// forward+VXLAN encapsulation, VXLAN decapsulation+forward, ClusterIP
 /// NAT (established flows over 10k and 1M flows, and new flows), pod to
 /// pod with N ACL rules (established flows, new flows, denied), and the
-/// full path: VXLAN in, flow, ACL, DNAT, VXLAN out (established over 10k
-/// and 1M flows, and new flows).
+/// full path: VXLAN in, flow, ACL, DNAT and SNAT, VXLAN out (established
+/// over 10k and 1M flows, and new flows).
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -152,9 +152,15 @@ fn main() -> ExitCode {
     {
         if let Some(Ok(r)) = h.rule_set() {
             println!(
-                "full: {} ACL rules on the node, {} on the flows' path (the backend's ingress list, allowing at its last rule)",
+                "full: {} ACL rules per backend, {} on the node ({} backends on node3, each with the same ingress \
+                 list), {} on the flows' path (the backend's ingress list, allowing at its last rule); the client \
+                 becomes the node IP and a port of {}-{}",
+                r.per_pod_len(),
                 r.len(),
-                r.on_path()
+                weir_perf::traffic::layout::FULL_BACKENDS,
+                r.on_path(),
+                weir_perf::traffic::layout::SNAT_PORT_MIN,
+                weir_perf::traffic::layout::SNAT_PORT_MAX
             );
         }
     }

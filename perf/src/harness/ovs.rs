@@ -15,10 +15,15 @@
 //!   frame);
 //! - full, full-new: the tunnel as for vxlan-decap, a second VXLAN port to
 //!   node3; what vxlan0 decapsulated for the NodePort goes through
-//!   conntrack with NAT (established: DNAT applied, on to the output), a new
-//!   connection is committed with DNAT to the backend and classified by the
-//!   ACL tables (the backend's ingress list), then leaves by the VXLAN port
-//!   to node3 (MACs, TTL).
+//!   conntrack twice, as a DNAT and then an SNAT can only be done in two
+//!   zones: zone 1 DNATs to one of node3's backends, zone 2 translates the
+//!   client to the node IP and a port of the SNAT range. A new connection
+//!   is committed in zone 1 with the DNAT, classified by the ACL tables
+//!   (the backends' ingress list, one masked rule per entry for them all),
+//!   and, allowed, committed in zone 2 with the SNAT; an established one
+//!   gets both translations from its two entries (and is dropped if it has
+//!   no zone-2 entry: a connection the ACL denied). Then it leaves by the
+//!   VXLAN port to node3 (MACs, TTL).
 //!
 //! Everything is private to one run: its own database, sockets, logs and
 //! unixctl paths under the run's directory, its own DPDK `--file-prefix`,
@@ -50,6 +55,9 @@ const P1: u32 = 2;
 const VXLAN_PORT_NO: u32 = 10;
 /// The VXLAN port to node3 (full).
 const VXLAN3_PORT_NO: u32 = 11;
+/// Conntrack zones of the full path: the DNAT, then the SNAT.
+const DNAT_ZONE: u32 = 1;
+const SNAT_ZONE: u32 = 2;
 /// Queue pairs of a memif port: the PMD thread's tx queue and the main thread's.
 const MEMIF_QUEUES: u16 = 2;
 
@@ -96,26 +104,42 @@ pub fn flows_with(s: &Scenario, rules: Option<&RuleSet>) -> String {
                 f.extend(r.openflow(2, 3, &format!("ct(commit,zone=1),{fwd}")));
             }
         }
-        // On br-int: what vxlan0 decapsulated, for the NodePort.
+        // On br-int: what vxlan0 decapsulated, for the NodePort. Zone 1:
+        // DNAT to a backend, picked by the low bits of the client's port
+        // (one rule per backend: they are not a contiguous range, which
+        // `nat(dst=A-B)` would need; weir picks by Maglev over the flow
+        // hash, both spread evenly); ACL; zone 2: SNAT to the node IP (a
+        // free port of the range, as weir claims one).
         Kind::Full | Kind::FullNew => {
             f.push(format!(
                 "table=0,priority=100,in_port={VXLAN_PORT_NO},udp,nw_dst={NODE_IP},tp_dst={NODE_PORT},\
-                 actions=ct(zone=1,nat,table=1)"
+                 actions=ct(zone={DNAT_ZONE},nat,table=1)"
             ));
-            f.push("table=1,priority=100,ct_state=+trk+est,ip,actions=resubmit(,4)".into());
-            f.push(format!(
-                "table=1,priority=90,ct_state=+trk+new,ip,\
-                 actions=ct(commit,zone=1,nat(dst={FULL_BACKEND}:{SVC_PORT}),table=2)"
-            ));
+            f.push(format!("table=1,priority=100,ct_state=+trk+est,ip,actions=ct(zone={SNAT_ZONE},nat,table=5)"));
+            let pick = FULL_BACKENDS - 1;
+            for (i, b) in full_backends().enumerate() {
+                f.push(format!(
+                    "table=1,priority=90,ct_state=+trk+new,udp,tp_src={i:#06x}/{pick:#06x},\
+                     actions=ct(commit,zone={DNAT_ZONE},nat(dst={b}:{SVC_PORT}),table=2)"
+                ));
+            }
             f.push("table=1,priority=0,actions=drop".into());
             if let Some(r) = rules {
-                f.extend(r.openflow(2, 3, "resubmit(,4)"));
+                f.extend(r.openflow(
+                    2,
+                    3,
+                    &format!("ct(commit,zone={SNAT_ZONE},nat(src={NODE_IP}:{SNAT_PORT_MIN}-{SNAT_PORT_MAX}),table=4)"),
+                ));
             }
             f.push(format!(
-                "table=4,priority=100,ip,nw_dst={FULL_BACKEND},\
+                "table=4,priority=100,ip,nw_dst={NODE3_POD_CIDR},\
                  actions=mod_dl_src:{GW_MAC},mod_dl_dst:{NODE3_GW_MAC},dec_ttl,output:{VXLAN3_PORT_NO}"
             ));
             f.push("table=4,priority=0,actions=drop".into());
+            // Established in zone 1: on only with its zone-2 entry (made
+            // when the ACL allowed the connection).
+            f.push("table=5,priority=100,ct_state=+trk+est,ip,actions=resubmit(,4)".into());
+            f.push("table=5,priority=0,actions=drop".into());
         }
         // One rule per Service port, as weir has one per (address, port):
         // DNAT to the backend, the port kept (target port = port).
@@ -421,7 +445,9 @@ pub fn start(s: &Scenario, setup: &Setup, dir: &Path, tag: &str) -> Result<OvsDu
         }
     }
     if !matches!(s.kind, Kind::Pod2Pod | Kind::VxlanDecap) {
-        let max = if s.kind.new_flows() { 8 << 20 } else { (2 * s.flows).max(3_000_000) };
+        // The full path holds two entries a connection (zones 1 and 2).
+        let zones = if s.kind.returns_by_uplink() { 2 } else { 1 };
+        let max = zones * if s.kind.new_flows() { 8 << 20 } else { (2 * s.flows).max(3_000_000) };
         dut.appctl(&["dpctl/ct-set-maxconns", &max.to_string()]).map_err(failed)?;
     }
     let file = base.join("flows.txt");
@@ -528,8 +554,19 @@ mod tests {
         assert!(v.contains("in_port=10,ip,nw_dst=10.1.0.3"));
         let f = flows(&s(Kind::Full, None, 1000)).unwrap();
         assert!(f.contains("in_port=10,udp,nw_dst=192.168.50.1,tp_dst=30080,actions=ct(zone=1,nat,table=1)"));
-        assert!(f.contains("nat(dst=10.3.0.5:8080)"));
+        assert!(f.contains(
+            "ct_state=+trk+new,udp,tp_src=0x0000/0x003f,actions=ct(commit,zone=1,nat(dst=10.3.0.5:8080),table=2)"
+        ));
+        assert!(f.contains("tp_src=0x003f/0x003f,actions=ct(commit,zone=1,nat(dst=10.3.63.5:8080),table=2)"));
+        assert_eq!(f.matches("actions=ct(commit,zone=1,nat(dst=").count(), 64);
+        assert!(f.contains("ct_state=+trk+est,ip,actions=ct(zone=2,nat,table=5)"));
+        assert!(f.contains("actions=ct(commit,zone=2,nat(src=192.168.50.1:1024-65535),table=4)"));
+        assert!(f.contains("table=4,priority=100,ip,nw_dst=10.3.0.0/18,actions="));
         assert!(f.contains("output:11"));
+        // The backends' list once for them all: 750 rules and its default,
+        // the rest on the other pods' lists.
+        let all = |l: &&str| l.starts_with("table=3,") && l.contains("nw_dst=10.3.0.5/255.255.192.255,");
+        assert_eq!(f.lines().filter(all).count(), 751);
     }
 
     /// ovs-ofctl itself accepts every scenario's rules (offline: `parse-flows`
@@ -618,7 +655,7 @@ mod tests {
                     || has("nw_dst")
                     || has("ct_state");
                 assert!(ip || !needs_ip, "no IP prerequisite: {l}");
-                assert!(l4 || !has("tp_dst"), "no L4 prerequisite: {l}");
+                assert!(l4 || !(has("tp_dst") || has("tp_src")), "no L4 prerequisite: {l}");
                 f
             })
             .collect()
@@ -639,8 +676,21 @@ mod tests {
             "udp" => p.proto == PROTO_UDP,
             "tcp" => p.proto == PROTO_TCP,
             "nw_src" | "nw_dst" => {
-                let c: Ipv4Cidr = if v.contains('/') { v.parse().unwrap() } else { Ipv4Cidr::host(v.parse().unwrap()) };
-                c.contains(if k == "nw_src" { p.src } else { p.dst })
+                // a.b.c.d, a.b.c.d/len or a.b.c.d/m.m.m.m
+                let (addr, mask) = match v.split_once('/') {
+                    Some((a, m)) if m.contains('.') => (a, u32::from(m.parse::<Ipv4Addr>().unwrap())),
+                    Some((a, m)) => (a, Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, m.parse().unwrap()).unwrap().mask()),
+                    None => (v.as_str(), u32::MAX),
+                };
+                let ip = if k == "nw_src" { p.src } else { p.dst };
+                u32::from(ip) & mask == u32::from(addr.parse::<Ipv4Addr>().unwrap())
+            }
+            "tp_src" => {
+                let (val, mask) = match v.split_once('/') {
+                    Some((a, m)) => (num(a), num(m)),
+                    None => (num(v), 0xffff),
+                };
+                matches!(p.proto, PROTO_UDP | PROTO_TCP) && u32::from(p.sport) & mask == val
             }
             "tp_dst" => {
                 let (val, mask) = match v.split_once('/') {
@@ -654,14 +704,88 @@ mod tests {
         })
     }
 
-    /// Conntrack of zone 1: original tuple → the DNAT of the connection.
-    type Conntrack = HashMap<(Ipv4Addr, Ipv4Addr, u16, u16), Option<(Ipv4Addr, u16)>>;
+    /// (source, destination, source port, destination port).
+    type Tuple = (Ipv4Addr, Ipv4Addr, u16, u16);
+
+    /// What a committed connection's NAT does to its original direction.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Nat {
+        None,
+        Dst(Ipv4Addr, u16),
+        Src(Ipv4Addr, u16),
+    }
+
+    impl Nat {
+        fn apply(self, p: &mut Pkt) {
+            match self {
+                Nat::None => {}
+                Nat::Dst(ip, port) => (p.dst, p.dport) = (ip, port),
+                Nat::Src(ip, port) => (p.src, p.sport) = (ip, port),
+            }
+        }
+    }
+
+    /// Conntrack: (zone, original tuple) → the connection's NAT, and the
+    /// reply tuples taken (an SNAT picks a port that leaves its reply
+    /// tuple unique, as OVS does).
+    #[derive(Default)]
+    struct Conntrack {
+        conns: HashMap<(u32, Tuple), Nat>,
+        replies: std::collections::HashSet<(u32, Tuple)>,
+    }
+
+    impl Conntrack {
+        fn new() -> Self {
+            Self::default()
+        }
+
+        /// The NAT of `nat(...)` for a new connection of `orig`:
+        /// `dst=A-B:P` picks an address by a hash of the tuple, `src=IP:L-H`
+        /// the first port from a hashed start whose reply tuple is free.
+        fn pick(&mut self, zone: u32, orig: Tuple, spec: &str) -> Nat {
+            let h = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                orig.hash(&mut h);
+                h.finish()
+            };
+            let (kind, arg) = spec.split_once('=').unwrap();
+            let (addrs, ports) = arg.split_once(':').unwrap_or((arg, ""));
+            let (a, b) = addrs.split_once('-').unwrap_or((addrs, addrs));
+            let (a, b): (Ipv4Addr, Ipv4Addr) = (a.parse().unwrap(), b.parse().unwrap());
+            let addr = Ipv4Addr::from(u32::from(a) + (h % u64::from(u32::from(b) - u32::from(a) + 1)) as u32);
+            let (src, dst, sport, dport) = orig;
+            // No port given: the connection's own.
+            let own = if kind == "dst" { dport } else { sport };
+            let (lo, hi) = ports.split_once('-').unwrap_or((ports, ports));
+            let (lo, hi): (u16, u16) = (lo.parse().unwrap_or(own), hi.parse().unwrap_or(own));
+            match kind {
+                "dst" => {
+                    self.replies.insert((zone, (addr, src, lo, sport)));
+                    Nat::Dst(addr, lo)
+                }
+                "src" => {
+                    let span = u32::from(hi) - u32::from(lo) + 1;
+                    let start = (h >> 32) as u32 % span;
+                    for j in 0..span {
+                        let port = (u32::from(lo) + (start + j) % span) as u16;
+                        if self.replies.insert((zone, (dst, addr, dport, port))) {
+                            return Nat::Src(addr, port);
+                        }
+                    }
+                    panic!("SNAT ports of {addr} exhausted");
+                }
+                other => panic!("nat({other}=...) not modelled"),
+            }
+        }
+    }
 
     /// Runs a packet through the flows from table `start`, as OVS would
     /// for these rules: the highest-priority match of a table decides,
-    /// `ct(...,table=N)` recirculates with the connection's state.
+    /// `ct(zone=Z,...)` looks the packet's tuple up in zone Z (and commits
+    /// it with its NAT, or applies the NAT of its connection), `table=N`
+    /// recirculates with the connection's state in that zone.
     fn run(flows: &[Flow], ct: &mut Conntrack, mut p: Pkt, start: u32, state: Option<&str>) -> Fate {
-        let orig = (p.src, p.dst, p.sport, p.dport);
         let (mut table, mut state) = (start, state.map(String::from));
         let (mut dl_dst, mut ttl_dec, mut committed) = (String::new(), false, false);
         'tables: for _ in 0..16 {
@@ -688,21 +812,23 @@ mod tests {
                 } else if let Some(args) = a.strip_prefix("ct(").and_then(|r| r.strip_suffix(')')) {
                     let args = split_top(args);
                     let has = |x: &str| args.iter().any(|a| a == x);
-                    assert!(has("zone=1"), "{a}");
-                    let known = ct.get(&orig).copied();
+                    let zone: u32 = args.iter().find_map(|a| a.strip_prefix("zone=")).expect(a).parse().unwrap();
+                    assert!(zone == DNAT_ZONE || zone == SNAT_ZONE, "{a}");
+                    let tuple = (p.src, p.dst, p.sport, p.dport);
+                    let known = ct.conns.get(&(zone, tuple)).copied();
                     if has("commit") {
-                        let dnat = args.iter().find_map(|a| a.strip_prefix("nat(dst=")).map(|d| {
-                            let (ip, port) = d.trim_end_matches(')').split_once(':').unwrap();
-                            (ip.parse().unwrap(), port.parse().unwrap())
-                        });
-                        ct.entry(orig).or_insert(dnat);
+                        let spec = args.iter().find_map(|a| a.strip_prefix("nat(")).map(|n| n.trim_end_matches(')'));
+                        let nat = match (known, spec) {
+                            (Some(n), _) => n,
+                            (None, Some(spec)) => ct.pick(zone, tuple, spec),
+                            (None, None) => Nat::None,
+                        };
+                        ct.conns.insert((zone, tuple), nat);
                         committed = true;
-                        if let Some((ip, port)) = dnat {
-                            (p.dst, p.dport) = (ip, port);
-                        }
+                        nat.apply(&mut p);
                     } else if has("nat") {
-                        if let Some(Some((ip, port))) = known {
-                            (p.dst, p.dport) = (ip, port);
+                        if let Some(n) = known {
+                            n.apply(&mut p);
                         }
                     }
                     let next = args.iter().find_map(|a| a.strip_prefix("table="));
@@ -747,6 +873,7 @@ mod tests {
             };
             let all = parse(&flows(&s).unwrap());
             let mut ct = Conntrack::new();
+            let mut translated = HashMap::new();
             for flow in (0..s.flows).step_by(9973) {
                 tpl.write(&mut frame, flow, &crate::traffic::Stamp::default());
                 let p = pkt(&frame);
@@ -758,8 +885,14 @@ mod tests {
                     assert!(ttl_dec, "{}", s.label());
                     assert_eq!(committed, !est, "{}: committed by its first packet only", s.label());
                     if kind.vxlan() {
-                        assert_eq!((port, out.dst, out.dport), (VXLAN3_PORT_NO, FULL_BACKEND, SVC_PORT));
-                        assert_eq!((out.src, out.sport), (p.src, p.sport), "client kept");
+                        // DNAT to a backend of node3, SNAT to the node IP
+                        // and a port of the range, as weir does; the same
+                        // for the connection's later packets.
+                        assert_eq!((port, out.dport), (VXLAN3_PORT_NO, SVC_PORT));
+                        assert!(full_backend_set().contains(out.dst), "{out:?}");
+                        assert_eq!(out.src, NODE_IP, "client translated to the node IP");
+                        assert!((SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&out.sport), "{out:?}");
+                        assert_eq!(*translated.entry(flow).or_insert((out.dst, out.sport)), (out.dst, out.sport));
                         assert_eq!(dl_dst, NODE3_GW_MAC.to_string());
                     } else {
                         assert_eq!((port, out), (P1, p));
@@ -767,7 +900,15 @@ mod tests {
                     }
                 }
             }
-            // Without an allowing rule on the path, new connections are dropped.
+            if kind.vxlan() {
+                let pairs: std::collections::HashSet<_> = translated.values().collect();
+                assert_eq!(pairs.len(), translated.len(), "{}: a (backend, SNAT port) pair per flow", s.label());
+                let backends: std::collections::HashSet<_> = translated.values().map(|(b, _)| b).collect();
+                assert!(backends.len() > 1, "{}: spread over the backends", s.label());
+            }
+            // Without an allowing rule on the path, new connections are
+            // dropped, and so are their next packets (for full: they have a
+            // zone-1 entry, made before the ACL, but no zone-2 one).
             let mut dirs = vec![Direction::Ingress];
             if rules.target.src_pod.is_some() {
                 dirs.push(Direction::Egress);
@@ -777,7 +918,10 @@ mod tests {
                 let mut ct = Conntrack::new();
                 for flow in (0..s.flows).step_by(9973) {
                     tpl.write(&mut frame, flow, &crate::traffic::Stamp::default());
-                    assert_eq!(run(&denied, &mut ct, pkt(&frame), 0, None), Fate::Drop, "{} without {d}", s.label());
+                    for pass in 0..2 {
+                        let fate = run(&denied, &mut ct, pkt(&frame), 0, None);
+                        assert_eq!(fate, Fate::Drop, "{} without {d}, pass {pass}", s.label());
+                    }
                 }
             }
         }
@@ -786,7 +930,7 @@ mod tests {
     /// Lists whose rules overlap, so that order, port masks and defaults
     /// decide (the scenarios' rules never overlap on a packet).
     fn overlapping() -> RuleSet {
-        use crate::policy::{PodRules, Rule, Target};
+        use crate::policy::{PodRules, PodSet, Rule, Target};
         use weir_dataplane::tables::acl::PortRange;
         let rule = |id: &str, peer: &str, proto, from, to, action| Rule {
             id: id.into(),
@@ -799,7 +943,7 @@ mod tests {
         RuleSet {
             target: Target {
                 src_pod: Some(a),
-                dst_pod: b,
+                dst_pods: PodSet::one(b),
                 allow_from: POD_CIDR.parse().unwrap(),
                 allow_to: POD_CIDR.parse().unwrap(),
                 proto: PROTO_UDP,
@@ -807,7 +951,7 @@ mod tests {
             },
             lists: vec![
                 PodRules {
-                    pod: b,
+                    pods: PodSet::one(b),
                     name: "b".into(),
                     direction: Direction::Ingress,
                     rules: vec![
@@ -820,7 +964,7 @@ mod tests {
                     default: Verdict::Allow,
                 },
                 PodRules {
-                    pod: a,
+                    pods: PodSet::one(a),
                     name: "a".into(),
                     direction: Direction::Egress,
                     rules: vec![
@@ -855,10 +999,18 @@ mod tests {
                 let mut probes = Vec::new();
                 let sources =
                     [t.src_pod.unwrap_or(REMOTE_POD_BASE), Ipv4Addr::new(10, 9, 9, 9), Ipv4Addr::new(10, 1, 0, 20)];
+                // The first and last pod of the destinations, and the
+                // addresses next to them.
+                let first = t.dst_pods.addrs().next().unwrap();
+                let last = t.dst_pods.addrs().last().unwrap();
+                let dsts =
+                    [u32::from(first), u32::from(last), u32::from(first) - 1, u32::from(last) + 1].map(Ipv4Addr::from);
                 for src in sources {
                     for port in [t.ports.from, t.ports.to, t.ports.to + 1, 1, 7] {
                         for proto in [PROTO_UDP, PROTO_TCP] {
-                            probes.push((src, t.dst_pod, proto, port));
+                            for dst in dsts {
+                                probes.push((src, dst, proto, port));
+                            }
                         }
                     }
                 }
@@ -866,10 +1018,11 @@ mod tests {
                     for r in l.rules.iter().step_by(7) {
                         let ports =
                             [r.ports.from, r.ports.from.wrapping_add(1), r.ports.to, r.ports.to.wrapping_add(1)];
-                        for port in ports {
+                        let pods = [l.pods.addrs().next().unwrap(), l.pods.addrs().last().unwrap()];
+                        for (port, pod) in ports.into_iter().flat_map(|p| pods.map(|pod| (p, pod))) {
                             let (src, dst) = match l.direction {
-                                Direction::Ingress => (r.peer.addr(), l.pod),
-                                Direction::Egress => (l.pod, r.peer.addr()),
+                                Direction::Ingress => (r.peer.addr(), pod),
+                                Direction::Egress => (pod, r.peer.addr()),
                             };
                             probes.push((src, dst, r.proto, port));
                             probes.push((src, dst, PROTO_TCP + PROTO_UDP - r.proto, port));

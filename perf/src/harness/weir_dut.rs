@@ -30,7 +30,10 @@ use crate::weir as weir_proc;
 pub fn max_flows(s: &Scenario) -> u32 {
     let want = match s.kind {
         // New flows: what a search's short trials set up (the generator
-        // reports it when its tuple space wraps).
+        // reports it when its tuple space wraps). full-new's flows are
+        // bounded first by its SNAT ports: `FULL_MAX_FLOWS` (2M) before any
+        // backend's ports are half taken, 5.5 s of trials at 0.37 Mpps of
+        // new flows with the harness's defaults (perf/README.md).
         Kind::ClusteripNew | Kind::AclNew | Kind::FullNew => 4 << 20,
         Kind::ClusteripEst | Kind::Nodeport | Kind::Acl | Kind::Full => s.flows.saturating_mul(2),
         Kind::Pod2Pod | Kind::VxlanDecap => 0,
@@ -100,15 +103,19 @@ pub fn node_config(
         ));
     }
     if matches!(s.kind, Kind::Full | Kind::FullNew) {
-        // The Service's backend lives on a third node; node2's pods reach
-        // the NodePort on this node's IP through the tunnel, from inside
-        // the cluster: every endpoint, no SNAT.
+        // The Service's backends live on a third node; node2's pods reach
+        // the NodePort on this node's IP through the tunnel: every
+        // endpoint, and the client becomes the node IP and a port of the
+        // SNAT range, widened so that the flows fit (`FULL_BACKENDS`).
+        let backends: Vec<String> = full_backends().map(|b| format!("{{ ip = \"{b}\" }}")).collect();
         c.push_str(&format!(
             "\n[[remote_nodes]]\nname = \"node3\"\nnode_ip = \"{NODE3_VTEP}\"\npod_cidr = {NODE3_POD_CIDR:?}\n\
              vtep_mac = \"{NODE3_GW_MAC}\"\n\
              \n[[services]]\nname = \"bench/full\"\ncluster_ips = [\"10.96.2.1\"]\n\
              ports = [{{ port = {SVC_PORT}, protocol = \"udp\", node_port = {NODE_PORT} }}]\n\
-             backends = [{{ ip = \"{FULL_BACKEND}\" }}]\n"
+             backends = [{}]\n\
+             \n[nat]\nsnat_port_min = {SNAT_PORT_MIN}\nsnat_port_max = {SNAT_PORT_MAX}\n",
+            backends.join(", ")
         ));
     }
     if matches!(s.kind, Kind::ClusteripEst | Kind::ClusteripNew) {
@@ -250,9 +257,9 @@ pub fn start(s: &Scenario, setup: &Setup, io: bool, dir: &Path, tag: &str) -> Re
         let mac = st.port("uplink").map(|p| p.mac.clone()).unwrap_or_default();
         dst_mac = Some(mac.parse::<MacAddr>().map_err(|e| DutError::Failed(format!("uplink MAC {mac:?}: {e}")))?);
     }
-    // weir's management thread sends its ARP requests (for node3's VTEP)
-    // from a tx queue of its own, the second: the generator must have it.
-    let queues = if s.kind.returns_by_uplink() && !io { 2 } else { 1 };
+    // One queue pair: weir's worker sends on its own tx queue, also the
+    // management thread's ARP requests (for node3's VTEP).
+    let queues = 1;
     let gen = GenSide {
         ports: paths.iter().enumerate().map(|(i, p)| setup.link.gen_devargs(i, p, false, queues)).collect(),
         tx_port: 0,
@@ -373,7 +380,8 @@ mod tests {
                         Some(rules) => {
                             let rules = rules.unwrap();
                             assert_eq!(c.acl, rules.acl_config(), "{}", s.label());
-                            assert_eq!(AclTable::build(&c.acl, &node_addrs(&c)).unwrap().len(), 10);
+                            assert_eq!(rules.per_pod_len(), 10);
+                            assert_eq!(AclTable::build(&c.acl, &node_addrs(&c)).unwrap().len(), rules.len());
                         }
                         None => assert!(c.acl.pods.is_empty(), "{}", s.label()),
                     }
@@ -382,10 +390,20 @@ mod tests {
             let io = config(&Scenario::new(Kind::Pod2Pod, None, 64, 0).unwrap(), true, link);
             assert_eq!(io.dpdk.forward_mode, weir_dataplane::config::ForwardMode::Io);
         }
-        let full = config(&Scenario::new(Kind::Full, None, 64, 5000).unwrap(), false, Link::Vhost);
+        let full = config(&Scenario::new(Kind::Full, None, 64, 500).unwrap(), false, Link::Vhost);
         assert_eq!(full.remote_nodes.iter().map(|r| r.node_ip).collect::<Vec<_>>(), vec![REMOTE_VTEP, NODE3_VTEP]);
         assert_eq!(full.services[0].ports[0].node_port, Some(NODE_PORT));
-        assert_eq!(AclTable::build(&full.acl, &node_addrs(&full)).unwrap().len(), 5000);
+        let backends: Vec<Ipv4Addr> = full.services[0].backends.iter().map(|b| b.ip).collect();
+        assert_eq!(backends, full_backends().collect::<Vec<_>>());
+        assert_eq!(backends.len(), FULL_BACKENDS as usize);
+        assert!(backends.iter().all(|b| full_backend_set().contains(*b)));
+        assert_eq!((full.nat.snat_port_min, full.nat.snat_port_max), (SNAT_PORT_MIN, SNAT_PORT_MAX));
+        // 500 rules as each backend sees them: its ingress list (375) on
+        // every backend, 125 on other pods.
+        assert_eq!(AclTable::build(&full.acl, &node_addrs(&full)).unwrap().len(), 64 * 375 + 125);
+        // The other scenarios keep weir's default SNAT range.
+        let acl = config(&Scenario::new(Kind::Acl, None, 64, 10).unwrap(), false, Link::Vhost);
+        assert_eq!((acl.nat.snat_port_min, acl.nat.snat_port_max), (61000, 65535));
     }
 
     fn ip_at(f: &[u8], at: usize) -> Ipv4Addr {
@@ -393,8 +411,9 @@ mod tests {
     }
 
     /// What every frame of `kind` must look like when weir sends it on:
-    /// `sent` is the frame given to the pipeline, `out` what left it.
-    fn check_output(s: &Scenario, sent: &[u8], out: &[u8]) {
+    /// `sent` is the frame given to the pipeline, `out` what left it. For
+    /// the full path, the backend and the SNAT port it got.
+    fn check_output(s: &Scenario, sent: &[u8], out: &[u8]) -> Option<(Ipv4Addr, u16)> {
         let label = s.label();
         let ip = ethernet::HEADER_LEN;
         if s.kind.returns_by_uplink() {
@@ -410,26 +429,34 @@ mod tests {
             let inner = &out[OUTER_LEN..];
             let was = &sent[OUTER_LEN..];
             assert_eq!((&inner[0..6], &inner[6..12]), (&NODE3_GW_MAC.0[..], &GW_MAC.0[..]), "{label}: inner MACs");
-            // DNAT: the NodePort became the backend and its port; the
-            // client (node2's pod) is kept; one hop here, so TTL - 1.
-            assert_eq!(ip_at(inner, ip + 12), ip_at(was, ip + 12), "{label}: client kept");
-            assert_eq!(ip_at(inner, ip + 16), FULL_BACKEND, "{label}");
+            // DNAT: the NodePort became one of node3's backends and its
+            // port; SNAT: the client (node2's pod) became the node IP and a
+            // port of the SNAT range; one hop here, so TTL - 1.
+            assert_eq!(ip_at(inner, ip + 12), NODE_IP, "{label}: client translated to the node IP");
+            let backend = ip_at(inner, ip + 16);
+            assert!(full_backend_set().contains(backend), "{label}: backend {backend}");
             let l4 = ip + ipv4::HEADER_LEN;
-            assert_eq!(&inner[l4..l4 + 2], &was[l4..l4 + 2], "{label}: source port kept");
+            let snat_port = u16::from_be_bytes([inner[l4], inner[l4 + 1]]);
+            assert!((SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&snat_port), "{label}: SNAT port {snat_port}");
             assert_eq!(u16::from_be_bytes([inner[l4 + 2], inner[l4 + 3]]), SVC_PORT, "{label}: target port");
             assert_eq!(inner[ip + 8], was[ip + 8] - 1, "{label}: TTL");
             assert_eq!(out.len(), sent.len(), "{label}: VXLAN in, VXLAN out");
+            assert!(crate::traffic::tests::checksums_ok(out), "{label}: checksums after weir");
+            return Some((backend, snat_port));
         } else {
             assert_eq!(&out[0..6], &POD_B_MAC.0, "{label}: to pod-b's MAC");
             assert_eq!(&out[6..12], &GW_MAC.0, "{label}: from the gateway");
             assert_eq!(ip_at(out, ip + 16), POD_B_IP, "{label}");
         }
         assert!(crate::traffic::tests::checksums_ok(out), "{label}: checksums after weir");
+        None
     }
 
     /// Runs frames of the scenario (flows spread over its whole range, or
     /// new flows) through the pipeline; every one must leave by the
-    /// expected port as [`check_output`] says, its stamp intact.
+    /// expected port as [`check_output`] says, its stamp intact; on the
+    /// full path every flow gets its own (backend, SNAT port) pair, the
+    /// same for its later packets, and the flows spread over the backends.
     fn check(kind: Kind, flows: Option<u32>) {
         let s = Scenario::new(kind, flows, 128, 300).unwrap();
         let t = tables_for(&s, None, UPLINK, GEN).unwrap();
@@ -441,6 +468,7 @@ mod tests {
         let out_port = if kind.returns_by_uplink() { 0 } else { 1 };
         let step = (s.flows / 97).max(1);
         let sent: Vec<u32> = (0..s.flows).step_by(step as usize).chain([s.flows - 1]).collect();
+        let mut snat = std::collections::HashMap::new();
         // Twice: the first pass sets the flows up, the second finds them.
         for pass in 0..2 {
             for (i, flow) in sent.iter().enumerate() {
@@ -450,22 +478,43 @@ mod tests {
                 let a = pipeline::process_full(&t, Some(&nat), 0, &mut b, &mut NoEvents);
                 assert_eq!(a, Action::Forward(out_port), "{} flow {flow} pass {pass}", s.label());
                 assert_eq!(Stamp::find(b.data(), 4789), Some(st), "{} flow {flow}", s.label());
-                check_output(&s, &frame, b.data());
+                match (check_output(&s, &frame, b.data()), pass) {
+                    (Some(got), 0) => assert_eq!(*snat.entry(*flow).or_insert(got), got, "{}", s.label()),
+                    (Some(got), _) => assert_eq!(snat.get(flow), Some(&got), "{} flow {flow}: same pair", s.label()),
+                    (None, _) => {}
+                }
             }
         }
+        if kind.returns_by_uplink() {
+            let pairs: std::collections::HashSet<_> = snat.values().collect();
+            assert_eq!(pairs.len(), snat.len(), "{}: a (backend, SNAT port) pair per flow", s.label());
+            let backends: std::collections::HashSet<_> = snat.values().map(|(b, _)| b).collect();
+            assert!(backends.len() > 16, "{}: {} backends used", s.label(), backends.len());
+        }
         // The ACL scenarios: each flow's first packet was allowed by the
-        // allowing rule at the end of each list on the path, and only its
-        // first (the second pass hit the flows).
+        // allowing rule at the end of each list on the path (on the full
+        // path: the list of the backend it got), and only its first (the
+        // second pass hit the flows).
         if let Some(rules) = s.rule_set() {
             let rules = rules.unwrap();
             let distinct = sent.iter().collect::<std::collections::HashSet<_>>().len() as u64;
-            let mut deciding = 0;
+            let (mut deciding, mut allowed) = (0, [0u64; 2]);
             for r in t.acl.rules() {
-                let want = if r.id.ends_with("/allow") { distinct } else { 0 };
-                assert_eq!(r.hits, want, "{}: rule {} of {}", s.label(), r.id, r.pod);
-                deciding += usize::from(r.id.ends_with("/allow"));
+                if r.id.ends_with("/allow") {
+                    deciding += 1;
+                    allowed[usize::from(r.direction == Direction::Egress)] += r.hits;
+                    if !kind.returns_by_uplink() {
+                        assert_eq!(r.hits, distinct, "{}: rule {} of {}", s.label(), r.id, r.pod);
+                    }
+                } else {
+                    assert_eq!(r.hits, 0, "{}: rule {} of {}", s.label(), r.id, r.pod);
+                }
             }
-            assert_eq!(deciding, if kind.returns_by_uplink() { 1 } else { 2 }, "{}", s.label());
+            if kind.returns_by_uplink() {
+                assert_eq!((deciding, allowed), (FULL_BACKENDS, [distinct, 0]), "{}", s.label());
+            } else {
+                assert_eq!((deciding, allowed), (2, [distinct, distinct]), "{}", s.label());
+            }
             assert!(rules.on_path() >= 150, "{}: the deciding rules are deep", s.label());
         }
     }
@@ -516,10 +565,9 @@ mod tests {
                     let want = if d == Direction::Ingress && r.id == "bench:egress/allow" { sent } else { 0 };
                     assert_eq!(r.hits, want, "{}: rule {} of {}", s.label(), r.id, r.pod);
                 }
-                assert_eq!(
-                    t.acl.default_hits(rules.target.dst_pod, Direction::Ingress),
-                    if d == Direction::Ingress { sent } else { 0 }
-                );
+                let defaults: u64 =
+                    rules.target.dst_pods.addrs().map(|pod| t.acl.default_hits(pod, Direction::Ingress)).sum();
+                assert_eq!(defaults, if d == Direction::Ingress { sent } else { 0 });
                 assert!(table.entries(1).is_empty(), "{}: a denied flow leaves no state", s.label());
             }
         }

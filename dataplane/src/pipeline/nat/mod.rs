@@ -669,7 +669,13 @@ fn service_flow<B: PacketBuf, T: Trace>(
     };
     let mut reply_key =
         FlowKey { src: backend, dst: key.src, src_port: svc.target_port, dst_port: key.src_port, proto: key.proto };
-    let snat_node = outside && !svc.external_local;
+    // The client becomes the node when the answer would otherwise miss
+    // this node: from outside under Cluster policy, and a pod of another
+    // node reaching this node's NodePort, externalIP or LoadBalancer IP
+    // through the tunnel (its backend may sit on a third node, or on the
+    // client's own, and would answer the pod directly), as kube-proxy
+    // masquerades both.
+    let snat_node = (outside && !svc.external_local) || (origin == Origin::Tunnel && kind.is_external());
     if backend == key.src && origin != Origin::Uplink {
         // Hairpin: a pod that reaches itself through its Service would see
         // a packet from its own address, which its kernel drops; its source

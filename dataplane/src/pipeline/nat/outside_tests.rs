@@ -307,6 +307,50 @@ fn node_port_cluster_policy_translates_the_client_to_the_node() {
     assert!(local > 5 && remote > 5, "{local} local, {remote} remote");
 }
 
+/// A pod of node 2 reaching this node's NodePort through the tunnel: its
+/// backend may be this node's pod or one on node 2 itself, which would
+/// answer the pod directly, so the client becomes the node IP (as
+/// kube-proxy masquerades it) and every answer comes back here.
+#[test]
+fn node_port_from_another_nodes_pod_translates_the_client_to_the_node() {
+    let t = tables();
+    let flows = FlowTable::new(1 << 12);
+    let client = (Ipv4Addr::new(10, 2, 0, 7), MacAddr([2, 0xfe, 0, 0, 0, 2]));
+    let (mut local, mut remote) = (0, 0);
+    // Under both traffic policies: a pod's packet is not "from outside".
+    for (node_port, sports) in [(30080, 42000..42040), (30081, 43000..43040)] {
+        for sport in sports {
+            let syn = frame(TCP, client, GW_MAC, sport, NODE_IP, node_port, tcp::flags::SYN);
+            let (a, out) = run(&t, &flows, UPLINK, &from_node2(&syn));
+            let (answer, from) = match a {
+                Action::Forward(1) => {
+                    local += 1;
+                    let (src, dst, snat_port, dport) = tuple(&out);
+                    assert_eq!((src, dst, dport), (NODE_IP, B.0, 8080), "client seen as the node");
+                    assert!((61000..=65535).contains(&snat_port), "{snat_port}");
+                    (frame(TCP, B, GW_MAC, 8080, NODE_IP, snat_port, tcp::flags::SYN | tcp::flags::ACK), 1)
+                }
+                Action::Forward(UPLINK) => {
+                    remote += 1;
+                    // To the backend on node 2, the client's own node.
+                    let (src, dst, snat_port, dport) = tuple_at(inner(&out), 14);
+                    assert_eq!((src, dst, dport), (NODE_IP, REMOTE_POD, 8080), "client seen as the node");
+                    let remote_pod = (REMOTE_POD, MacAddr([2, 0xfe, 0, 0, 0, 2]));
+                    let answer = frame(TCP, remote_pod, GW_MAC, 8080, NODE_IP, snat_port, tcp::flags::ACK);
+                    (from_node2(&answer), UPLINK)
+                }
+                other => panic!("{other:?}"),
+            };
+            // The answer goes back to the client pod through the tunnel, from
+            // the NodePort it asked for.
+            let (a, out) = run(&t, &flows, from, &answer);
+            assert_eq!(a, Action::Forward(UPLINK));
+            assert_eq!(tuple_at(inner(&out), 14), (NODE_IP, client.0, node_port, sport));
+        }
+    }
+    assert!(local > 5 && remote > 5, "{local} local, {remote} remote");
+}
+
 #[test]
 fn node_port_local_policy_keeps_the_client_address() {
     let t = tables();
