@@ -428,18 +428,23 @@ impl FlowTable {
     #[inline(always)]
     fn find_at(&self, key: &FlowKey, hash: u64, now_ms: u64, touch: bool) -> Option<(usize, FlowEntry)> {
         let (ka, kb) = key.words();
-        for i in self.candidates(hash) {
-            let Some(r) = self.read(i) else { continue };
-            if r.ka == ka && r.kb == kb {
-                if expired(r.seen, now_ms) {
-                    return None;
+        // The slots of `candidates`, in its order, as two plain loops (the
+        // packet path: no chained iterator).
+        let (a, b) = (hash as usize & self.mask, (hash >> 32) as usize & self.mask);
+        for start in [a, b] {
+            for p in 0..PROBE / 2 {
+                let i = (start + p) & self.mask;
+                let Some(r) = self.read(i) else { continue };
+                if r.ka == ka && r.kb == kb {
+                    if expired(r.seen, now_ms) {
+                        return None;
+                    }
+                    // Refresh only when the clock moved: one store per ms, not per packet.
+                    if touch && r.seen & SEEN_MASK != now_ms & SEEN_MASK {
+                        self.slots()[i].seen.store(r.seen & !SEEN_MASK | now_ms & SEEN_MASK, Ordering::Relaxed);
+                    }
+                    return Some((i, FlowEntry::from_words(r.va, r.vb, r.vc, entry_timeout(r.seen))));
                 }
-                let timeout = entry_timeout(r.seen);
-                // Refresh only when the clock moved: one store per ms, not per packet.
-                if touch && r.seen & SEEN_MASK != now_ms & SEEN_MASK {
-                    self.slots()[i].seen.store(r.seen & !SEEN_MASK | now_ms & SEEN_MASK, Ordering::Relaxed);
-                }
-                return Some((i, FlowEntry::from_words(r.va, r.vb, r.vc, timeout)));
             }
         }
         None

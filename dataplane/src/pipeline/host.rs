@@ -93,7 +93,7 @@ pub(crate) fn host_ipv4_input<B: PacketBuf, T: Trace>(
     };
     // The node reaches Services too (kubelet, host-network pods).
     if let Some(n) = nat {
-        match super::nat::nat_stage(t, n, net, super::nat::Origin::Host, pkt, tr) {
+        match super::nat::nat_stage(t, n, net, super::nat::Origin::Host, pkt, &m, tr) {
             super::nat::NatResult::Done(a) => return a,
             super::nat::NatResult::Translated => m.dst = super::current_dst(pkt.data()),
             super::nat::NatResult::Untouched => {}

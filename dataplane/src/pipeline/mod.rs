@@ -4,7 +4,9 @@
 //! with it ([`Action`]); when it says `Forward` or `Reply` the frame has already
 //! been rewritten in place (MACs, TTL and checksum, or the whole answer). It
 //! never allocates, locks or logs, and no input bytes make it panic: every
-//! header is checked once (`new_checked`) before it is read.
+//! header is checked once (`new_checked`, or for IPv4 `check_ipv4`'s one
+//! pass, whose [`Ipv4Meta`] later stages read instead of parsing the header
+//! again) before it is read.
 //!
 //! Stages: Ethernet → ARP (on pod ports: answer for the network's gateway and,
 //! as proxy, for every address routed elsewhere; on the uplink: answer for the
@@ -29,7 +31,7 @@ pub use reason::{Consumed, DropReason, ReplyKind};
 pub use trace::{EndReason, FlowEvent, NoTrace, Recorder, Step, Trace};
 
 use crate::tables::{Hop, NetId, Network, PortId, Tables};
-use crate::wire::{arp, ethernet, icmp, ipv4, sctp, tcp, udp, MacAddr, WireError};
+use crate::wire::{arp, checksum, ethernet, icmp, ipv4, sctp, tcp, udp, MacAddr};
 
 /// What the worker does with a packet once `process` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,15 +211,6 @@ where
     Reply(ReplyKind::ArpReply)
 }
 
-fn ip_error(e: WireError) -> DropReason {
-    match e {
-        WireError::Truncated => DropReason::Ipv4Truncated,
-        WireError::BadVersion => DropReason::Ipv4BadVersion,
-        WireError::BadHeaderLength => DropReason::Ipv4BadIhl,
-        WireError::BadTotalLength | WireError::Unsupported => DropReason::Ipv4BadTotalLength,
-    }
-}
-
 fn bad_source(a: Ipv4Addr) -> bool {
     a.is_multicast() || a.is_broadcast() || a.is_loopback() || a.is_unspecified()
 }
@@ -225,6 +218,7 @@ fn bad_source(a: Ipv4Addr) -> bool {
 /// Checks that the L4 header the protocol promises is there and consistent.
 /// `whole` is false for a first fragment (more fragments follow): its UDP
 /// length field covers the whole datagram, so only the header is checked.
+#[inline(always)]
 fn l4_ok(protocol: u8, payload: &[u8], whole: bool) -> bool {
     match protocol {
         ipv4::protocol::TCP => tcp::Packet::new_checked(payload).is_ok(),
@@ -241,42 +235,97 @@ fn l4_ok(protocol: u8, payload: &[u8], whole: bool) -> bool {
 pub(crate) fn checked<T: Trace>(frame: &[u8], mac: MacAddr, tr: &mut T) -> Result<Ipv4Meta, DropReason> {
     let m = check_ipv4(frame, mac)?;
     if T::ON {
-        let ip = ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
-        tr.note(Step::Ipv4 { src: ip.src_addr(), dst: m.dst, proto: ip.protocol(), ttl: m.ttl });
+        tr.note(Step::Ipv4 { src: m.src, dst: m.dst, proto: m.proto, ttl: m.ttl });
     }
     Ok(m)
 }
 
-/// What the checks of an IPv4 frame found: the header fields routing needs.
+/// What the checks of an IPv4 frame found: the header fields the later
+/// stages read, parsed once so that they need not read the header again.
+/// Describes the frame as it was checked: a stage that rewrites the header
+/// (NAT) reads what it changed from the frame.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ipv4Meta {
+    pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
     pub ttl: u8,
+    pub proto: u8,
+    /// Header length in bytes (IHL * 4): 20..=60.
+    pub header_len: u8,
+    /// Total length: `header_len <= total_len <= ` the bytes after Ethernet.
+    pub total_len: u16,
+    /// The flags and fragment offset word.
+    pub flags_frag: u16,
 }
+
+impl Ipv4Meta {
+    /// More-fragments set or a non-zero offset.
+    #[inline]
+    pub fn is_fragment(&self) -> bool {
+        self.flags_frag & (IPV4_MF | IPV4_FRAG_MASK) != 0
+    }
+
+    /// The frame's L4 bytes (`header_len..total_len` of the IPv4 packet);
+    /// empty if `frame` is not the frame that was checked.
+    #[inline]
+    pub fn l4<'f>(&self, frame: &'f [u8]) -> &'f [u8] {
+        let at = ethernet::HEADER_LEN + usize::from(self.header_len);
+        frame.get(at..ethernet::HEADER_LEN + usize::from(self.total_len)).unwrap_or(&[])
+    }
+}
+
+const IPV4_MF: u16 = 0x2000;
+const IPV4_FRAG_MASK: u16 = 0x1fff;
 
 /// The checks every IPv4 packet passes before it is routed: destination MAC
 /// `mac`, header lengths, checksum, addresses, and the L4 header of first
-/// fragments.
+/// fragments. One pass over the fixed header (a 20-byte array: no bounds
+/// checks, the checksum unrolled); the same checks, in the same order, as
+/// `ipv4::Packet::new_checked` and `verify_checksum` make.
 pub(crate) fn check_ipv4(frame: &[u8], mac: MacAddr) -> Result<Ipv4Meta, DropReason> {
-    let (eth, body) = frame.split_at(ethernet::HEADER_LEN);
-    if ethernet::Frame::new_unchecked(eth).dst() != mac {
+    let Some((eth, body)) = frame.split_first_chunk::<{ ethernet::HEADER_LEN }>() else {
+        return Err(DropReason::RuntFrame);
+    };
+    if eth[..6] != mac.0 {
         return Err(DropReason::NotForUs);
     }
-    let ip = ipv4::Packet::new_checked(body).map_err(ip_error)?;
-    if !ip.verify_checksum() {
+    let Some(h) = body.first_chunk::<{ ipv4::HEADER_LEN }>() else {
+        return Err(DropReason::Ipv4Truncated);
+    };
+    if h[0] >> 4 != 4 {
+        return Err(DropReason::Ipv4BadVersion);
+    }
+    let hl = usize::from(h[0] & 0x0f) * 4;
+    if hl < ipv4::HEADER_LEN || hl > body.len() {
+        return Err(DropReason::Ipv4BadIhl);
+    }
+    let total_len = u16::from_be_bytes([h[2], h[3]]);
+    let tl = usize::from(total_len);
+    if tl < hl || tl > body.len() {
+        return Err(DropReason::Ipv4BadTotalLength);
+    }
+    let sum_ok = if hl == ipv4::HEADER_LEN {
+        checksum::fold(checksum::sum_array(h)) == 0xffff
+    } else {
+        checksum::checksum(&body[..hl]) == 0
+    };
+    if !sum_ok {
         return Err(DropReason::Ipv4BadChecksum);
     }
-    let (src, dst, ttl) = (ip.src_addr(), ip.dst_addr(), ip.ttl());
+    let src = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
+    let dst = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
     if bad_source(src) {
         return Err(DropReason::Ipv4BadSource);
     }
     if dst.is_multicast() || dst.is_broadcast() || dst.is_loopback() || dst.is_unspecified() {
         return Err(DropReason::Ipv4BadDestination);
     }
-    if ip.frag_offset() == 0 && !l4_ok(ip.protocol(), ip.payload(), !ip.more_frags()) {
+    let flags_frag = u16::from_be_bytes([h[6], h[7]]);
+    let proto = h[9];
+    if flags_frag & IPV4_FRAG_MASK == 0 && !l4_ok(proto, &body[hl..tl], flags_frag & IPV4_MF == 0) {
         return Err(DropReason::L4Malformed);
     }
-    Ok(Ipv4Meta { dst, ttl })
+    Ok(Ipv4Meta { src, dst, ttl: h[8], proto, header_len: hl as u8, total_len, flags_frag })
 }
 
 fn pod_ipv4_input<B: PacketBuf, T: Trace>(
@@ -292,10 +341,8 @@ fn pod_ipv4_input<B: PacketBuf, T: Trace>(
     };
     // Anti-spoofing: a pod sends from its own MAC and address only.
     if let Some(pod) = t.port(in_port).and_then(|p| p.pod) {
-        let frame = pkt.data();
-        let src_mac = ethernet::Frame::new_unchecked(frame).src();
-        let src_ip = ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]).src_addr();
-        if src_mac != pod.mac || src_ip != pod.ip {
+        let src_mac = ethernet::Frame::new_unchecked(pkt.data()).src();
+        if src_mac != pod.mac || m.src != pod.ip {
             return Drop(DropReason::PodSourceSpoofed);
         }
     }
@@ -303,7 +350,7 @@ fn pod_ipv4_input<B: PacketBuf, T: Trace>(
         return Drop(DropReason::PortGone);
     };
     if let Some(n) = nat {
-        match nat::nat_stage(t, n, net, nat::Origin::Pod, pkt, tr) {
+        match nat::nat_stage(t, n, net, nat::Origin::Pod, pkt, &m, tr) {
             nat::NatResult::Done(a) => return a,
             nat::NatResult::Translated => {
                 m.dst = current_dst(pkt.data());
@@ -401,11 +448,12 @@ pub(crate) fn forward_local(t: &Tables, frame: &mut [u8], port: PortId, mac: Mac
     if t.port(port).is_none() {
         return Drop(DropReason::PortGone);
     }
-    let (eth, body) = frame.split_at_mut(ethernet::HEADER_LEN);
-    ipv4::Packet::new_unchecked(body).decrement_ttl();
-    let mut eth = ethernet::Frame::new_unchecked(eth);
-    eth.set_dst(mac);
-    eth.set_src(t.gateway_mac);
+    // A checked frame: at least an Ethernet and an IPv4 header.
+    if let Some((eth, body)) = frame.split_first_chunk_mut::<{ ethernet::HEADER_LEN }>() {
+        ipv4::Packet::new_unchecked(body).decrement_ttl();
+        eth[..6].copy_from_slice(&mac.0);
+        eth[6..12].copy_from_slice(&t.gateway_mac.0);
+    }
     Forward(port)
 }
 
@@ -537,6 +585,8 @@ pub fn network_of_vni(t: &Tables, vni: u32) -> Option<NetId> {
     t.vni_index.get(&vni).copied()
 }
 
+#[cfg(test)]
+mod check_tests;
 #[cfg(test)]
 pub(crate) mod testkit;
 #[cfg(test)]

@@ -32,15 +32,41 @@ pub fn sum(data: &[u8]) -> u32 {
     if i < rest.len() {
         acc += u64::from(rest[i]) << 8;
     }
-    // Fold 64 -> 32 bits, keeping end-around carries.
-    while acc >> 32 != 0 {
-        acc = (acc & 0xffff_ffff) + (acc >> 32);
+    fold64(acc)
+}
+
+/// Folds a 64-bit accumulator to an unfolded 32-bit sum, keeping the
+/// end-around carries: two steps always suffice (after the first the value
+/// is at most `2^33 - 2`, after the second at most `2^32 - 1`).
+#[inline(always)]
+fn fold64(acc: u64) -> u32 {
+    let acc = (acc & 0xffff_ffff) + (acc >> 32);
+    ((acc & 0xffff_ffff) + (acc >> 32)) as u32
+}
+
+/// [`sum`] of a buffer whose length is known at compile time (a fixed
+/// header): the same value, with the loop unrolled and no bounds checks.
+#[inline(always)]
+pub fn sum_array<const N: usize>(data: &[u8; N]) -> u32 {
+    let mut acc: u64 = 0;
+    let mut i = 0;
+    while i + 4 <= N {
+        acc += u64::from(u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]));
+        i += 4;
     }
-    acc as u32
+    if i + 2 <= N {
+        acc += u64::from(u16::from_be_bytes([data[i], data[i + 1]]));
+        i += 2;
+    }
+    if i < N {
+        acc += u64::from(data[i]) << 8;
+    }
+    fold64(acc)
 }
 
 /// Adds two unfolded sums with end-around carry, so the result stays a valid
 /// unfolded sum even if the plain addition would overflow.
+#[inline]
 pub fn combine(a: u32, b: u32) -> u32 {
     let (s, carry) = a.overflowing_add(b);
     // On overflow s <= 2^32 - 2, so adding the carry cannot overflow again.
@@ -48,21 +74,24 @@ pub fn combine(a: u32, b: u32) -> u32 {
 }
 
 /// Folds the carries of an unfolded sum into 16 bits. Not complemented.
+/// Two end-around-carry steps always suffice (after the first the value is
+/// at most 0x1fffe); a step on a value below 0x10000 leaves it as it is, so
+/// the result is the same as folding until no carry is left.
+#[inline]
 pub fn fold(sum: u32) -> u16 {
-    let mut s = sum;
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
+    let s = (sum & 0xffff) + (sum >> 16);
+    ((s & 0xffff) + (s >> 16)) as u16
 }
 
 /// The Internet checksum of `data`: `!fold(sum(data))`.
+#[inline]
 pub fn checksum(data: &[u8]) -> u16 {
     !fold(sum(data))
 }
 
 /// Unfolded sum of the IPv4 pseudo header used by UDP and TCP:
 /// source, destination, zero, protocol, and the L4 length.
+#[inline]
 pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16) -> u32 {
     let s = src.octets();
     let d = dst.octets();
@@ -82,6 +111,7 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16)
 /// inherent to eqn. 3: if the updated data is entirely zero the result is
 /// 0x0000 where a recomputation gives 0xffff (the other one's-complement
 /// zero). No real IPv4/ICMP/UDP/TCP header is all zero.
+#[inline]
 pub fn update16(checksum: u16, old: u16, new: u16) -> u16 {
     let s = u32::from(!checksum) + u32::from(!old) + u32::from(new);
     !fold(s)
@@ -89,6 +119,7 @@ pub fn update16(checksum: u16, old: u16, new: u16) -> u16 {
 
 /// As [`update16`], for a 32-bit field (e.g. an IPv4 address) that changed
 /// from `old` to `new`.
+#[inline]
 pub fn update32(checksum: u16, old: u32, new: u32) -> u16 {
     let s =
         u32::from(!checksum) + u32::from(!(old >> 16) as u16) + u32::from(!(old as u16)) + (new >> 16) + (new & 0xffff);
@@ -165,6 +196,51 @@ mod tests {
         }
         assert_eq!(fold(sum(&[0xff; 1000])), 0xffff);
         assert_eq!(fold(sum(&[0; 1000])), 0);
+    }
+
+    /// The loop every fold used to be: carries folded until none is left.
+    fn fold_loop(sum: u32) -> u16 {
+        let mut s = sum;
+        while s >> 16 != 0 {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s as u16
+    }
+
+    #[test]
+    fn fold_matches_loop() {
+        let mut rng = XorShift(7);
+        for s in [0, 1, 0xffff, 0x1_0000, 0x1_fffe, 0x1_ffff, 0xffff_0000, 0xfffe_ffff, u32::MAX - 1, u32::MAX] {
+            assert_eq!(fold(s), fold_loop(s), "{s:#x}");
+        }
+        for _ in 0..100_000 {
+            let s = rng.next_u64() as u32;
+            assert_eq!(fold(s), fold_loop(s), "{s:#x}");
+        }
+    }
+
+    #[test]
+    fn sum_array_matches_sum() {
+        fn check<const N: usize>(rng: &mut XorShift) {
+            let mut d = [0u8; N];
+            for round in 0..2_000 {
+                match round % 4 {
+                    0 => d.fill(0xff),
+                    1 => d.fill(0),
+                    _ => rng.fill(&mut d),
+                }
+                assert_eq!(sum_array(&d), sum(&d), "{d:02x?}");
+            }
+        }
+        let mut rng = XorShift(11);
+        check::<0>(&mut rng);
+        check::<1>(&mut rng);
+        check::<2>(&mut rng);
+        check::<3>(&mut rng);
+        check::<8>(&mut rng);
+        check::<20>(&mut rng);
+        check::<23>(&mut rng);
+        check::<60>(&mut rng);
     }
 
     #[test]

@@ -61,6 +61,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Wraps `buffer` after [`Packet::check_len`].
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Packet<T>, WireError> {
         let p = Self::new_unchecked(buffer);
         p.check_len()?;
@@ -70,6 +71,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// `Truncated` if shorter than 20 bytes; `BadVersion` unless version 4;
     /// `BadHeaderLength` if IHL < 5 or the header runs past the buffer;
     /// `BadTotalLength` if total length < header length or > buffer length.
+    #[inline]
     pub fn check_len(&self) -> Result<(), WireError> {
         let d = self.buffer.as_ref();
         if d.len() < HEADER_LEN {
@@ -90,98 +92,124 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Unwraps the buffer.
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
     /// The whole underlying buffer (including any padding past `total_len`).
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         self.buffer.as_ref()
     }
 
+    #[inline]
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[field::VER_IHL] >> 4
     }
 
     /// Header length in bytes (IHL * 4), options included.
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
     }
 
     /// The DSCP/ECN (ex-TOS) byte.
+    #[inline]
     pub fn dscp_ecn(&self) -> u8 {
         self.buffer.as_ref()[field::DSCP_ECN]
     }
 
     /// Total length (header + payload) in bytes.
+    #[inline]
     pub fn total_len(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::LENGTH)
     }
 
+    #[inline]
     pub fn ident(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::IDENT)
     }
 
+    #[inline]
     fn flags_frag(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::FLAGS_FRAG)
     }
 
+    #[inline]
     pub fn dont_frag(&self) -> bool {
         self.flags_frag() & FLAG_DF != 0
     }
 
+    #[inline]
     pub fn more_frags(&self) -> bool {
         self.flags_frag() & FLAG_MF != 0
     }
 
     /// Fragment offset in bytes (the field times 8).
+    #[inline]
     pub fn frag_offset(&self) -> u16 {
         (self.flags_frag() & FRAG_MASK) * 8
     }
 
     /// More-fragments set or a non-zero offset.
+    #[inline]
     pub fn is_fragment(&self) -> bool {
         self.flags_frag() & (FLAG_MF | FRAG_MASK) != 0
     }
 
+    #[inline]
     pub fn ttl(&self) -> u8 {
         self.buffer.as_ref()[field::TTL]
     }
 
+    #[inline]
     pub fn protocol(&self) -> u8 {
         self.buffer.as_ref()[field::PROTOCOL]
     }
 
+    #[inline]
     pub fn checksum(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
+    #[inline]
     pub fn src_addr(&self) -> Ipv4Addr {
         let d = &self.buffer.as_ref()[field::SRC];
         Ipv4Addr::new(d[0], d[1], d[2], d[3])
     }
 
+    #[inline]
     pub fn dst_addr(&self) -> Ipv4Addr {
         let d = &self.buffer.as_ref()[field::DST];
         Ipv4Addr::new(d[0], d[1], d[2], d[3])
     }
 
     /// The header checksum over `header_len` bytes is correct.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
-        checksum::checksum(self.header()) == 0
+        let d = self.buffer.as_ref();
+        match d.first_chunk::<HEADER_LEN>() {
+            // No options (nearly every packet): a fixed 20-byte sum.
+            Some(h) if self.header_len() == HEADER_LEN => checksum::fold(checksum::sum_array(h)) == 0xffff,
+            _ => checksum::checksum(self.header()) == 0,
+        }
     }
 
     /// The header, options included (`header_len` bytes).
+    #[inline]
     pub fn header(&self) -> &[u8] {
         clamped(self.buffer.as_ref(), 0, self.header_len())
     }
 
     /// The options, i.e. the header past the fixed 20 bytes.
+    #[inline]
     pub fn options(&self) -> &[u8] {
         clamped(self.buffer.as_ref(), HEADER_LEN, self.header_len())
     }
 
     /// `header_len..total_len`.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         clamped(self.buffer.as_ref(), self.header_len(), usize::from(self.total_len()))
     }
@@ -190,25 +218,30 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Writes the version/IHL byte; `header_len_bytes` is divided by 4 and
     /// masked to 4 bits (pass a multiple of 4 between 20 and 60).
+    #[inline]
     pub fn set_version_ihl(&mut self, version: u8, header_len_bytes: usize) {
         let ihl = ((header_len_bytes / 4) & 0x0f) as u8;
         self.buffer.as_mut()[field::VER_IHL] = (version << 4) | ihl;
     }
 
+    #[inline]
     pub fn set_dscp_ecn(&mut self, value: u8) {
         self.buffer.as_mut()[field::DSCP_ECN] = value;
     }
 
+    #[inline]
     pub fn set_total_len(&mut self, value: u16) {
         write_u16(self.buffer.as_mut(), field::LENGTH, value);
     }
 
+    #[inline]
     pub fn set_ident(&mut self, value: u16) {
         write_u16(self.buffer.as_mut(), field::IDENT, value);
     }
 
     /// Writes the flags and fragment offset; `offset_bytes` is divided by 8
     /// (pass a multiple of 8). The reserved bit is cleared.
+    #[inline]
     pub fn set_flags_frag(&mut self, dont_frag: bool, more_frags: bool, offset_bytes: u16) {
         let mut v = (offset_bytes / 8) & FRAG_MASK;
         if dont_frag {
@@ -220,30 +253,40 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         write_u16(self.buffer.as_mut(), field::FLAGS_FRAG, v);
     }
 
+    #[inline]
     pub fn set_ttl(&mut self, value: u8) {
         self.buffer.as_mut()[field::TTL] = value;
     }
 
+    #[inline]
     pub fn set_protocol(&mut self, value: u8) {
         self.buffer.as_mut()[field::PROTOCOL] = value;
     }
 
+    #[inline]
     pub fn set_checksum(&mut self, value: u16) {
         write_u16(self.buffer.as_mut(), field::CHECKSUM, value);
     }
 
+    #[inline]
     pub fn set_src_addr(&mut self, addr: Ipv4Addr) {
         self.buffer.as_mut()[field::SRC].copy_from_slice(&addr.octets());
     }
 
+    #[inline]
     pub fn set_dst_addr(&mut self, addr: Ipv4Addr) {
         self.buffer.as_mut()[field::DST].copy_from_slice(&addr.octets());
     }
 
     /// Zeroes the checksum field, then computes it over `header_len` bytes.
+    #[inline]
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
-        let c = checksum::checksum(self.header());
+        let hl = self.header_len();
+        let c = match self.buffer.as_ref().first_chunk::<HEADER_LEN>() {
+            Some(h) if hl == HEADER_LEN => !checksum::fold(checksum::sum_array(h)),
+            _ => checksum::checksum(self.header()),
+        };
         self.set_checksum(c);
     }
 
@@ -251,20 +294,25 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// (RFC 1624) on the TTL/protocol word. A TTL of 0 is left unchanged;
     /// callers drop (or answer with ICMP time-exceeded) packets whose TTL is
     /// <= 1 before calling this.
+    #[inline(always)]
     pub fn decrement_ttl(&mut self) {
-        let ttl = self.ttl();
+        // Through a fixed 20-byte view: one length check, no bounds checks.
+        let Some(h) = self.buffer.as_mut().first_chunk_mut::<HEADER_LEN>() else {
+            return; // shorter than a header: no TTL to lower
+        };
+        let (ttl, proto) = (h[field::TTL], h[field::PROTOCOL]);
         if ttl == 0 {
             return;
         }
-        let proto = self.protocol();
         let old = u16::from_be_bytes([ttl, proto]);
         let new = u16::from_be_bytes([ttl - 1, proto]);
-        self.set_ttl(ttl - 1);
-        let c = checksum::update16(self.checksum(), old, new);
-        self.set_checksum(c);
+        h[field::TTL] = ttl - 1;
+        let c = checksum::update16(u16::from_be_bytes([h[field::CHECKSUM], h[field::CHECKSUM + 1]]), old, new);
+        h[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
     }
 
     /// Mutable `header_len..total_len`.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let (start, end) = (self.header_len(), usize::from(self.total_len()));
         clamped_mut(self.buffer.as_mut(), start, end)
@@ -288,6 +336,7 @@ impl Repr {
     /// Reads a checked packet. `payload_len` is `total_len - header_len`;
     /// options and fragment fields are not represented (check
     /// `is_fragment()` on the packet if they matter).
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Repr {
         Repr {
             src: packet.src_addr(),
@@ -305,6 +354,7 @@ impl Repr {
     /// payload_len` (truncated to 16 bits: keep `payload_len <= 65515`), no
     /// fragmentation, and fills the checksum. `packet` must be at least 20
     /// bytes; the payload bytes are not touched.
+    #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Packet<T>) {
         packet.set_version_ihl(4, HEADER_LEN);
         packet.set_dscp_ecn(self.dscp_ecn);

@@ -223,7 +223,7 @@ pub(crate) fn clamped_mut(data: &mut [u8], start: usize, end: usize) -> &mut [u8
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 

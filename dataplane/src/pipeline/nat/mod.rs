@@ -44,7 +44,7 @@
 use std::net::Ipv4Addr;
 
 use super::{
-    icmp_error, icmp_error_from, is_icmp_error, Action, DropReason, EndReason, FlowEvent, NoTrace, PacketBuf,
+    icmp_error, icmp_error_from, is_icmp_error, Action, DropReason, EndReason, FlowEvent, Ipv4Meta, NoTrace, PacketBuf,
     ReplyKind, Step, Trace,
 };
 use crate::flow::{state, FlowEntry, FlowKey, FlowTable, InsertError};
@@ -270,6 +270,43 @@ pub(crate) enum NatResult {
     Done(Action),
 }
 
+/// [`flow_of`] for the frame `m` describes (as checked, not rewritten
+/// since): the header fields come from `m`, the L4 bytes from fixed-size
+/// views, so nothing is parsed twice.
+#[inline(always)]
+fn flow_at(frame: &[u8], m: &Ipv4Meta) -> Option<(FlowKey, u8)> {
+    if m.is_fragment() {
+        return None;
+    }
+    let l4 = m.l4(frame);
+    let proto = m.proto;
+    let flags = match proto {
+        // Headers present: checked by check_ipv4.
+        ipv4::protocol::TCP => *l4.get(13)?,
+        ipv4::protocol::UDP | ipv4::protocol::SCTP => 0,
+        ipv4::protocol::ICMP => {
+            let h = l4.first_chunk::<6>()?;
+            if !matches!(h[0], icmp::msg::ECHO_REQUEST | icmp::msg::ECHO_REPLY) {
+                return None;
+            }
+            // As `flow_of`: the request as (id, 0), the reply as (0, id).
+            let id = u16::from_be_bytes([h[4], h[5]]);
+            let (src_port, dst_port) = if h[0] == icmp::msg::ECHO_REQUEST { (id, 0) } else { (0, id) };
+            return Some((FlowKey { src: m.src, dst: m.dst, src_port, dst_port, proto }, 0));
+        }
+        _ => return None,
+    };
+    let p = l4.first_chunk::<4>()?;
+    let key = FlowKey {
+        src: m.src,
+        dst: m.dst,
+        src_port: u16::from_be_bytes([p[0], p[1]]),
+        dst_port: u16::from_be_bytes([p[2], p[3]]),
+        proto,
+    };
+    Some((key, flags))
+}
+
 /// The 5-tuple of a checked, unfragmented TCP/UDP/SCTP frame, and its TCP flags.
 fn flow_of(frame: &[u8]) -> Option<(FlowKey, u8)> {
     let ip = ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
@@ -374,16 +411,19 @@ pub(crate) fn nat_stage<B: PacketBuf, T: Trace>(
     net: &Network,
     origin: Origin,
     pkt: &mut B,
+    m: &Ipv4Meta,
     tr: &mut T,
 ) -> NatResult {
-    let Some((key, flags)) = flow_of(pkt.data()) else {
+    let Some((key, flags)) = flow_at(pkt.data(), m) else {
         return match icmp_error_stage(t, nat, pkt, tr) {
             Some(r) => r,
             None => icmp_policy(t, nat, pkt, tr),
         };
     };
     let service = t.services.may_translate(key.src, key.dst);
-    let tracked = t.acl.tracks(key.src, key.dst);
+    // Whether policy tracks the flow matters only when no Service may
+    // translate it, or on a miss (asked again there).
+    let tracked = !service && t.acl.tracks(key.src, key.dst);
     if !service && !tracked {
         tr.note(Step::Note("no Service and no policy on these addresses: not tracked"));
         return NatResult::Untouched;
@@ -397,7 +437,8 @@ pub(crate) fn nat_stage<B: PacketBuf, T: Trace>(
         // flow policy alone tracks, or nobody's.
         let served = if service { new_flow(t, nat, net, origin, pkt, key, hash, frontend, tr) } else { None };
         return served.unwrap_or_else(|| {
-            if tracked {
+            // `tracked` was left false where a Service may translate: asked now.
+            if tracked || (service && t.acl.tracks(key.src, key.dst)) {
                 plain_flow(t, nat, pkt, key, hash, tr)
             } else {
                 tr.note(Step::Note("no Service frontend matches, and no policy applies: untranslated"));
@@ -412,8 +453,8 @@ pub(crate) fn nat_stage<B: PacketBuf, T: Trace>(
     // generation.)
     if e.generation != t.generation as u32 {
         let nat_orig = e.rewrite_dst && !e.plain;
-        let alive = !nat_orig
-            || t.services.lookup(&frontend).is_some_and(|(_, _, p)| p.is_member(e.nat_addr, e.nat_port));
+        let alive =
+            !nat_orig || t.services.lookup(&frontend).is_some_and(|(_, _, p)| p.is_member(e.nat_addr, e.nat_port));
         if !alive {
             tr.note(Step::FlowEnded { key, why: "its backend is no longer one of the Service's" });
             if T::FLOWS {
@@ -660,13 +701,7 @@ fn service_flow<B: PacketBuf, T: Trace>(
         state: s,
         plain: false,
     };
-    let reply = FlowEntry {
-        nat_addr: key.dst,
-        nat_port: key.dst_port,
-        rewrite_dst: false,
-        other: None,
-        ..orig
-    };
+    let reply = FlowEntry { nat_addr: key.dst, nat_port: key.dst_port, rewrite_dst: false, other: None, ..orig };
     let mut reply_key =
         FlowKey { src: backend, dst: key.src, src_port: svc.target_port, dst_port: key.src_port, proto: key.proto };
     // The client becomes the node when the answer would otherwise miss
@@ -909,42 +944,64 @@ fn tcp_reset<B: PacketBuf>(pkt: &mut B) -> Action {
 
 /// Applies an entry's rewrites to a TCP/UDP/SCTP frame, with checksums.
 fn rewrite(frame: &mut [u8], e: &FlowEntry) {
-    let mut ports_changed = rewrite_side(frame, e.rewrite_dst, e.nat_addr, e.nat_port);
+    let Some((h, l4)) = ip_parts(frame) else { return };
+    let proto = h[9];
+    let mut ports_changed = rewrite_side(h, l4, proto, e.rewrite_dst, e.nat_addr, e.nat_port);
     if let Some((addr, port)) = e.other {
-        ports_changed |= rewrite_side(frame, !e.rewrite_dst, addr, port);
+        ports_changed |= rewrite_side(h, l4, proto, !e.rewrite_dst, addr, port);
     }
-    let mut ip = ipv4::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]);
-    if ports_changed && ip.protocol() == ipv4::protocol::SCTP {
-        sctp::Packet::new_unchecked(ip.payload_mut()).fill_checksum();
+    if ports_changed && proto == ipv4::protocol::SCTP {
+        sctp::Packet::new_unchecked(l4).fill_checksum();
     }
 }
 
-/// Rewrites the destination (`dst`) or the source address and port; true
-/// when the port changed.
-fn rewrite_side(frame: &mut [u8], dst: bool, new_addr: Ipv4Addr, new_port: u16) -> bool {
-    let mut ip = ipv4::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]);
-    let proto = ip.protocol();
-    let old_addr = if dst { ip.dst_addr() } else { ip.src_addr() };
-    if dst {
-        ip.set_dst_addr(new_addr);
-    } else {
-        ip.set_src_addr(new_addr);
-    }
-    let (old, new) = (u32::from(old_addr), u32::from(new_addr));
-    ip.set_checksum(checksum::update32(ip.checksum(), old, new));
-    let l4 = ip.payload_mut();
+/// The fixed 20 bytes of the IPv4 header of a checked frame, and its L4
+/// bytes (`header_len..total_len`, as `ipv4::Packet::payload_mut`).
+/// `None` only for a frame that would not pass `check_ipv4`.
+#[inline(always)]
+fn ip_parts(frame: &mut [u8]) -> Option<(&mut [u8; ipv4::HEADER_LEN], &mut [u8])> {
+    let ip = frame.get_mut(ethernet::HEADER_LEN..)?;
+    let fixed = ip.first_chunk::<{ ipv4::HEADER_LEN }>()?;
+    let hl = usize::from(fixed[0] & 0x0f) * 4;
+    let tl = usize::from(u16::from_be_bytes([fixed[2], fixed[3]]));
+    let (hdr, l4) = ip.get_mut(..tl)?.split_at_mut_checked(hl)?;
+    Some((hdr.first_chunk_mut::<{ ipv4::HEADER_LEN }>()?, l4))
+}
+
+/// Rewrites the destination (`dst`) or the source address and port of the
+/// packet with header `h` and L4 bytes `l4`; true when the port changed.
+/// The IPv4 checksum and the TCP/UDP one (through the pseudo header) are
+/// updated incrementally (RFC 1624).
+#[inline(always)]
+fn rewrite_side(
+    h: &mut [u8; ipv4::HEADER_LEN],
+    l4: &mut [u8],
+    proto: u8,
+    dst: bool,
+    new_addr: Ipv4Addr,
+    new_port: u16,
+) -> bool {
+    let at = if dst { 16 } else { 12 };
+    let old = u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    let new = u32::from(new_addr);
+    h[at..at + 4].copy_from_slice(&new.to_be_bytes());
+    let ip_sum = checksum::update32(u16::from_be_bytes([h[10], h[11]]), old, new);
+    h[10..12].copy_from_slice(&ip_sum.to_be_bytes());
     let port_at = if dst { 2 } else { 0 };
-    let old_port = u16::from_be_bytes([l4[port_at], l4[port_at + 1]]);
-    l4[port_at..port_at + 2].copy_from_slice(&new_port.to_be_bytes());
+    let Some(p) = l4.get_mut(port_at..port_at + 2) else {
+        return false; // no ports: not a packet `check_ipv4` passed
+    };
+    let old_port = u16::from_be_bytes([p[0], p[1]]);
+    p.copy_from_slice(&new_port.to_be_bytes());
     let sum_at = match proto {
         ipv4::protocol::TCP => 16,
         ipv4::protocol::UDP => 6,
         _ => return old_port != new_port, // SCTP: see `rewrite`
     };
-    if l4.len() < sum_at + 2 {
+    let Some(f) = l4.get_mut(sum_at..sum_at + 2) else {
         return old_port != new_port;
-    }
-    let sum = u16::from_be_bytes([l4[sum_at], l4[sum_at + 1]]);
+    };
+    let sum = u16::from_be_bytes([f[0], f[1]]);
     if proto == ipv4::protocol::UDP && sum == 0 {
         return old_port != new_port; // no checksum: stays none
     }
@@ -953,15 +1010,15 @@ fn rewrite_side(frame: &mut [u8], dst: bool, new_addr: Ipv4Addr, new_port: u16) 
     if proto == ipv4::protocol::UDP && sum == 0 {
         sum = 0xffff;
     }
-    l4[sum_at..sum_at + 2].copy_from_slice(&sum.to_be_bytes());
+    f.copy_from_slice(&sum.to_be_bytes());
     old_port != new_port
 }
 
 #[cfg(test)]
-mod tests;
+mod fixtures;
 #[cfg(test)]
 mod outside_tests;
 #[cfg(test)]
-mod fixtures;
-#[cfg(test)]
 mod policy_tests;
+#[cfg(test)]
+mod tests;
