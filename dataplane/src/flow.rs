@@ -289,9 +289,10 @@ const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 enum Storage {
     /// The process's own memory: the flows end with it.
     Heap(Box<[Slot]>),
-    /// A mapped file that outlives the process (`flowstate`).
+    /// Mapped memory (`dpdk::shm`): huge-page friendly, and with a file
+    /// behind it the flows outlive the process (`flowstate`).
     #[cfg(feature = "dpdk")]
-    File(crate::dpdk::shm::SharedSlots),
+    Mapped(crate::dpdk::shm::SharedSlots),
 }
 
 pub struct FlowTable {
@@ -306,6 +307,15 @@ impl FlowTable {
     /// fails).
     pub fn new(capacity: usize) -> FlowTable {
         let n = Self::slots_for(capacity);
+        // With the DPDK layer, a table of a huge page or more lives in its
+        // own 2 MiB-aligned mapping advised for huge pages: at a million
+        // flows, random slots would otherwise cost a TLB miss each.
+        #[cfg(feature = "dpdk")]
+        if n * std::mem::size_of::<Slot>() >= 2 << 20 {
+            if let Ok(m) = crate::dpdk::shm::SharedSlots::anonymous(n) {
+                return FlowTable { storage: Storage::Mapped(m), mask: n - 1 };
+            }
+        }
         FlowTable { storage: Storage::Heap((0..n).map(|_| Slot::default()).collect()), mask: n - 1 }
     }
 
@@ -323,7 +333,7 @@ impl FlowTable {
         if n < 2 * PROBE || !n.is_power_of_two() {
             return Err(format!("{n} flow-table slots: want a power of two, at least {}", 2 * PROBE));
         }
-        Ok(FlowTable { storage: Storage::File(slots), mask: n - 1 })
+        Ok(FlowTable { storage: Storage::Mapped(slots), mask: n - 1 })
     }
 
     #[inline(always)]
@@ -331,7 +341,7 @@ impl FlowTable {
         match &self.storage {
             Storage::Heap(s) => s,
             #[cfg(feature = "dpdk")]
-            Storage::File(s) => s.slots(),
+            Storage::Mapped(s) => s.slots(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The flow table in a file, so that no flow is lost when weir-dataplane
 //! restarts (a crash, an upgrade, `kill -9`).
 //!
-//! The file is one header page and then the table's slots, mapped shared
+//! The file is a header (2 MiB, one page used) and then the table's slots, mapped shared
 //! (`dpdk::shm`): every worker write is in the file as it happens, so a
 //! process that dies leaves its flows behind, and the next one maps them
 //! again. Answers of a translated connection that arrive before weir-control
@@ -37,8 +37,10 @@ use crate::flow::{FlowTable, PROBE};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"weirflw1");
 const VERSION: u64 = 1;
-/// The header's page; the slots start after it.
-const HEADER_BYTES: u64 = 4096;
+/// The header's room; the slots start after it, at a huge-page boundary
+/// of the file (a tmpfs can then back them with huge pages). Only the first
+/// page of it is ever written.
+const HEADER_BYTES: u64 = 2 << 20;
 const SLOT_BYTES: u64 = 64;
 
 // Header words.
@@ -248,7 +250,7 @@ mod tests {
         drop(third);
 
         // A header that is not ours: a new table, never a crash.
-        std::fs::write(&path, vec![0xa5u8; 4096 + 64 * 128]).unwrap();
+        std::fs::write(&path, vec![0xa5u8; HEADER_BYTES as usize + 64 * 128]).unwrap();
         let fourth = FlowFile::open(&path, 128, 2_000_000).unwrap();
         assert!(!fourth.kept && fourth.new_because.contains("version"), "{}", fourth.new_because);
         assert_eq!(fourth.table.live_entries(2_000), 0);
