@@ -73,23 +73,9 @@ impl LbBed {
     fn new(pods: &[(&'static str, u8, u8)]) -> LbBed {
         require_root();
         let tag = tag();
-        let under = Netns::new(format!("wl{tag}-u"));
-        sh(&["ip", "-n", &under.0, "link", "add", "br0", "type", "bridge"]);
-        sh(&["ip", "-n", &under.0, "link", "set", "br0", "up"]);
         let nodes = vec![Netns::new(format!("wl{tag}-n1")), Netns::new(format!("wl{tag}-n2"))];
         let client = Netns::new(format!("wl{tag}-x"));
-        let mut links = Vec::new();
-        for (i, ns) in nodes.iter().chain([&client]).enumerate() {
-            let (dev, br_port) = (format!("wl{tag}u{i}"), format!("wl{tag}b{i}"));
-            sh(&[
-                "ip", "link", "add", &dev, "netns", &ns.0, "type", "veth", "peer", "name", &br_port, "netns", &under.0,
-            ]);
-            in_ns(&ns.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")]);
-            in_ns(&under.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{br_port}.disable_ipv6=1")]);
-            sh(&["ip", "-n", &under.0, "link", "set", &br_port, "master", "br0", "up"]);
-            sh(&["ip", "-n", &ns.0, "link", "set", &dev, "up"]);
-            links.push(dev);
-        }
+        let (under, links) = bridged_underlay(&format!("wl{tag}"), &[&nodes[0], &nodes[1], &client]);
         let client_if = links[2].clone();
         sh(&["ip", "-n", &client.0, "addr", "add", &format!("{CLIENT_IP}/24"), "dev", &client_if]);
         assert!(in_ns(&client.0, &["ethtool", "-K", &client_if, "tx", "off"]).status.success());

@@ -343,23 +343,9 @@ struct OutsideBed {
 
 impl OutsideBed {
     fn new(tag: &str) -> OutsideBed {
-        let under = Netns::new(format!("ws{tag}-u"));
-        sh(&["ip", "-n", &under.0, "link", "add", "br0", "type", "bridge"]);
-        sh(&["ip", "-n", &under.0, "link", "set", "br0", "up"]);
         let (n1ns, n2ns, ext) =
             (Netns::new(format!("ws{tag}-n1")), Netns::new(format!("ws{tag}-n2")), Netns::new(format!("ws{tag}-x")));
-        let mut links = Vec::new();
-        for (i, ns) in [&n1ns, &n2ns, &ext].into_iter().enumerate() {
-            let (dev, br_port) = (format!("ws{tag}u{i}"), format!("ws{tag}b{i}"));
-            sh(&[
-                "ip", "link", "add", &dev, "netns", &ns.0, "type", "veth", "peer", "name", &br_port, "netns", &under.0,
-            ]);
-            in_ns(&ns.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")]);
-            in_ns(&under.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{br_port}.disable_ipv6=1")]);
-            sh(&["ip", "-n", &under.0, "link", "set", &br_port, "master", "br0", "up"]);
-            sh(&["ip", "-n", &ns.0, "link", "set", &dev, "up"]);
-            links.push(dev);
-        }
+        let (under, links) = bridged_underlay(&format!("ws{tag}"), &[&n1ns, &n2ns, &ext]);
         // The external client: on the underlay, the externalIP routed via node 1.
         let x = ext.0.as_str();
         sh(&["ip", "-n", x, "addr", "add", "192.168.50.9/24", "dev", &links[2]]);

@@ -388,6 +388,26 @@ for line in sys.stdin:
 
 // ------------------------------------------------ overlay nodes
 
+/// An underlay: a namespace `<prefix>-u` with a bridge `br0`, and a veth
+/// from each of `ends` (named `<prefix>u<i>` there, IPv6 off, up) to a port
+/// of the bridge. Returns the bridge's namespace and the ends' interfaces.
+pub fn bridged_underlay(prefix: &str, ends: &[&Netns]) -> (Netns, Vec<String>) {
+    let under = Netns::new(format!("{prefix}-u"));
+    sh(&["ip", "-n", &under.0, "link", "add", "br0", "type", "bridge"]);
+    sh(&["ip", "-n", &under.0, "link", "set", "br0", "up"]);
+    let mut links = Vec::new();
+    for (i, ns) in ends.iter().enumerate() {
+        let (dev, br_port) = (format!("{prefix}u{i}"), format!("{prefix}b{i}"));
+        sh(&["ip", "link", "add", &dev, "netns", &ns.0, "type", "veth", "peer", "name", &br_port, "netns", &under.0]);
+        in_ns(&ns.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")]);
+        in_ns(&under.0, &["sysctl", "-qw", &format!("net.ipv6.conf.{br_port}.disable_ipv6=1")]);
+        sh(&["ip", "-n", &under.0, "link", "set", &br_port, "master", "br0", "up"]);
+        sh(&["ip", "-n", &ns.0, "link", "set", &dev, "up"]);
+        links.push(dev);
+    }
+    (under, links)
+}
+
 pub const VTEP1_MAC: &str = "02:fe:00:00:00:01";
 pub const VTEP2_MAC: &str = "02:fe:00:00:00:02";
 
