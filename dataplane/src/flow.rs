@@ -17,6 +17,13 @@
 //! fields, and the sequence again, and retries if either was odd or they
 //! differ. No locks, no `unsafe`, no torn entries. The last-seen time is a
 //! plain atomic store outside the seqlock (readers tolerate it moving).
+//! Beside the slots, one tag byte a slot (0: never used; else 7 bits of the
+//! key it holds or held) lets a probe read only the slots that may hold its
+//! key: a miss reads its two windows' 32 tags, not 32 slots.
+//!
+//! The slots may live in mapped memory (`dpdk::shm`): 2 MiB-aligned and
+//! advised for huge pages, and, with a file behind them, kept across a
+//! restart (`flowstate`).
 //!
 //! Entries expire: a lookup treats an entry past its deadline as absent, and
 //! an insert may reuse its slot. Time is a caller-supplied `now` in
