@@ -5,7 +5,7 @@
 //! been rewritten in place (MACs, TTL and checksum, or the whole answer). It
 //! never allocates, locks or logs, and no input bytes make it panic: every
 //! header is checked once (`new_checked`, or for IPv4 `check_ipv4`'s one
-//! pass, whose [`Ipv4Meta`] later stages read instead of parsing the header
+//! pass, whose `Ipv4Meta` later stages read instead of parsing the header
 //! again) before it is read.
 //!
 //! Stages: Ethernet → ARP (on pod ports: answer for the network's gateway and,
