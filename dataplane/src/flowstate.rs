@@ -69,12 +69,10 @@ pub struct Opened {
     pub tsc_per_ms: u64,
     /// The last generation the previous process published (0: a new table).
     pub generation: u64,
-    /// The previous process's table was taken over (and `repaired`
-    /// half-written slots emptied); false: a new table, for the reason in
-    /// `new_because`.
-    pub kept: bool,
+    /// `None`: the previous process's table was taken over (and `repaired`
+    /// half-written slots emptied); else a new table, for this reason.
+    pub new_because: Option<String>,
     pub repaired: usize,
-    pub new_because: String,
 }
 
 /// The kernel's id of this boot (a UUID), as two words; zeros when unknown.
@@ -164,16 +162,14 @@ impl FlowFile {
         };
         let mapped = SharedSlots::map(&file, HEADER_BYTES, slots as usize).map_err(at)?;
         let table = FlowTable::in_file(mapped)?;
-        let kept = why_new.is_none();
-        let repaired = if kept { table.repair() } else { 0 };
+        let repaired = if why_new.is_none() { table.repair() } else { 0 };
         Ok(Opened {
             table,
             file: FlowFile { file, path: path.to_path_buf() },
             tsc_per_ms,
             generation,
-            kept,
+            new_because: why_new,
             repaired,
-            new_because: why_new.unwrap_or_default(),
         })
     }
 
@@ -224,8 +220,8 @@ mod tests {
         let path = dir.join("flows");
         let _ = std::fs::remove_dir_all(&dir);
         let first = FlowFile::open(&path, 1 << 12, 2_000_000).unwrap();
-        assert_eq!((first.kept, first.generation, first.tsc_per_ms), (false, 0, 2_000_000));
-        assert_eq!(first.new_because, "no table yet");
+        assert_eq!((first.generation, first.tsc_per_ms), (0, 2_000_000));
+        assert_eq!(first.new_because.as_deref(), Some("no table yet"));
         for p in 0..100 {
             first.table.insert(&key(40_000 + p), &entry(), 1_000).unwrap();
         }
@@ -234,7 +230,7 @@ mod tests {
 
         // The next process, with another clock estimate: the file's wins.
         let second = FlowFile::open(&path, 1 << 12, 2_100_000).unwrap();
-        assert_eq!((second.kept, second.generation, second.tsc_per_ms), (true, 42, 2_000_000));
+        assert_eq!((second.new_because.as_deref(), second.generation, second.tsc_per_ms), (None, 42, 2_000_000));
         for p in 0..100 {
             assert_eq!(second.table.lookup(&key(40_000 + p), 2_000), Some(entry()), "flow {p} kept");
         }
@@ -245,14 +241,14 @@ mod tests {
 
         // Another size: a new, empty table.
         let third = FlowFile::open(&path, 1 << 13, 2_000_000).unwrap();
-        assert!(!third.kept && third.new_because.contains("slots"), "{}", third.new_because);
+        assert!(third.new_because.as_ref().is_some_and(|w| w.contains("slots")), "{:?}", third.new_because);
         assert_eq!(third.table.live_entries(2_000), 0);
         drop(third);
 
         // A header that is not ours: a new table, never a crash.
         std::fs::write(&path, vec![0xa5u8; HEADER_BYTES as usize + 64 * 128]).unwrap();
         let fourth = FlowFile::open(&path, 128, 2_000_000).unwrap();
-        assert!(!fourth.kept && fourth.new_because.contains("version"), "{}", fourth.new_because);
+        assert!(fourth.new_because.as_ref().is_some_and(|w| w.contains("version")), "{:?}", fourth.new_because);
         assert_eq!(fourth.table.live_entries(2_000), 0);
         drop(fourth);
         let _ = std::fs::remove_dir_all(&dir);

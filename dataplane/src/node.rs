@@ -116,15 +116,16 @@ impl<'e> Node<'e> {
         let (flows, flow_file, tsc_per_ms, generation) = match flow_state_path(&cfg) {
             Ok(Some(path)) => match FlowFile::open(&path, slots, tsc_per_ms) {
                 Ok(o) => {
-                    if o.kept {
-                        let live = o.table.live_entries(crate::dpdk::tsc() / o.tsc_per_ms);
-                        println!(
-                            "weir-dataplane: flows kept in {}: {live} live entries, {} half-written slots emptied",
-                            path.display(),
-                            o.repaired
-                        );
-                    } else {
-                        println!("weir-dataplane: flows kept in {} (a new table: {})", path.display(), o.new_because);
+                    match &o.new_because {
+                        None => {
+                            let live = o.table.live_entries(crate::dpdk::tsc() / o.tsc_per_ms);
+                            println!(
+                                "weir-dataplane: flows kept in {}: {live} live entries, {} half-written slots emptied",
+                                path.display(),
+                                o.repaired
+                            );
+                        }
+                        Some(why) => println!("weir-dataplane: flows kept in {} (a new table: {why})", path.display()),
                     }
                     (o.table, Some(o.file), o.tsc_per_ms, o.generation)
                 }
@@ -338,9 +339,7 @@ impl<'e> Node<'e> {
         // last reference to them is this thread's and they are freed here,
         // not on a worker between two bursts.
         let old = self.snapshot.publish(t);
-        if !self.snapshot.synchronize(SYNC_TIMEOUT) {
-            eprintln!("weir-dataplane: warning: a worker did not pass a quiescent state within {SYNC_TIMEOUT:?}");
-        }
+        wait_for_workers(&self.snapshot);
         if self.flowlog.active() {
             // Every record of the old tables is in the queue now: their
             // names (Services, rules) are resolved with the tables they
@@ -750,6 +749,14 @@ fn node_addrs(cfg: &NodeConfig) -> Vec<std::net::Ipv4Addr> {
     a
 }
 
+/// Waits until every worker has passed a quiescent state (it runs the
+/// tables published last); says so when one did not within `SYNC_TIMEOUT`.
+fn wait_for_workers(snapshot: &Snapshot<Tables>) {
+    if !snapshot.synchronize(SYNC_TIMEOUT) {
+        eprintln!("weir-dataplane: warning: a worker did not pass a quiescent state within {SYNC_TIMEOUT:?}");
+    }
+}
+
 /// Where the flow table lives (`dpdk.flow_state`): a file, or this
 /// process's memory (`Ok(None)` when switched off, `Err` saying why `auto`
 /// found no memory file system next to the management socket).
@@ -796,11 +803,7 @@ impl Node<'_> {
         let now = Instant::now();
         let clock = Self::clock();
         let snapshot = &self.snapshot;
-        let mut sync = || {
-            if !snapshot.synchronize(SYNC_TIMEOUT) {
-                eprintln!("weir-dataplane: warning: a worker did not pass a quiescent state within {SYNC_TIMEOUT:?}");
-            }
-        };
+        let mut sync = || wait_for_workers(snapshot);
         let off = || Reply::Error {
             message: "this weir-dataplane was built without the trace feature: no trace or capture".into(),
         };
@@ -832,11 +835,7 @@ impl Node<'_> {
         let t = self.snapshot.get();
         let now = Now { clock: Self::clock(), ms: self.now_ms(), at: Instant::now() };
         let snapshot = &self.snapshot;
-        let mut sync = || {
-            if !snapshot.synchronize(SYNC_TIMEOUT) {
-                eprintln!("weir-dataplane: warning: a worker did not pass a quiescent state within {SYNC_TIMEOUT:?}");
-            }
-        };
+        let mut sync = || wait_for_workers(snapshot);
         let flows = &self.flows;
         match req {
             Request::FlowLogStart { .. } if !crate::inspect::INSPECT => {
@@ -859,11 +858,7 @@ impl Node<'_> {
         let t = self.snapshot.get();
         let now = Now { clock: Self::clock(), ms: self.now_ms(), at: Instant::now() };
         let snapshot = &self.snapshot;
-        let mut sync = || {
-            if !snapshot.synchronize(SYNC_TIMEOUT) {
-                eprintln!("weir-dataplane: warning: a worker did not pass a quiescent state within {SYNC_TIMEOUT:?}");
-            }
-        };
+        let mut sync = || wait_for_workers(snapshot);
         self.flowlog.tick(&t, &self.flows, &now, &mut sync);
     }
 
@@ -872,11 +867,7 @@ impl Node<'_> {
         let t = self.snapshot.get();
         let clock = Self::clock();
         let snapshot = &self.snapshot;
-        let mut sync = || {
-            if !snapshot.synchronize(SYNC_TIMEOUT) {
-                eprintln!("weir-dataplane: warning: a worker did not pass a quiescent state within {SYNC_TIMEOUT:?}");
-            }
-        };
+        let mut sync = || wait_for_workers(snapshot);
         self.inspect.tick(&t, &clock, Instant::now(), &mut sync);
     }
 }

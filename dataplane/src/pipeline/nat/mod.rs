@@ -710,7 +710,11 @@ fn service_flow<B: PacketBuf, T: Trace>(
     // through the tunnel (its backend may sit on a third node, or on the
     // client's own, and would answer the pod directly), as kube-proxy
     // masquerades both.
-    let snat_node = (outside && !svc.external_local) || (origin == Origin::Tunnel && kind.is_external());
+    let snat_node = match origin {
+        Origin::Uplink => !svc.external_local,
+        Origin::Tunnel => kind.is_external(),
+        Origin::Pod | Origin::Host => false,
+    };
     if backend == key.src && origin != Origin::Uplink {
         // Hairpin: a pod that reaches itself through its Service would see
         // a packet from its own address, which its kernel drops; its source
