@@ -13,31 +13,22 @@ use std::path::Path;
 
 use crate::traffic::{Scenario, Stamp};
 
-pub const MAGIC_MICROS: u32 = 0xa1b2_c3d4;
-pub const VERSION: (u16, u16) = (2, 4);
-pub const LINKTYPE_ETHERNET: u32 = 1;
+pub use weir_dataplane::inspect::pcap::{
+    FILE_HEADER_LEN as GLOBAL_HEADER_LEN, LINKTYPE_ETHERNET, MAGIC_MICROS, RECORD_HEADER_LEN,
+};
 pub const SNAPLEN: u32 = 65535;
-pub const GLOBAL_HEADER_LEN: usize = 24;
-pub const RECORD_HEADER_LEN: usize = 16;
 
-/// Writes frames into a classic pcap stream.
+/// Writes whole frames into a classic (microsecond) pcap stream: weirctl
+/// capture's writer, refusing what it would have to cut.
 pub struct PcapWriter<W: Write> {
-    out: W,
+    out: weir_dataplane::inspect::pcap::PcapWriter<W>,
     frames: u64,
 }
 
 impl<W: Write> PcapWriter<W> {
     /// Writes the global header.
-    pub fn new(mut out: W) -> io::Result<PcapWriter<W>> {
-        let mut h = [0u8; GLOBAL_HEADER_LEN];
-        h[0..4].copy_from_slice(&MAGIC_MICROS.to_le_bytes());
-        h[4..6].copy_from_slice(&VERSION.0.to_le_bytes());
-        h[6..8].copy_from_slice(&VERSION.1.to_le_bytes());
-        // thiszone (8..12) and sigfigs (12..16) stay 0.
-        h[16..20].copy_from_slice(&SNAPLEN.to_le_bytes());
-        h[20..24].copy_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
-        out.write_all(&h)?;
-        Ok(PcapWriter { out, frames: 0 })
+    pub fn new(out: W) -> io::Result<PcapWriter<W>> {
+        Ok(PcapWriter { out: weir_dataplane::inspect::pcap::PcapWriter::micros(out, SNAPLEN)?, frames: 0 })
     }
 
     /// Appends one frame with a timestamp in nanoseconds since the epoch of
@@ -47,13 +38,7 @@ impl<W: Write> PcapWriter<W> {
             .ok()
             .filter(|l| *l <= SNAPLEN)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame longer than the snap length"))?;
-        let mut h = [0u8; RECORD_HEADER_LEN];
-        h[0..4].copy_from_slice(&((ts_ns / 1_000_000_000) as u32).to_le_bytes());
-        h[4..8].copy_from_slice(&((ts_ns % 1_000_000_000 / 1000) as u32).to_le_bytes());
-        h[8..12].copy_from_slice(&len.to_le_bytes());
-        h[12..16].copy_from_slice(&len.to_le_bytes());
-        self.out.write_all(&h)?;
-        self.out.write_all(frame)?;
+        self.out.write(ts_ns, len, frame)?;
         self.frames += 1;
         Ok(())
     }
@@ -65,7 +50,7 @@ impl<W: Write> PcapWriter<W> {
     /// Flushes and returns the stream.
     pub fn finish(mut self) -> io::Result<W> {
         self.out.flush()?;
-        Ok(self.out)
+        Ok(self.out.into_inner())
     }
 }
 

@@ -1,26 +1,43 @@
 //! Classic pcap files (the libpcap format Wireshark and tcpdump read):
-//! a 24-byte file header with nanosecond timestamps (magic `a1b23c4d`),
+//! a 24-byte file header with nanosecond timestamps (magic `a1b23c4d`) or,
+//! for replay tools that want them, microsecond ones (magic `a1b2c3d4`),
 //! version 2.4, LINKTYPE_ETHERNET, then one 16-byte record header and the
 //! captured bytes per packet. Little-endian, as the magic tells readers.
+//! weirctl capture and the perf harness's scenario files both write it.
 //! Also the hex form captured bytes travel in over the management socket.
 
 use std::io::{self, Write};
 
 /// The nanosecond-resolution pcap magic number.
 pub const MAGIC_NS: u32 = 0xa1b2_3c4d;
+/// The classic, microsecond-resolution one.
+pub const MAGIC_MICROS: u32 = 0xa1b2_c3d4;
 pub const LINKTYPE_ETHERNET: u32 = 1;
+pub const FILE_HEADER_LEN: usize = 24;
+pub const RECORD_HEADER_LEN: usize = 16;
 
 /// Writes a pcap stream to `W`.
 pub struct PcapWriter<W: Write> {
     out: W,
     snaplen: u32,
+    micros: bool,
 }
 
 impl<W: Write> PcapWriter<W> {
-    /// Writes the file header; records will hold at most `snaplen` bytes.
-    pub fn new(mut out: W, snaplen: u32) -> io::Result<Self> {
-        let mut h = Vec::with_capacity(24);
-        h.extend_from_slice(&MAGIC_NS.to_le_bytes());
+    /// Writes the file header (nanosecond timestamps); records will hold at
+    /// most `snaplen` bytes.
+    pub fn new(out: W, snaplen: u32) -> io::Result<Self> {
+        Self::with_resolution(out, snaplen, false)
+    }
+
+    /// [`new`](Self::new) with microsecond timestamps.
+    pub fn micros(out: W, snaplen: u32) -> io::Result<Self> {
+        Self::with_resolution(out, snaplen, true)
+    }
+
+    fn with_resolution(mut out: W, snaplen: u32, micros: bool) -> io::Result<Self> {
+        let mut h = Vec::with_capacity(FILE_HEADER_LEN);
+        h.extend_from_slice(&if micros { MAGIC_MICROS } else { MAGIC_NS }.to_le_bytes());
         h.extend_from_slice(&2u16.to_le_bytes());
         h.extend_from_slice(&4u16.to_le_bytes());
         h.extend_from_slice(&0i32.to_le_bytes()); // thiszone: UTC
@@ -28,7 +45,7 @@ impl<W: Write> PcapWriter<W> {
         h.extend_from_slice(&snaplen.to_le_bytes());
         h.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
         out.write_all(&h)?;
-        Ok(PcapWriter { out, snaplen })
+        Ok(PcapWriter { out, snaplen, micros })
     }
 
     /// One packet seen at `time_ns` (since the Unix epoch), `orig_len`
@@ -36,9 +53,10 @@ impl<W: Write> PcapWriter<W> {
     /// length here if longer).
     pub fn write(&mut self, time_ns: u64, orig_len: u32, data: &[u8]) -> io::Result<()> {
         let data = &data[..data.len().min(self.snaplen as usize)];
-        let mut h = [0u8; 16];
+        let mut h = [0u8; RECORD_HEADER_LEN];
+        let frac = time_ns % 1_000_000_000;
         h[0..4].copy_from_slice(&((time_ns / 1_000_000_000) as u32).to_le_bytes());
-        h[4..8].copy_from_slice(&((time_ns % 1_000_000_000) as u32).to_le_bytes());
+        h[4..8].copy_from_slice(&(if self.micros { frac / 1000 } else { frac } as u32).to_le_bytes());
         h[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes());
         h[12..16].copy_from_slice(&orig_len.max(data.len() as u32).to_le_bytes());
         self.out.write_all(&h)?;
