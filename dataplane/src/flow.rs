@@ -315,10 +315,13 @@ pub struct FlowTable {
     mask: usize,
 }
 
-/// A key's tag: 7 bits of its words, never 0.
+/// A key's tag, from its hash (the key's [`FlowKey::hash`], which every
+/// caller passes): bits 26-31 and 63, which no window position uses (the
+/// two windows take bits from 0 and from 32, 26 bits at most for the
+/// largest table, 2^26 slots), never 0.
 #[inline(always)]
-fn tag_of(ka: u64, kb: u64) -> u8 {
-    (((ka ^ kb.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 57) as u8) | 0x80
+fn tag_of(hash: u64) -> u8 {
+    ((hash >> 26) & 0x3f) as u8 | ((hash >> 57) as u8 & 0x40) | 0x80
 }
 
 impl FlowTable {
@@ -362,7 +365,8 @@ impl FlowTable {
         // The tags of what the file holds (a never-used slot keeps 0).
         for (i, s) in t.slots().iter().enumerate() {
             if s.seq.load(Ordering::Relaxed) != 0 {
-                let tag = tag_of(s.key_a.load(Ordering::Relaxed), s.key_b.load(Ordering::Relaxed));
+                let key = FlowKey::from_words(s.key_a.load(Ordering::Relaxed), s.key_b.load(Ordering::Relaxed));
+                let tag = tag_of(key.hash());
                 t.tags[i].store(tag, Ordering::Relaxed);
             }
         }
@@ -471,7 +475,8 @@ impl FlowTable {
     #[inline(always)]
     fn find_at(&self, key: &FlowKey, hash: u64, now_ms: u64, touch: bool) -> Option<(usize, FlowEntry)> {
         let (ka, kb) = key.words();
-        let tag = tag_of(ka, kb);
+        debug_assert_eq!(hash, key.hash(), "a flow table is probed with the key's own hash");
+        let tag = tag_of(hash);
         // The slots of `candidates`, in its order, as two plain loops (the
         // packet path: no chained iterator).
         let (a, b) = (hash as usize & self.mask, (hash >> 32) as usize & self.mask);
@@ -567,7 +572,8 @@ impl FlowTable {
         replace: bool,
     ) -> Result<usize, InsertError> {
         let (ka, kb) = key.words();
-        let tag = tag_of(ka, kb);
+        debug_assert_eq!(hash, key.hash(), "a flow table is probed with the key's own hash");
+        let tag = tag_of(hash);
         // An existing entry of this key is replaced in place; otherwise the
         // first empty or expired slot is taken. Only slots with the key's tag
         // can hold it, and a never-used slot (tag 0) is empty: the others are
@@ -644,7 +650,7 @@ impl FlowTable {
                     None => cur == s.seq.load(Ordering::Relaxed) && cur & 1 == 0,
                 };
                 if usable && s.seq.compare_exchange(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                    self.tags[i].store(tag_of(ka, kb), Ordering::Relaxed);
+                    self.tags[i].store(tag_of(hash), Ordering::Relaxed);
                     s.fill(cur, (ka, kb), entry, now_ms, created);
                     return Ok(i);
                 }
